@@ -1,0 +1,26 @@
+"""lstm: the LSTM you can change.
+
+A pure-PyTorch, batch-first ``LSTM`` whose single step, :meth:`LSTM.forward_cell`, a subclass
+can rewrite; the driver (:class:`Recurrent`) gives every cell layers, directions, dropout,
+lengths and ``PackedSequence`` with ``torch.nn.LSTM``'s interface.
+
+Layout: ``driver.py`` (the time loop, one for all cells), ``cells/`` (one file per cell
+family: pure step functions and thin modules), ``registry.py`` (name -> class).
+"""
+
+from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
+from lstm.driver import Recurrent, cell_suffix
+from lstm.registry import CELLS, get_cell
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CELLS",
+    "LSTM",
+    "Recurrent",
+    "__version__",
+    "cell_suffix",
+    "get_cell",
+    "lstm_cell",
+    "lstm_pointwise",
+]

@@ -1,0 +1,365 @@
+r"""The LSTM family: the reference page's ``LSTM``, its step as a pure function, and
+exact conversion to and from ``torch.nn.LSTM``.
+
+Gate layout
+-----------
+The ``4 * hidden_size`` rows of ``i2h`` and ``h2h`` are four blocks of ``hidden_size`` rows,
+in the order of the original implementation: **forget, input, output, candidate**
+(f, i, o, g). ``torch.nn.LSTM`` orders them i, f, g, o; :meth:`LSTM.from_torch` and
+:meth:`LSTM.to_torch` permute the blocks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lstm.driver import CellPart, Recurrent
+
+GATES = ("forget", "input", "output", "candidate")
+"""Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
+
+# Block k of our layout is block TORCH_GATE_ORDER[k] of torch.nn.LSTM's (i, f, g, o).
+# The permutation swaps 0<->1 and 2<->3, so it is its own inverse: one table serves both ways.
+_TORCH_GATE_ORDER = (1, 0, 3, 2)
+
+
+def lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The element-wise part of one LSTM step, from pre-activations to the new state.
+
+    .. math::
+
+        f &= \sigma(a_f), \quad i = \sigma(a_i), \quad o = \sigma(a_o), \quad g = \tanh(a_g) \\
+        c' &= f \odot c + i \odot g \\
+        h' &= o \odot \tanh(c')
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, 4 * hidden_size)
+        Pre-activations ``a = W_ih x + b_ih + W_hh h + b_hh``, blocks in the order f, i, o, g.
+    state : Tensor of shape (batch, hidden_size)
+        Cell state ``c`` of the previous step.
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    state : Tensor of shape (batch, hidden_size)
+    """
+    forget, input_gate, output, candidate = gates.chunk(4, dim=-1)
+    state = torch.sigmoid(forget) * state + torch.sigmoid(input_gate) * torch.tanh(candidate)
+    hidden = torch.sigmoid(output) * torch.tanh(state)
+    return hidden, state
+
+
+def lstm_cell(
+    x: Tensor,
+    hidden: Tensor,
+    state: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""One LSTM step as a pure function of its parameters.
+
+    Parameters
+    ----------
+    x : Tensor of shape (batch, input_size)
+    hidden, state : Tensor of shape (batch, hidden_size)
+    weight_ih : Tensor of shape (4 * hidden_size, input_size)
+    weight_hh : Tensor of shape (4 * hidden_size, hidden_size)
+    bias_ih, bias_hh : Tensor of shape (4 * hidden_size,), optional
+
+    Returns
+    -------
+    hidden, state : Tensor of shape (batch, hidden_size)
+        See :func:`lstm_pointwise` for the equations; gate blocks are f, i, o, g.
+    """
+    gates = nn.functional.linear(x, weight_ih, bias_ih) + nn.functional.linear(hidden, weight_hh, bias_hh)
+    return lstm_pointwise(gates, state)
+
+
+def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
+    """Reorder the four gate blocks (dim 0) between our layout and torch.nn.LSTM's."""
+    blocks = tensor.reshape(4, hidden_size, *tensor.shape[1:])
+    return blocks[list(_TORCH_GATE_ORDER)].reshape(tensor.shape)
+
+
+class LSTM(Recurrent):
+    r"""LSTM implementation in pure PyTorch, batch-first, whose step a subclass can rewrite.
+
+    At every step of every layer and direction, :meth:`forward_cell` computes
+
+    .. math::
+
+        a_t &= W_{ih} x_t + b_{ih} + W_{hh} h_{t-1} + b_{hh}
+              \qquad (\texttt{i2h}(x_t) + \texttt{h2h}(h_{t-1})) \\
+        f_t &= \sigma(a_{t,f}), \; i_t = \sigma(a_{t,i}), \; o_t = \sigma(a_{t,o}), \;
+              g_t = \tanh(a_{t,g}) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot g_t, \qquad h_t = o_t \odot \tanh(c_t)
+
+    The ``4 * hidden_size`` rows of ``i2h`` and ``h2h`` are blocks in the order **forget,
+    input, output, candidate** (f, i, o, g): the original implementation's layout, so its
+    checkpoints load unchanged. ``torch.nn.LSTM`` uses i, f, g, o; use :meth:`from_torch` and
+    :meth:`to_torch` to convert.
+
+    Parameters
+    ----------
+    input_size : int
+        Size of input dimension.
+    hidden_size : int
+        Size of hidden dimension.
+    num_layers, bias, batch_first, dropout, bidirectional, device, dtype
+        Keyword-only; as in ``torch.nn.LSTM`` except that ``batch_first`` defaults to True.
+        See :class:`lstm.driver.Recurrent`.
+    forget_bias : float, optional
+        If given, the forget-gate block of ``i2h.bias`` is set to this value and that of
+        ``h2h.bias`` to zero at initialisation, so the forget gate starts at
+        ``sigmoid(forget_bias)`` (1.0 is the usual choice, Jozefowicz et al. 2015). Needs
+        ``bias=True``. None keeps PyTorch's default initialisation.
+
+    Attributes
+    ----------
+    input_size : int
+        Size of input dimension.
+    hidden_size : int
+        Size of hidden dimension.
+    i2h : nn.Linear
+        Linear layer transforming input to hidden state: weight ``(4 * hidden_size,
+        input_size)``, bias ``(4 * hidden_size,)``. Layer ``l`` direction ``d`` has its own
+        ``i2h{suffix}`` (``i2h_reverse``, ``i2h_l1``, ...), whose input size is
+        ``num_directions * hidden_size`` for ``l > 0``.
+    h2h : nn.Linear
+        Linear layer updating hidden state to hidden state: weight ``(4 * hidden_size,
+        hidden_size)``, bias ``(4 * hidden_size,)``; suffixed likewise.
+
+    Notes
+    -----
+    Initialisation is ``nn.Linear``'s: every weight and bias of ``i2h`` uniform in
+    ``±1/sqrt(in_features)`` (``in_features`` = the cell's input size), of ``h2h`` uniform
+    in ``±1/sqrt(hidden_size)``, as in the original implementation; ``forget_bias`` then
+    overrides the forget-gate biases.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> model = lstm.LSTM(8, 16)
+    >>> sorted(model.state_dict())
+    ['h2h.bias', 'h2h.weight', 'i2h.bias', 'i2h.weight']
+    >>> out, (hidden, state) = model(torch.randn(4, 10, 8))
+    >>> out.shape, hidden.shape, state.shape
+    (torch.Size([4, 10, 16]), torch.Size([1, 4, 16]), torch.Size([1, 4, 16]))
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        forget_bias: float | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        if forget_bias is not None:
+            if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)):
+                raise TypeError(
+                    f"{owner}: expected forget_bias to be a float or None, got "
+                    f"{type(forget_bias).__name__} {forget_bias!r}"
+                )
+            if not math.isfinite(forget_bias):
+                raise ValueError(f"{owner}: expected a finite forget_bias, got {forget_bias}")
+            if bias is False:
+                raise ValueError(f"{owner}: forget_bias={forget_bias} needs bias=True, got bias=False")
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
+        )
+        self.forget_bias = None if forget_bias is None else float(forget_bias)
+        self._apply_forget_bias()
+
+    def build_cell(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, CellPart]:
+        """``i2h``: Linear(input_size, 4 * hidden_size); ``h2h``: Linear(hidden_size, 4 * hidden_size)."""
+        return {
+            "i2h": nn.Linear(input_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype),
+            "h2h": nn.Linear(hidden_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype),
+        }
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """Perform a single forward pass through the network.
+
+        Parameters
+        ----------
+        x : Tensor of shape (batch, input_size)
+            Tensor to pass through network (this cell's input size).
+        hidden : Tensor of shape (batch, hidden_size)
+            Tensor containing the hidden state.
+        state : Tensor of shape (batch, hidden_size)
+            Tensor containing the cell state.
+
+        Returns
+        -------
+        hidden : Tensor of shape (batch, hidden_size)
+            Tensor containing the next hidden state.
+        state : Tensor of shape (batch, hidden_size)
+            Tensor containing the next cell state.
+        """
+        gates = self.i2h(x) + self.h2h(hidden)  # (B, 4H), blocks f, i, o, g
+        return lstm_pointwise(gates, state)
+
+    def reset_parameters(self) -> None:
+        """Re-initialise as at construction: ``nn.Linear`` defaults, then ``forget_bias``."""
+        super().reset_parameters()
+        self._apply_forget_bias()
+
+    def _apply_forget_bias(self) -> None:
+        if self.forget_bias is None:
+            return
+        hidden_size = self.hidden_size
+        with torch.no_grad():
+            for layer, direction in self._cell_indices():
+                parts = self.cell_parts(layer, direction)
+                for name, value in (("i2h", self.forget_bias), ("h2h", 0.0)):
+                    bias = parts[name].bias  # type: ignore[union-attr]
+                    # Rows come in blocks of 4H laid out f, i, o, g (one block per Array-LSTM
+                    # lane), so the forget rows are the first H of every block.
+                    bias.view(-1, 4, hidden_size)[:, 0].fill_(value)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.forget_bias is not None:
+            text += f", forget_bias={self.forget_bias}"
+        return text
+
+    # ------------------------------------------------------------------ torch.nn.LSTM
+    @classmethod
+    def _check_convertible(cls, what: str) -> None:
+        overridden = [
+            name
+            for name in ("build_cell", "forward_cell", "init_hidden", "initHidden")
+            if getattr(cls, name) is not getattr(LSTM, name)
+        ]
+        if overridden:
+            raise TypeError(
+                f"{what}: torch.nn.LSTM computes the plain LSTM; expected a class with LSTM's "
+                f"build_cell, forward_cell and init_hidden, got {cls.__name__} which overrides "
+                f"{', '.join(overridden)}"
+            )
+
+    @classmethod
+    def from_torch(cls, module: nn.LSTM) -> LSTM:
+        """Build an equivalent module from a ``torch.nn.LSTM``.
+
+        Layers, directions, bias, ``batch_first``, dropout, device, dtype and training mode
+        are copied; gate blocks are reordered from i, f, g, o to f, i, o, g. The result gives
+        the same outputs, final states and gradients (to rounding).
+
+        Parameters
+        ----------
+        module : torch.nn.LSTM
+            Without projections (``proj_size=0``).
+
+        Returns
+        -------
+        LSTM
+            A new module (of class ``cls``) with copies of the weights.
+
+        Raises
+        ------
+        TypeError
+            If ``module`` is not a ``torch.nn.LSTM``, or ``cls`` changes the LSTM's math.
+        ValueError
+            If ``module.proj_size`` is not 0.
+        """
+        cls._check_convertible(f"{cls.__name__}.from_torch")
+        if not isinstance(module, nn.LSTM):
+            raise TypeError(
+                f"{cls.__name__}.from_torch: expected a torch.nn.LSTM, got {type(module).__name__}"
+            )
+        if module.proj_size != 0:
+            raise ValueError(
+                f"{cls.__name__}.from_torch: expected proj_size=0 (projections are not "
+                f"supported), got proj_size={module.proj_size}"
+            )
+        weight = module.weight_ih_l0
+        converted = cls(
+            module.input_size,
+            module.hidden_size,
+            num_layers=module.num_layers,
+            bias=module.bias,
+            batch_first=module.batch_first,
+            dropout=float(module.dropout),
+            bidirectional=module.bidirectional,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        converted._copy_torch_weights(module, to_torch=False)
+        converted.train(module.training)
+        return converted
+
+    def to_torch(self) -> nn.LSTM:
+        """Return an equivalent ``torch.nn.LSTM`` (gate blocks reordered to i, f, g, o).
+
+        Returns
+        -------
+        torch.nn.LSTM
+            Same sizes, layers, directions, bias, ``batch_first``, dropout, device, dtype and
+            training mode, with copies of the weights.
+
+        Raises
+        ------
+        TypeError
+            If this module's class changes the LSTM's math (overrides its cell methods).
+        """
+        self._check_convertible(f"{type(self).__name__}.to_torch")
+        weight = self.i2h.weight
+        module = nn.LSTM(
+            self.input_size,
+            self.hidden_size,
+            num_layers=self.num_layers,
+            bias=self.bias,
+            batch_first=self.batch_first,
+            dropout=self.dropout,
+            bidirectional=self.bidirectional,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        self._copy_torch_weights(module, to_torch=True)
+        module.train(self.training)
+        return module
+
+    def _copy_torch_weights(self, module: nn.LSTM, *, to_torch: bool) -> None:
+        names = [("i2h", "weight", "weight_ih"), ("h2h", "weight", "weight_hh")]
+        if self.bias:
+            names += [("i2h", "bias", "bias_ih"), ("h2h", "bias", "bias_hh")]
+        with torch.no_grad():
+            for layer, direction in self._cell_indices():
+                parts = self.cell_parts(layer, direction)
+                suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                for part, attribute, torch_name in names:
+                    ours: Tensor = getattr(parts[part], attribute)
+                    theirs: Tensor = getattr(module, torch_name + suffix)
+                    source, target = (ours, theirs) if to_torch else (theirs, ours)
+                    target.copy_(_permute_gates(source, self.hidden_size))
+
