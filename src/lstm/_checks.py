@@ -31,7 +31,9 @@ def check_int(owner: str, name: str, value: Any, minimum: int) -> int:
         If ``value < minimum``.
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: expected {name} to be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{owner}: expected {name} to be an int, got {type(value).__name__} {value!r}"
+        )
     if value < minimum:
         raise ValueError(f"{owner}: expected {name} >= {minimum}, got {value}")
     return value
@@ -40,7 +42,9 @@ def check_int(owner: str, name: str, value: Any, minimum: int) -> int:
 def check_bool(owner: str, name: str, value: Any) -> bool:
     """Return ``value`` if it is a ``bool``; raise ``TypeError`` otherwise."""
     if not isinstance(value, bool):
-        raise TypeError(f"{owner}: expected {name} to be a bool, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{owner}: expected {name} to be a bool, got {type(value).__name__} {value!r}"
+        )
     return value
 
 
@@ -55,7 +59,9 @@ def check_probability(owner: str, name: str, value: Any) -> float:
         If ``value`` lies outside ``[0, 1)``.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{owner}: expected {name} to be a float, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{owner}: expected {name} to be a float, got {type(value).__name__} {value!r}"
+        )
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{owner}: expected {name} in [0, 1), got {value}")
     return float(value)
@@ -64,7 +70,9 @@ def check_probability(owner: str, name: str, value: Any) -> float:
 def check_tensor(owner: str, name: str, value: Any) -> Tensor:
     """Return ``value`` if it is a floating-point tensor; raise ``TypeError`` otherwise."""
     if not isinstance(value, Tensor):
-        raise TypeError(f"{owner}: expected {name} to be a torch.Tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{owner}: expected {name} to be a torch.Tensor, got {type(value).__name__}"
+        )
     if not torch.is_floating_point(value):
         raise TypeError(
             f"{owner}: expected {name} to be a floating-point tensor, got dtype {value.dtype}"
@@ -91,7 +99,8 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
     """
     if not isinstance(lengths, Tensor):
         raise TypeError(
-            f"{owner}: expected lengths to be a 1-D integer torch.Tensor, got {type(lengths).__name__}"
+            f"{owner}: expected lengths to be a 1-D integer torch.Tensor, "
+            f"got {type(lengths).__name__}"
         )
     if torch.is_floating_point(lengths) or torch.is_complex(lengths) or lengths.dtype == torch.bool:
         raise TypeError(f"{owner}: expected lengths to have an integer dtype, got {lengths.dtype}")
@@ -100,12 +109,12 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
             f"{owner}: expected lengths of shape {shape_str([batch])} (one entry per sequence), "
             f"got {shape_str(lengths.shape)}"
         )
-    lengths = lengths.to(device="cpu", dtype=torch.int64)
+    checked: Tensor = lengths.to(device="cpu", dtype=torch.int64)
     if batch > 0:
-        low, high = int(lengths.min()), int(lengths.max())
+        low, high = int(checked.min()), int(checked.max())
         if low < 1 or high > seq_len:
             raise ValueError(
                 f"{owner}: expected every length in 1..{seq_len} (the padded seq_len), "
                 f"got values in {low}..{high}"
             )
-    return lengths
+    return checked

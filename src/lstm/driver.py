@@ -47,7 +47,7 @@ from lstm._checks import (
 )
 
 State: TypeAlias = Tensor | tuple[Tensor, ...]
-"""What a cell carries besides its hidden output: a tensor or a tuple of tensors, batch at dim -2."""
+"""What a cell carries besides its hidden output: a tensor or tuple of tensors, batch at dim -2."""
 
 CellPart: TypeAlias = nn.Module | nn.Parameter
 
@@ -156,7 +156,9 @@ class Recurrent(nn.Module):
         self.dropout = check_probability(owner, "dropout", dropout)
         self.bidirectional = check_bool(owner, "bidirectional", bidirectional)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise TypeError(f"{owner}: expected dtype to be a floating-point torch.dtype, got {dtype!r}")
+            raise TypeError(
+                f"{owner}: expected dtype to be a floating-point torch.dtype, got {dtype!r}"
+            )
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 f"{owner}: dropout={self.dropout} acts between layers, so it has no effect "
@@ -242,7 +244,7 @@ class Recurrent(nn.Module):
         zeros = x.new_zeros(x.shape[0], self.hidden_size)
         return zeros, zeros.clone()
 
-    def initHidden(self, x: Tensor) -> tuple[Tensor, Any]:  # noqa: N802 - the original name
+    def initHidden(self, x: Tensor) -> tuple[Tensor, Any]:
         """Alias of :meth:`init_hidden` under the original implementation's name.
 
         The driver calls this name, so a subclass that overrides either name changes the
@@ -458,7 +460,10 @@ class Recurrent(nn.Module):
         if packed is not None:
             return self._repack(output, packed, lengths), (hidden_n, state_n)
         if unbatched:
-            return output.squeeze(0), (hidden_n.squeeze(-2), map_state(lambda s: s.squeeze(-2), state_n))
+            return output.squeeze(0), (
+                hidden_n.squeeze(-2),
+                map_state(lambda s: s.squeeze(-2), state_n),
+            )
         if not self.batch_first:
             output = output.transpose(0, 1)
         return output, (hidden_n, state_n)
@@ -496,7 +501,9 @@ class Recurrent(nn.Module):
                 state = _from_parts(
                     [
                         torch.where(running, new, old)
-                        for new, old in zip(_state_parts(new_state), _state_parts(state), strict=True)
+                        for new, old in zip(
+                            _state_parts(new_state), _state_parts(state), strict=True
+                        )
                     ],
                     state,
                 )
@@ -508,7 +515,9 @@ class Recurrent(nn.Module):
     def _batch_first_input(self, x: Any) -> tuple[Tensor, bool]:
         owner = type(self).__name__
         x = check_tensor(owner, "input", x)
-        layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+        layout = (
+            "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+        )
         if x.dim() not in (2, 3):
             raise ValueError(
                 f"{owner}: expected input of rank 3 {layout} or rank 2 (seq_len, input_size), "
@@ -526,7 +535,9 @@ class Recurrent(nn.Module):
         elif not self.batch_first:
             x = x.transpose(0, 1)  # (B, T, F)
         if x.shape[1] == 0:
-            raise ValueError(f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}")
+            raise ValueError(
+                f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}"
+            )
         return x, unbatched
 
     def _check_input_matches_parameters(self, inputs: Tensor) -> None:
@@ -551,14 +562,16 @@ class Recurrent(nn.Module):
         # initHidden defers to init_hidden (see initHidden).
         result = cell.initHidden(inputs)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise TypeError(f"{owner}.init_hidden: expected a (hidden, state) pair, got {type(result).__name__}")
+            raise TypeError(
+                f"{owner}.init_hidden: expected a (hidden, state) pair, got {type(result).__name__}"
+            )
         hidden, state = result
         batch = inputs.shape[0]
         if not isinstance(hidden, Tensor) or hidden.shape != (batch, self.hidden_size):
             got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
             raise ValueError(
-                f"{owner}.init_hidden: expected hidden of shape {shape_str([batch, self.hidden_size])}, "
-                f"got {got}"
+                f"{owner}.init_hidden: expected hidden of shape "
+                f"{shape_str([batch, self.hidden_size])}, got {got}"
             )
         if isinstance(state, list):
             state = tuple(state)
@@ -566,8 +579,8 @@ class Recurrent(nn.Module):
             if not isinstance(part, Tensor) or part.dim() < 2 or part.shape[-2] != batch:
                 got = shape_str(part.shape) if isinstance(part, Tensor) else type(part).__name__
                 raise ValueError(
-                    f"{owner}.init_hidden: expected state tensors of shape (..., {batch}, features) "
-                    f"(batch at dim -2), got {got}"
+                    f"{owner}.init_hidden: expected state tensors of shape "
+                    f"(..., {batch}, features) (batch at dim -2), got {got}"
                 )
         return hidden, state
 
@@ -578,12 +591,15 @@ class Recurrent(nn.Module):
         template = self._default_state(self, inputs)
         cells = list(self._cell_indices())
         if hidden is None:
-            return [template] + [self._default_state(self.layer_cell(*index), inputs) for index in cells[1:]]
+            return [template] + [
+                self._default_state(self.layer_cell(*index), inputs) for index in cells[1:]
+            ]
         owner = type(self).__name__
         if not isinstance(hidden, (tuple, list)) or len(hidden) != 2:
             raise TypeError(
                 f"{owner}: expected hidden to be a (hidden, state) tuple, got "
-                f"{type(hidden).__name__}" + (f" of length {len(hidden)}" if isinstance(hidden, (tuple, list)) else "")
+                f"{type(hidden).__name__}"
+                + (f" of length {len(hidden)}" if isinstance(hidden, (tuple, list)) else "")
             )
         count = len(cells)
         hidden_parts = self._split_stacked(
@@ -592,7 +608,9 @@ class Recurrent(nn.Module):
         template_state = template[1]
         given_state = hidden[1]
         if isinstance(template_state, tuple):
-            if not isinstance(given_state, (tuple, list)) or len(given_state) != len(template_state):
+            if not isinstance(given_state, (tuple, list)) or len(given_state) != len(
+                template_state
+            ):
                 raise TypeError(
                     f"{owner}: expected state to be a tuple of {len(template_state)} tensors, got "
                     f"{type(given_state).__name__}"
@@ -628,6 +646,7 @@ class Recurrent(nn.Module):
         lead = math.prod(like.shape[:-2])
         features = like.shape[-1]
         batch = like.shape[-2]
+        accepted: list[tuple[int, ...]]
         if unbatched:
             accepted = [(count * lead, features)]
             meaning = "(num_layers*num_directions, hidden_size) for unbatched input"
@@ -639,34 +658,44 @@ class Recurrent(nn.Module):
         if tuple(given.shape) not in accepted:
             options = " or ".join(shape_str(shape) for shape in accepted)
             raise ValueError(
-                f"{owner}: expected {name} of shape {options} {meaning}, got {shape_str(given.shape)}"
+                f"{owner}: expected {name} of shape {options} {meaning}, "
+                f"got {shape_str(given.shape)}"
             )
         if given.dtype != inputs.dtype:
-            raise TypeError(f"{owner}: expected {name} of dtype {inputs.dtype} (the input's), got {given.dtype}")
+            raise TypeError(
+                f"{owner}: expected {name} of dtype {inputs.dtype} (the input's), got {given.dtype}"
+            )
         if given.device != inputs.device:
-            raise ValueError(f"{owner}: expected {name} on {inputs.device} (the input's), got {given.device}")
+            raise ValueError(
+                f"{owner}: expected {name} on {inputs.device} (the input's), got {given.device}"
+            )
         if unbatched:
             given = given.unsqueeze(-2)  # (count*lead, 1, X)
         if tuple(given.shape) == tuple(like.shape):
             return [given]
         return [chunk.reshape(like.shape) for chunk in given.split(lead)]
 
-    def _check_step_output(self, hidden: Any, state: Any, old_hidden: Tensor, old_state: State) -> None:
+    def _check_step_output(
+        self, hidden: Any, state: Any, old_hidden: Tensor, old_state: State
+    ) -> None:
         owner = type(self).__name__
         if not isinstance(hidden, Tensor) or hidden.shape != old_hidden.shape:
             got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
             raise ValueError(
-                f"{owner}.forward_cell: expected hidden of shape {shape_str(old_hidden.shape)}, got {got}"
+                f"{owner}.forward_cell: expected hidden of shape "
+                f"{shape_str(old_hidden.shape)}, got {got}"
             )
         new_parts, old_parts = _state_parts(state), _state_parts(old_state)
         if len(new_parts) != len(old_parts) or any(
             not isinstance(new, Tensor) or new.shape != old.shape
             for new, old in zip(new_parts, old_parts, strict=False)
         ):
-            got = [shape_str(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in new_parts]
+            shapes = [
+                shape_str(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in new_parts
+            ]
             raise ValueError(
                 f"{owner}.forward_cell: expected state shaped like "
-                f"{[shape_str(p.shape) for p in old_parts]}, got {got}"
+                f"{[shape_str(p.shape) for p in old_parts]}, got {shapes}"
             )
 
     # ------------------------------------------------------------------ output assembly
@@ -675,7 +704,10 @@ class Recurrent(nn.Module):
         """Concatenate per-cell states (*lead, B, X) into (cells * prod(lead), B, X)."""
         first = states[0]
         columns = zip(*(_state_parts(s) for s in states), strict=True)
-        stacked = [torch.cat([part.reshape(-1, batch, part.shape[-1]) for part in column]) for column in columns]
+        stacked = [
+            torch.cat([part.reshape(-1, batch, part.shape[-1]) for part in column])
+            for column in columns
+        ]
         return _from_parts(stacked, first)
 
     @staticmethod
@@ -687,4 +719,6 @@ class Recurrent(nn.Module):
             output = output.index_select(0, index)
             lengths = lengths.index_select(0, packed.sorted_indices.cpu())
         data = pack_padded_sequence(output, lengths, batch_first=True, enforce_sorted=True).data
-        return PackedSequence(data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+        return PackedSequence(
+            data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+        )

@@ -12,6 +12,7 @@ in the order of the original implementation: **forget, input, output, candidate*
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +78,9 @@ def lstm_cell(
     hidden, state : Tensor of shape (batch, hidden_size)
         See :func:`lstm_pointwise` for the equations; gate blocks are f, i, o, g.
     """
-    gates = nn.functional.linear(x, weight_ih, bias_ih) + nn.functional.linear(hidden, weight_hh, bias_hh)
+    gates = nn.functional.linear(x, weight_ih, bias_ih) + nn.functional.linear(
+        hidden, weight_hh, bias_hh
+    )
     return lstm_pointwise(gates, state)
 
 
@@ -153,6 +156,9 @@ class LSTM(Recurrent):
     (torch.Size([4, 10, 16]), torch.Size([1, 4, 16]), torch.Size([1, 4, 16]))
     """
 
+    i2h: nn.Linear
+    h2h: nn.Linear
+
     def __init__(
         self,
         input_size: int,
@@ -177,7 +183,9 @@ class LSTM(Recurrent):
             if not math.isfinite(forget_bias):
                 raise ValueError(f"{owner}: expected a finite forget_bias, got {forget_bias}")
             if bias is False:
-                raise ValueError(f"{owner}: forget_bias={forget_bias} needs bias=True, got bias=False")
+                raise ValueError(
+                    f"{owner}: forget_bias={forget_bias} needs bias=True, got bias=False"
+                )
         super().__init__(
             input_size,
             hidden_size,
@@ -200,10 +208,17 @@ class LSTM(Recurrent):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> dict[str, CellPart]:
-        """``i2h``: Linear(input_size, 4 * hidden_size); ``h2h``: Linear(hidden_size, 4 * hidden_size)."""
+        """``i2h``: Linear(input_size, 4H) and ``h2h``: Linear(hidden_size, 4H), H = hidden_size.
+
+        See :meth:`lstm.driver.Recurrent.build_cell` for the contract.
+        """
         return {
-            "i2h": nn.Linear(input_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype),
-            "h2h": nn.Linear(hidden_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype),
+            "i2h": nn.Linear(
+                input_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype
+            ),
+            "h2h": nn.Linear(
+                hidden_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype
+            ),
         }
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -241,7 +256,7 @@ class LSTM(Recurrent):
             for layer, direction in self._cell_indices():
                 parts = self.cell_parts(layer, direction)
                 for name, value in (("i2h", self.forget_bias), ("h2h", 0.0)):
-                    bias = parts[name].bias  # type: ignore[union-attr]
+                    bias = cast(nn.Linear, parts[name]).bias
                     # Rows come in blocks of 4H laid out f, i, o, g (one block per Array-LSTM
                     # lane), so the forget rows are the first H of every block.
                     bias.view(-1, 4, hidden_size)[:, 0].fill_(value)
@@ -302,7 +317,7 @@ class LSTM(Recurrent):
                 f"{cls.__name__}.from_torch: expected proj_size=0 (projections are not "
                 f"supported), got proj_size={module.proj_size}"
             )
-        weight = module.weight_ih_l0
+        weight = next(module.parameters())
         converted = cls(
             module.input_size,
             module.hidden_size,
@@ -362,4 +377,3 @@ class LSTM(Recurrent):
                     theirs: Tensor = getattr(module, torch_name + suffix)
                     source, target = (ours, theirs) if to_torch else (theirs, ours)
                     target.copy_(_permute_gates(source, self.hidden_size))
-

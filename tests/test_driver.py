@@ -1,0 +1,228 @@
+"""Generic tests of the driver, table-driven over every registered cell.
+
+A cell is tested here by adding it to ``lstm.CELLS``. The test-only cells of ``toy_cells``
+run beside them so that states shaped (k, batch, hidden) and tuple states are covered too.
+Tolerances: float64 throughout, 1e-12 for re-orderings of the same arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+from conftest import DOUBLE
+from lstm import CELLS, Recurrent
+from toy_cells import LaneCell, TupleStateCell
+
+GENERIC: dict[str, type[Recurrent]] = {**CELLS, "toy-lanes": LaneCell, "toy-tuple": TupleStateCell}
+NAMES = sorted(GENERIC)
+INPUT, HIDDEN = 3, 4
+LENGTHS = torch.tensor([5, 2, 4, 1])
+ATOL = 1e-12
+
+
+def build(name: str, **options: Any) -> Recurrent:
+    options.setdefault("dtype", DOUBLE)
+    return GENERIC[name](INPUT, HIDDEN, **options)
+
+
+def close(got: Any, want: Any, atol: float = ATOL) -> None:
+    torch.testing.assert_close(got, want, rtol=0, atol=atol)
+
+
+def select(state: Any, fn: Any) -> Any:
+    return tuple(fn(part) for part in state) if isinstance(state, tuple) else fn(state)
+
+
+@pytest.fixture(params=NAMES)
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_state_shapes(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    out, (hidden, state) = model(torch.randn(6, 5, INPUT, dtype=DOUBLE))
+    assert out.shape == (6, 5, 2 * HIDDEN)
+    assert hidden.shape == (4, 6, HIDDEN)
+    template = model.init_hidden(torch.zeros(6, 5, INPUT, dtype=DOUBLE))[1]
+    parts = state if isinstance(state, tuple) else (state,)
+    likes = template if isinstance(template, tuple) else (template,)
+    for part, like in zip(parts, likes, strict=True):
+        lead = like.numel() // (6 * HIDDEN)
+        assert part.shape == (4 * lead, 6, HIDDEN)
+
+
+def test_last_output_is_final_hidden(name: str) -> None:
+    model = build(name, num_layers=2)
+    out, (hidden, _) = model(torch.randn(3, 5, INPUT, dtype=DOUBLE))
+    close(out[:, -1], hidden[-1], atol=0)
+
+
+def test_chunked_run_with_carried_state_equals_whole_run(name: str) -> None:
+    model = build(name, num_layers=2)
+    x = torch.randn(3, 7, INPUT, dtype=DOUBLE)
+    whole, whole_state = model(x)
+    first, carried = model(x[:, :3])
+    second, final_state = model(x[:, 3:], carried)
+    close(torch.cat([first, second], dim=1), whole)
+    close(final_state, whole_state)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lengths_match_truncated_runs(name: str, bidirectional: bool) -> None:
+    model = build(name, num_layers=2, bidirectional=bidirectional)
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    out, (hidden, state) = model(x, lengths=LENGTHS)
+    for b, n in enumerate(LENGTHS.tolist()):
+        alone, (alone_hidden, alone_state) = model(x[b : b + 1, :n])
+        close(out[b : b + 1, :n], alone)
+        assert torch.count_nonzero(out[b, n:]) == 0  # padded outputs are zero
+        close(hidden[:, b : b + 1], alone_hidden)
+        close(select(state, lambda s, b=b: s[:, b : b + 1]), alone_state)
+
+
+def test_padding_values_do_not_matter(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE, requires_grad=True)
+    noisy = x.detach().clone()
+    for b, n in enumerate(LENGTHS.tolist()):
+        noisy[b, n:] = 1e3
+    out, state = model(x, lengths=LENGTHS)
+    close(model(noisy, lengths=LENGTHS), (out, state))
+    out.sum().backward()
+    assert x.grad is not None
+    for b, n in enumerate(LENGTHS.tolist()):
+        assert torch.count_nonzero(x.grad[b, n:]) == 0
+
+
+def test_packed_sequence_matches_lengths(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    out, state = model(x, lengths=LENGTHS)
+    packed = pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False)
+    packed_out, packed_state = model(packed)
+    assert isinstance(packed_out, PackedSequence)
+    assert torch.equal(packed_out.batch_sizes, packed.batch_sizes)
+    assert torch.equal(packed_out.sorted_indices, packed.sorted_indices)
+    expected = pack_padded_sequence(out, LENGTHS, batch_first=True, enforce_sorted=False)
+    close(packed_out.data, expected.data)
+    close(packed_state, state)
+
+
+def test_batch_first_false_is_the_transpose(name: str) -> None:
+    first = build(name, num_layers=2, bidirectional=True)
+    second = build(name, num_layers=2, bidirectional=True, batch_first=False)
+    second.load_state_dict(first.state_dict())
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    out, state = first(x, lengths=LENGTHS)
+    out_t, state_t = second(x.transpose(0, 1), lengths=LENGTHS)
+    close(out_t.transpose(0, 1), out, atol=0)
+    close(state_t, state, atol=0)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_unbatched_matches_batch_of_one(name: str, batch_first: bool) -> None:
+    model = build(name, num_layers=2, bidirectional=True, batch_first=batch_first)
+    x = torch.randn(5, INPUT, dtype=DOUBLE)
+    out, (hidden, state) = model(x)
+    batched = x.unsqueeze(0) if batch_first else x.unsqueeze(1)
+    out_b, (hidden_b, state_b) = model(batched)
+    close(out, out_b.squeeze(0 if batch_first else 1), atol=0)
+    close(hidden, hidden_b.squeeze(1), atol=0)
+    close(state, select(state_b, lambda s: s.squeeze(1)), atol=0)
+    # The unbatched final state feeds back in as an unbatched initial state.
+    again, _ = model(x, (hidden, state))
+    again_b, _ = model(batched, (hidden_b, state_b))
+    close(again, again_b.squeeze(0 if batch_first else 1), atol=0)
+
+
+def test_non_contiguous_input(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    storage = torch.randn(5, 4, 2 * INPUT, dtype=DOUBLE)
+    x = storage[..., ::2].transpose(0, 1)  # (4, 5, INPUT), strided in two dims
+    assert not x.is_contiguous()
+    close(model(x, lengths=LENGTHS), model(x.contiguous(), lengths=LENGTHS), atol=0)
+
+
+def test_given_zero_state_equals_default(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    out, (hidden, state) = model(x)
+    zeros = (torch.zeros_like(hidden), select(state, torch.zeros_like))
+    close(model(x, zeros), (out, (hidden, state)), atol=0)
+
+
+def test_deterministic_bitwise(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True, dtype=torch.float32)
+    x = torch.randn(4, 5, INPUT)
+    close(model(x, lengths=LENGTHS), model(x, lengths=LENGTHS), atol=0)
+
+
+def test_gradcheck_and_gradgradcheck(name: str) -> None:
+    model = GENERIC[name](2, 2, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    x = torch.randn(3, 3, 2, dtype=DOUBLE, requires_grad=True)
+    lengths = torch.tensor([3, 1, 2])
+    weights = list(model.parameters())[:2]  # input and two weights keep the check quick
+
+    def function(x: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, (hidden, state) = model(x, lengths=lengths)
+        return (out, hidden, *(state if isinstance(state, tuple) else (state,)))
+
+    assert torch.autograd.gradcheck(function, (x, *weights))
+    assert torch.autograd.gradgradcheck(function, (x, *weights))
+
+
+def test_dropout_acts_between_layers_in_training_only(name: str) -> None:
+    model = build(name, num_layers=2, dropout=0.5)
+    plain = build(name, num_layers=2)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    close(model.eval()(x), plain(x), atol=0)
+    model.train()
+    torch.manual_seed(1)
+    first = model(x)
+    torch.manual_seed(1)
+    close(model(x), first, atol=0)  # the same seed gives the same masks
+    assert not torch.allclose(first[0], plain(x)[0])
+    # Layer 0's final state is computed before any dropout is applied.
+    close(first[1][0][0], plain(x)[1][0][0])
+
+
+def test_layer_cell_view_maps_names_to_that_cell(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    assert model.layer_cell(0, 0) is model
+    view = model.layer_cell(1, 1)
+    assert type(view) is type(model)
+    for part_name, part in model.cell_parts(1, 1).items():
+        assert getattr(view, part_name) is part
+        assert getattr(model, part_name) is model.cell_parts(0, 0)[part_name]
+    assert len(list(model.parameters())) == len(
+        list(model.state_dict())
+    )  # views are never registered
+    x = torch.randn(2, 2 * HIDDEN, dtype=DOUBLE)
+    hidden, state = view.init_hidden(x.unsqueeze(1))
+    stepped, _ = view.forward_cell(x, hidden, state)
+    assert stepped.shape == (2, HIDDEN)
+
+
+def test_bf16_autocast_on_cpu(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True, dtype=torch.float32)
+    x = torch.randn(4, 5, INPUT)
+    expected, _ = model(x, lengths=LENGTHS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (hidden, _) = model(x, lengths=LENGTHS)
+    assert torch.isfinite(out).all()
+    assert torch.isfinite(hidden).all()
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=5e-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_cuda(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    expected = model(x, lengths=LENGTHS)
+    got = model.cuda()(x.cuda(), lengths=LENGTHS.cuda())
+    close(got[0].cpu(), expected[0], atol=1e-10)

@@ -1,0 +1,223 @@
+"""The LSTM family: the reference page's API, the f, i, o, g layout, and the equations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import lstm
+from conftest import DOUBLE, make_lstm, projection, reference_weights
+from lstm import LSTM, lstm_cell, lstm_pointwise
+from reference import lstm_step, run_reference
+
+
+def test_documented_attributes_and_state_dict_keys() -> None:
+    model = LSTM(7, 5)
+    assert model.input_size == 7
+    assert model.hidden_size == 5
+    assert isinstance(model.i2h, nn.Linear)
+    assert isinstance(model.h2h, nn.Linear)
+    assert (model.i2h.in_features, model.i2h.out_features) == (7, 20)
+    assert (model.h2h.in_features, model.h2h.out_features) == (5, 20)
+    assert list(model.state_dict()) == ["i2h.weight", "i2h.bias", "h2h.weight", "h2h.bias"]
+    assert model.batch_first is True
+
+
+def test_stacked_parameter_names_follow_torch_convention() -> None:
+    model = LSTM(3, 4, num_layers=2, bidirectional=True)
+    names = {name for name, _ in model.named_parameters()}
+    expected = {
+        f"{part}{suffix}.{kind}"
+        for part in ("i2h", "h2h")
+        for suffix in ("", "_reverse", "_l1", "_l1_reverse")
+        for kind in ("weight", "bias")
+    }
+    assert names == expected
+    assert model.i2h_l1.in_features == 8  # layer 1 reads both directions of layer 0
+
+
+def test_forward_returns_documented_shapes() -> None:
+    model = LSTM(3, 4)
+    out, (hidden, state) = model(torch.randn(2, 6, 3))
+    assert out.shape == (2, 6, 4)
+    assert hidden.shape == (1, 2, 4)
+    assert state.shape == (1, 2, 4)
+    # Client code of the original implementation squeezes the layer dimension away.
+    assert hidden.squeeze(0).shape == (2, 4)
+    torch.testing.assert_close(out[:, -1], hidden.squeeze(0), rtol=0, atol=0)
+
+
+def test_forward_cell_matches_documented_equations() -> None:
+    model = make_lstm()
+    x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, 4, 4))
+    new_hidden, new_state = model.forward_cell(x, hidden, state)
+    weights = (model.i2h.weight, model.h2h.weight, model.i2h.bias, model.h2h.bias)
+    for b in range(5):
+        ref_h, ref_c = lstm_step(x[b], hidden[b], state[b], weights)
+        torch.testing.assert_close(new_hidden[b], ref_h, rtol=0, atol=1e-12)
+        torch.testing.assert_close(new_state[b], ref_c, rtol=0, atol=1e-12)
+
+
+def test_pure_functions_agree_with_the_module() -> None:
+    model = make_lstm()
+    x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, 4, 4))
+    expected = model.forward_cell(x, hidden, state)
+    got = lstm_cell(
+        x, hidden, state, model.i2h.weight, model.h2h.weight, model.i2h.bias, model.h2h.bias
+    )
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
+    gates = model.i2h(x) + model.h2h(hidden)
+    torch.testing.assert_close(lstm_pointwise(gates, state), expected, rtol=0, atol=1e-14)
+
+
+def _saturate(
+    model: LSTM, forget: float, input_gate: float, output: float, candidate: float
+) -> None:
+    """Zero the weights; set each gate block's bias so the gate is saturated or fixed."""
+    size = model.hidden_size
+    with torch.no_grad():
+        model.i2h.weight.zero_()
+        model.h2h.weight.zero_()
+        model.h2h.bias.zero_()
+        for block, value in enumerate((forget, input_gate, output, candidate)):
+            model.i2h.bias[block * size : (block + 1) * size] = value
+
+
+def test_gate_layout_is_forget_input_output_candidate() -> None:
+    model = make_lstm()
+    state = torch.randn(2, 4, dtype=DOUBLE)
+    hidden = torch.zeros(2, 4, dtype=DOUBLE)
+    x = torch.zeros(2, 3, dtype=DOUBLE)
+    # Block 0 open (forget = 1), block 1 shut (input = 0): the state is carried unchanged.
+    _saturate(model, forget=60.0, input_gate=-60.0, output=60.0, candidate=0.5)
+    new_hidden, new_state = model.forward_cell(x, hidden, state)
+    torch.testing.assert_close(new_state, state, rtol=0, atol=1e-12)
+    torch.testing.assert_close(new_hidden, torch.tanh(state), rtol=0, atol=1e-12)
+    # Block 0 shut, block 1 open: the state becomes tanh(block 3).
+    _saturate(model, forget=-60.0, input_gate=60.0, output=60.0, candidate=0.5)
+    _, new_state = model.forward_cell(x, hidden, state)
+    torch.testing.assert_close(
+        new_state, torch.full_like(state, math.tanh(0.5)), rtol=0, atol=1e-12
+    )
+    # Block 2 shut: the hidden output is zero whatever the state.
+    _saturate(model, forget=60.0, input_gate=60.0, output=-60.0, candidate=0.5)
+    new_hidden, _ = model.forward_cell(x, hidden, state)
+    torch.testing.assert_close(new_hidden, torch.zeros_like(new_hidden), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_matches_step_by_step_reference(num_layers: int, bidirectional: bool, bias: bool) -> None:
+    model = make_lstm(num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+    x = torch.randn(4, 6, 3, dtype=DOUBLE, requires_grad=True)
+    lengths = [6, 2, 5, 1]
+    cells = num_layers * model.num_directions
+    h0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
+    c0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
+    out, (h_n, c_n) = model(x, (h0, c0), lengths=torch.tensor(lengths))
+    ref_out, ref_h, ref_c = run_reference(
+        x, reference_weights(model), 4, num_layers, bidirectional, lengths, h0, c0
+    )
+    for got, want in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # Gradients of a random projection of everything, with respect to input and weights.
+    probes = [torch.randn_like(t) for t in (out, h_n, c_n)]
+    inputs = [x, *model.parameters()]
+    ours = torch.autograd.grad(projection(probes, (out, h_n, c_n)), inputs)
+    theirs = torch.autograd.grad(projection(probes, (ref_out, ref_h, ref_c)), inputs)
+    for got, want in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_original_checkpoint_loads_unchanged() -> None:
+    """A state_dict as the original single-layer implementation saved it loads strictly."""
+    checkpoint = {
+        "i2h.weight": torch.randn(16, 3, dtype=DOUBLE),
+        "i2h.bias": torch.randn(16, dtype=DOUBLE),
+        "h2h.weight": torch.randn(16, 4, dtype=DOUBLE),
+        "h2h.bias": torch.randn(16, dtype=DOUBLE),
+    }
+    model = make_lstm()
+    model.load_state_dict(checkpoint, strict=True)
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    out, (h_n, c_n) = model(x)
+    weights = {
+        (0, 0): (
+            checkpoint["i2h.weight"],
+            checkpoint["h2h.weight"],
+            checkpoint["i2h.bias"],
+            checkpoint["h2h.bias"],
+        )
+    }
+    ref_out, ref_h, ref_c = run_reference(x, weights, 4, 1, False)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h_n, ref_h, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_n, ref_c, rtol=0, atol=1e-12)
+
+
+def test_default_initialisation_is_linear_default() -> None:
+    model = LSTM(9, 25, num_layers=2)
+    for layer in range(2):
+        parts = model.cell_parts(layer)
+        for part in parts.values():
+            bound = 1 / math.sqrt(part.in_features)  # type: ignore[union-attr]
+            for tensor in (part.weight, part.bias):  # type: ignore[union-attr]
+                assert tensor.abs().max() <= bound
+                assert tensor.abs().max() > 0.5 * bound  # really drawn from the whole range
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_forget_bias_sets_forget_block_and_survives_reset(bidirectional: bool) -> None:
+    model = LSTM(3, 4, num_layers=2, bidirectional=bidirectional, forget_bias=1.0)
+    for _ in range(2):
+        for layer in range(2):
+            for direction in range(model.num_directions):
+                parts = model.cell_parts(layer, direction)
+                i2h_bias, h2h_bias = parts["i2h"].bias, parts["h2h"].bias  # type: ignore[union-attr]
+                assert torch.equal(i2h_bias[:4], torch.ones(4))
+                assert torch.equal(h2h_bias[:4], torch.zeros(4))
+                assert not torch.equal(
+                    i2h_bias[4:], torch.ones(12)
+                )  # the other gates keep defaults
+        model.reset_parameters()
+
+
+def test_forget_bias_none_keeps_default_init() -> None:
+    torch.manual_seed(3)
+    plain = LSTM(3, 4)
+    torch.manual_seed(3)
+    explicit = LSTM(3, 4, forget_bias=None)
+    for a, b in zip(plain.parameters(), explicit.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("hook", ["init_hidden", "initHidden"])
+def test_overriding_either_initial_state_hook_changes_default_state(hook: str) -> None:
+    def ones(self: LSTM, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        filled = x.new_ones(x.shape[0], self.hidden_size)
+        return filled, filled.clone()
+
+    custom = type("Custom", (LSTM,), {hook: ones})(3, 4, dtype=DOUBLE)
+    custom.load_state_dict(make_lstm().state_dict())
+    plain = make_lstm()
+    plain.load_state_dict(custom.state_dict())
+    x = torch.randn(2, 3, 3, dtype=DOUBLE)
+    expected = plain(x, (torch.ones(1, 2, 4, dtype=DOUBLE), torch.ones(1, 2, 4, dtype=DOUBLE)))
+    got = custom(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert not torch.allclose(plain(x)[0], got[0])
+    # The alias answers with the same thing as the canonical name.
+    torch.testing.assert_close(
+        custom.initHidden(x), custom.init_hidden(x) if hook == "init_hidden" else ones(custom, x)
+    )
+
+
+def test_public_names_are_exported() -> None:
+    assert lstm.LSTM is LSTM
+    assert lstm.CELLS["lstm"] is LSTM
+    assert lstm.get_cell("lstm") is LSTM
+    assert isinstance(lstm.__version__, str)

@@ -1,0 +1,74 @@
+"""Test-only cells that stress the driver's contract where the LSTM does not.
+
+``LaneCell`` carries a state of shape (k, batch, hidden) like an Array-LSTM; ``TupleStateCell``
+carries a tuple of two states. The generic tests run them next to every registered cell, so
+the driver's opaque-state handling (stacking, splitting, masking) is tested before any such
+cell is registered.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lstm import LSTM, Recurrent, lstm_pointwise
+from lstm.driver import CellPart
+
+
+class LaneCell(LSTM):
+    """k LSTM lanes per unit; hidden = sum of the lanes' outputs. State (k, batch, hidden)."""
+
+    def __init__(self, input_size: int, hidden_size: int, k: int = 3, **options: object) -> None:
+        self.k = k  # build_cell reads it, so it is set before super().__init__
+        super().__init__(input_size, hidden_size, **options)  # type: ignore[arg-type]
+
+    def build_cell(
+        self, input_size: int, hidden_size: int, *, device=None, dtype=None
+    ) -> dict[str, CellPart]:  # type: ignore[no-untyped-def]
+        width = 4 * hidden_size * self.k
+        return {
+            "i2h": nn.Linear(input_size, width, device=device, dtype=dtype),
+            "h2h": nn.Linear(hidden_size, width, device=device, dtype=dtype),
+        }
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        gates = (
+            (self.i2h(x) + self.h2h(hidden)).view(x.shape[0], self.k, -1).transpose(0, 1)
+        )  # (k, B, 4H)
+        lane_hidden, state = lstm_pointwise(gates, state)  # (k, B, H) each
+        return lane_hidden.sum(0), state
+
+    def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.new_zeros(x.shape[0], self.hidden_size), x.new_zeros(
+            self.k, x.shape[0], self.hidden_size
+        )
+
+
+class TupleStateCell(Recurrent):
+    """A cell whose state is a pair (c, n): a gated running sum and its normaliser."""
+
+    def build_cell(
+        self, input_size: int, hidden_size: int, *, device=None, dtype=None
+    ) -> dict[str, CellPart]:  # type: ignore[no-untyped-def]
+        return {
+            "i2h": nn.Linear(
+                input_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype
+            ),
+            "h2h": nn.Linear(
+                hidden_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype
+            ),
+        }
+
+    def forward_cell(
+        self, x: Tensor, hidden: Tensor, state: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        total, norm = state
+        f, i, o, g = (self.i2h(x) + self.h2h(hidden)).chunk(4, dim=-1)
+        f, i, o = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o)
+        total = f * total + i * torch.tanh(g)
+        norm = f * norm + i
+        return o * total / (norm + 1.0), (total, norm)
+
+    def init_hidden(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        zeros = x.new_zeros(x.shape[0], self.hidden_size)
+        return zeros, (zeros.clone(), zeros.clone())
