@@ -12,7 +12,7 @@ in the order of the original implementation: **forget, input, output, candidate*
 from __future__ import annotations
 
 import math
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -88,6 +88,20 @@ def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
     """Reorder the four gate blocks (dim 0) between our layout and torch.nn.LSTM's."""
     blocks = tensor.reshape(4, hidden_size, *tensor.shape[1:])
     return blocks[list(_TORCH_GATE_ORDER)].reshape(tensor.shape)
+
+
+_SHARED_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional")
+
+
+def _shared_options(module: nn.Module) -> dict[str, Any]:
+    """The keyword options that ``LSTM`` and ``torch.nn.LSTM`` both take, read off either.
+
+    The two classes name these attributes alike; device and dtype are those of the weights.
+    """
+    weight = next(module.parameters())
+    options = {name: getattr(module, name) for name in _SHARED_OPTIONS}
+    options["dropout"] = float(options["dropout"])
+    return {**options, "device": weight.device, "dtype": weight.dtype}
 
 
 class LSTM(Recurrent):
@@ -317,18 +331,7 @@ class LSTM(Recurrent):
                 f"{cls.__name__}.from_torch: expected proj_size=0 (projections are not "
                 f"supported), got proj_size={module.proj_size}"
             )
-        weight = next(module.parameters())
-        converted = cls(
-            module.input_size,
-            module.hidden_size,
-            num_layers=module.num_layers,
-            bias=module.bias,
-            batch_first=module.batch_first,
-            dropout=float(module.dropout),
-            bidirectional=module.bidirectional,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
+        converted = cls(module.input_size, module.hidden_size, **_shared_options(module))
         converted._copy_torch_weights(module, to_torch=False)
         converted.train(module.training)
         return converted
@@ -348,18 +351,7 @@ class LSTM(Recurrent):
             If this module's class changes the LSTM's math (overrides its cell methods).
         """
         self._check_convertible(f"{type(self).__name__}.to_torch")
-        weight = self.i2h.weight
-        module = nn.LSTM(
-            self.input_size,
-            self.hidden_size,
-            num_layers=self.num_layers,
-            bias=self.bias,
-            batch_first=self.batch_first,
-            dropout=self.dropout,
-            bidirectional=self.bidirectional,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
+        module = nn.LSTM(self.input_size, self.hidden_size, **_shared_options(self))
         self._copy_torch_weights(module, to_torch=True)
         module.train(self.training)
         return module
