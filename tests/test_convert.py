@@ -30,6 +30,7 @@ def _our_grad_as_torch(model: LSTM, torch_name: str) -> torch.Tensor:
     return _permute_gates(grad, model.hidden_size)
 
 
+@pytest.mark.parametrize("engine", ["auto", "reference"])
 @pytest.mark.parametrize(
     ("num_layers", "bidirectional", "batch_first", "kind", "bias"),
     CASES,
@@ -40,7 +41,7 @@ def _our_grad_as_torch(model: LSTM, torch_name: str) -> torch.Tensor:
     ],
 )
 def test_from_torch_matches_torch(
-    num_layers: int, bidirectional: bool, batch_first: bool, kind: str, bias: bool
+    num_layers: int, bidirectional: bool, batch_first: bool, kind: str, bias: bool, engine: str
 ) -> None:
     reference = nn.LSTM(
         INPUT,
@@ -52,6 +53,7 @@ def test_from_torch_matches_torch(
         dtype=DOUBLE,
     )
     model = LSTM.from_torch(reference)
+    model.engine = engine
     cells = num_layers * (2 if bidirectional else 1)
     data = torch.randn(BATCH, SEQ_LEN, INPUT, dtype=DOUBLE)
     hidden = (

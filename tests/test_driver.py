@@ -15,9 +15,14 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from conftest import DOUBLE
 from lstm import CELLS, Recurrent
-from toy_cells import LaneCell, TupleStateCell
+from toy_cells import LaneCell, ReferenceLSTM, TupleStateCell
 
-GENERIC: dict[str, type[Recurrent]] = {**CELLS, "toy-lanes": LaneCell, "toy-tuple": TupleStateCell}
+GENERIC: dict[str, type[Recurrent]] = {
+    **CELLS,
+    "lstm-reference": ReferenceLSTM,
+    "toy-lanes": LaneCell,
+    "toy-tuple": TupleStateCell,
+}
 NAMES = sorted(GENERIC)
 INPUT, HIDDEN = 3, 4
 LENGTHS = torch.tensor([5, 2, 4, 1])

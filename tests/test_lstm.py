@@ -108,11 +108,15 @@ def test_gate_layout_is_forget_input_output_candidate() -> None:
     torch.testing.assert_close(new_hidden, torch.zeros_like(new_hidden), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("engine", ["auto", "reference"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-def test_matches_step_by_step_reference(num_layers: int, bidirectional: bool, bias: bool) -> None:
+def test_matches_step_by_step_reference(
+    num_layers: int, bidirectional: bool, bias: bool, engine: str
+) -> None:
     model = make_lstm(num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+    model.engine = engine
     x = torch.randn(4, 6, 3, dtype=DOUBLE, requires_grad=True)
     lengths = [6, 2, 5, 1]
     cells = num_layers * model.num_directions

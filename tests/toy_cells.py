@@ -72,3 +72,11 @@ class TupleStateCell(Recurrent):
     def init_hidden(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         zeros = x.new_zeros(x.shape[0], self.hidden_size)
         return zeros, (zeros.clone(), zeros.clone())
+
+
+class ReferenceLSTM(LSTM):
+    """The built-in LSTM held on the reference path, so generic tests cover both engines."""
+
+    def __init__(self, input_size: int, hidden_size: int, **options: object) -> None:
+        super().__init__(input_size, hidden_size, **options)  # type: ignore[arg-type]
+        self.engine = "reference"

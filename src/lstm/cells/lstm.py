@@ -16,8 +16,9 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstm.driver import CellPart, Recurrent
+from lstm.driver import CellPart, Recurrent, State
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -280,6 +281,77 @@ class LSTM(Recurrent):
         if self.forget_bias is not None:
             text += f", forget_bias={self.forget_bias}"
         return text
+
+    # ------------------------------------------------------------------ fast path
+    def fused_forward(
+        self, inputs: Tensor, initial: list[tuple[Tensor, State]], lengths: Tensor | None
+    ) -> tuple[Tensor, list[tuple[Tensor, State]]] | None:
+        """Run the whole stack in one call of ATen's LSTM kernel, or return None.
+
+        The kernel is the one ``torch.nn.LSTM`` calls (``torch.lstm``: oneDNN on CPU, cuDNN
+        on CUDA), given this module's weights with the gate blocks permuted from f, i, o, g to
+        i, f, g, o; the permutation is part of the autograd graph, so gradients reach
+        ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
+        driver's semantics (final states at each true end, zeros past it, the reverse
+        direction starting at each true end). Dropout between layers uses the kernel's own
+        masks (same distribution as the reference path, different random draws).
+
+        Returns None, so that the driver runs the reference path, when the class overrides
+        ``forward_cell`` or ``build_cell``, when a cell's ``i2h``/``h2h`` is not a plain
+        ``nn.Linear`` (replaced, parametrized, or with forward hooks), under autocast, and
+        for float16 on the CPU. See :meth:`lstm.driver.Recurrent.fused_forward`.
+        """
+        if not self._fusable(inputs):
+            return None
+        size = self.hidden_size
+        weights: list[Tensor] = []
+        for layer, direction in self._cell_indices():
+            parts = self.cell_parts(layer, direction)
+            i2h, h2h = cast(nn.Linear, parts["i2h"]), cast(nn.Linear, parts["h2h"])
+            weights += [_permute_gates(i2h.weight, size), _permute_gates(h2h.weight, size)]
+            if self.bias:
+                weights += [_permute_gates(i2h.bias, size), _permute_gates(h2h.bias, size)]
+        hidden = torch.stack([h for h, _ in initial])  # (L*D, B, H)
+        state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
+        options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
+        if lengths is None:
+            output, hidden_n, state_n = torch.lstm(inputs, (hidden, state), weights, *options, True)
+        else:
+            packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+            assert packed.sorted_indices is not None
+            assert packed.unsorted_indices is not None
+            order = packed.sorted_indices.to(inputs.device)
+            data, hidden_n, state_n = torch.lstm(
+                packed.data,
+                packed.batch_sizes,
+                (hidden.index_select(1, order), state.index_select(1, order)),
+                weights,
+                *options,
+            )
+            result = PackedSequence(
+                data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+            )
+            output, _ = pad_packed_sequence(result, batch_first=True, total_length=inputs.shape[1])
+            restore = packed.unsorted_indices.to(inputs.device)
+            hidden_n, state_n = hidden_n.index_select(1, restore), state_n.index_select(1, restore)
+        finals: list[tuple[Tensor, State]] = list(
+            zip(hidden_n.unbind(0), state_n.unbind(0), strict=True)
+        )
+        return output, finals
+
+    def _fusable(self, inputs: Tensor) -> bool:
+        cls = type(self)
+        if cls.forward_cell is not LSTM.forward_cell or cls.build_cell is not LSTM.build_cell:
+            return False
+        if torch.is_autocast_enabled(inputs.device.type):
+            return False
+        if inputs.dtype == torch.float16 and inputs.device.type == "cpu":
+            return False
+        for layer, direction in self._cell_indices():
+            for part in self.cell_parts(layer, direction).values():
+                if type(part) is not nn.Linear or part._forward_hooks or part._forward_pre_hooks:
+                    return False
+        return True
 
     # ------------------------------------------------------------------ torch.nn.LSTM
     @classmethod

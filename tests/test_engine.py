@@ -1,0 +1,149 @@
+"""The fast path agrees with the reference path, and never runs where it must not."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from conftest import DOUBLE, projection
+from lstm import LSTM
+
+LENGTHS = torch.tensor([6, 2, 5, 1])
+CASES = list(
+    itertools.product([1, 2, 3], [False, True], [True, False], ["full", "lengths", "packed"])
+)
+
+
+def _run(model: LSTM, x: Tensor, hidden: Any, kind: str) -> tuple[Tensor, Tensor, Tensor]:
+    if kind == "lengths":
+        out, (h, c) = model(x, hidden, lengths=LENGTHS)
+    elif kind == "packed":
+        out, (h, c) = model(
+            pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False), hidden
+        )
+        out = out.data
+    else:
+        out, (h, c) = model(x, hidden)
+    return out, h, c
+
+
+@pytest.mark.parametrize(("num_layers", "bidirectional", "bias", "kind"), CASES)
+def test_fast_path_matches_reference_path(
+    num_layers: int, bidirectional: bool, bias: bool, kind: str
+) -> None:
+    fast = LSTM(3, 5, num_layers=num_layers, bidirectional=bidirectional, bias=bias, dtype=DOUBLE)
+    reference = LSTM(
+        3, 5, num_layers=num_layers, bidirectional=bidirectional, bias=bias, dtype=DOUBLE
+    )
+    reference.load_state_dict(fast.state_dict())
+    reference.engine = "reference"
+    cells = num_layers * fast.num_directions
+    hidden = (torch.randn(cells, 4, 5, dtype=DOUBLE), torch.randn(cells, 4, 5, dtype=DOUBLE))
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    x_fast, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = _run(fast, x_fast, hidden, kind), _run(reference, x_reference, hidden, kind)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    probes = [torch.randn_like(t) for t in want]
+    projection(probes, got).backward()
+    projection(probes, want).backward()
+    torch.testing.assert_close(x_fast.grad, x_reference.grad, rtol=0, atol=1e-10)
+    for (name, a), (_, b) in zip(
+        fast.named_parameters(), reference.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10, msg=name)
+
+
+def test_fast_path_in_float32_agrees_to_float32_precision() -> None:
+    fast = LSTM(16, 32, num_layers=2, bidirectional=True)
+    reference = LSTM(16, 32, num_layers=2, bidirectional=True)
+    reference.load_state_dict(fast.state_dict())
+    reference.engine = "reference"
+    x = torch.randn(8, 20, 16)
+    torch.testing.assert_close(
+        fast(x, lengths=torch.arange(20, 12, -1)),
+        reference(x, lengths=torch.arange(20, 12, -1)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+class _Counting:
+    """Counts calls of torch.lstm, the kernel the fast path calls."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = torch.lstm
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, "lstm", counted)
+
+
+def test_fast_path_is_taken_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = _Counting(monkeypatch)
+    model = LSTM(3, 4, num_layers=2, bidirectional=True)
+    model(torch.randn(2, 5, 3))
+    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
+    assert counter.calls == 2
+    model.engine = "reference"
+    model(torch.randn(2, 5, 3))
+    assert counter.calls == 2
+
+
+class _Overridden(LSTM):
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        return super().forward_cell(x, hidden, state)
+
+
+@pytest.mark.parametrize(
+    "prepare",
+    [
+        pytest.param(lambda: _Overridden(3, 4), id="forward_cell overridden"),
+        pytest.param(lambda: _hooked(LSTM(3, 4)), id="forward hook on i2h"),
+        pytest.param(lambda: _replaced(LSTM(3, 4, num_layers=2)), id="h2h_l1 replaced"),
+        pytest.param(lambda: _weight_normed(LSTM(3, 4)), id="parametrized i2h"),
+    ],
+)
+def test_fast_path_never_bypasses_user_code(monkeypatch: pytest.MonkeyPatch, prepare: Any) -> None:
+    counter = _Counting(monkeypatch)
+    model = prepare()
+    model(torch.randn(2, 5, 3))
+    assert counter.calls == 0
+
+
+def test_fast_path_steps_aside_under_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = _Counting(monkeypatch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        LSTM(3, 4)(torch.randn(2, 5, 3))
+    assert counter.calls == 0
+
+
+def test_unknown_engine_is_refused() -> None:
+    model = LSTM(3, 4)
+    model.engine = "turbo"
+    with pytest.raises(
+        ValueError, match=r"^LSTM: expected engine in \('auto', 'reference'\), got 'turbo'$"
+    ):
+        model(torch.randn(2, 5, 3))
+
+
+def _hooked(model: LSTM) -> LSTM:
+    model.i2h.register_forward_hook(lambda module, args, output: output * 2)
+    return model
+
+
+def _replaced(model: LSTM) -> LSTM:
+    model.h2h_l1 = nn.Sequential(nn.Linear(4, 16))
+    return model
+
+
+def _weight_normed(model: LSTM) -> LSTM:
+    nn.utils.parametrizations.weight_norm(model.i2h)
+    return model
