@@ -15,11 +15,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from conftest import DOUBLE
 from lstm import CELLS, Recurrent
-from toy_cells import LaneCell, ReferenceLSTM, TupleStateCell
+from toy_cells import HoistedLSTM, LaneCell, ReferenceLSTM, TupleStateCell
 
 GENERIC: dict[str, type[Recurrent]] = {
     **CELLS,
     "lstm-reference": ReferenceLSTM,
+    "lstm-hoisted": HoistedLSTM,
     "toy-lanes": LaneCell,
     "toy-tuple": TupleStateCell,
 }
@@ -149,7 +150,8 @@ def test_non_contiguous_input(name: str) -> None:
     storage = torch.randn(5, 4, 2 * INPUT, dtype=DOUBLE)
     x = storage[..., ::2].transpose(0, 1)  # (4, 5, INPUT), strided in two dims
     assert not x.is_contiguous()
-    close(model(x, lengths=LENGTHS), model(x.contiguous(), lengths=LENGTHS), atol=0)
+    # Matrix products over strided memory may round differently: equal to 1e-12, not bitwise.
+    close(model(x, lengths=LENGTHS), model(x.contiguous(), lengths=LENGTHS))
 
 
 def test_given_zero_state_equals_default(name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -129,7 +130,8 @@ def test_unknown_engine_is_refused() -> None:
     model = LSTM(3, 4)
     model.engine = "turbo"
     with pytest.raises(
-        ValueError, match=r"^LSTM: expected engine in \('auto', 'reference'\), got 'turbo'$"
+        ValueError,
+        match=r"^LSTM: expected engine in \('auto', 'reference', 'hoisted'\), got 'turbo'$",
     ):
         model(torch.randn(2, 5, 3))
 
@@ -147,3 +149,62 @@ def _replaced(model: LSTM) -> LSTM:
 def _weight_normed(model: LSTM) -> LSTM:
     nn.utils.parametrizations.weight_norm(model.i2h)
     return model
+
+
+# ------------------------------------------------------------------ the hoisted engine
+
+
+class _CoupledGate(LSTM):
+    """A user cell: overrides forward_cell only (coupled input and forget gates)."""
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        forget, _, output, candidate = (self.i2h(x) + self.h2h(hidden)).chunk(4, dim=-1)
+        state = forget.sigmoid() * state + (1 - forget.sigmoid()) * candidate.tanh()
+        return output.sigmoid() * state.tanh(), state
+
+
+class _ScaledInput(LSTM):
+    """Applies i2h to something other than the step input: hoisting must not apply to it."""
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        return super().forward_cell(0.5 * x, hidden, state)
+
+
+@pytest.mark.parametrize("cls", [LSTM, _CoupledGate, _ScaledInput])
+@pytest.mark.parametrize("kind", ["full", "lengths"])
+def test_hoisted_engine_matches_reference(cls: type[LSTM], kind: str) -> None:
+    hoisted = cls(3, 5, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference = cls(3, 5, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference.load_state_dict(hoisted.state_dict())
+    hoisted.engine, reference.engine = "hoisted", "reference"
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    x_hoisted, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = _run(hoisted, x_hoisted, None, kind), _run(reference, x_reference, None, kind)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    probes = [torch.randn_like(t) for t in want]
+    projection(probes, got).backward()
+    projection(probes, want).backward()
+    torch.testing.assert_close(x_hoisted.grad, x_reference.grad, rtol=0, atol=1e-10)
+    for (name, a), (_, b) in zip(
+        hoisted.named_parameters(), reference.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10, msg=name)
+
+
+def test_hoisted_engine_projects_once_per_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _CoupledGate(3, 5, num_layers=2)
+    calls: Counter[int] = Counter()
+    original = nn.Linear.forward
+
+    def counting(self: nn.Linear, x: Tensor) -> Tensor:
+        calls[id(self)] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(nn.Linear, "forward", counting)
+    model.engine = "hoisted"
+    model(torch.randn(2, 7, 3))
+    assert [calls[id(model.i2h)], calls[id(model.i2h_l1)], calls[id(model.h2h)]] == [1, 1, 7]
+    calls.clear()
+    model.engine = "reference"
+    model(torch.randn(2, 7, 3))
+    assert [calls[id(model.i2h)], calls[id(model.i2h_l1)], calls[id(model.h2h)]] == [7, 7, 7]

@@ -75,8 +75,16 @@ class TupleStateCell(Recurrent):
 
 
 class ReferenceLSTM(LSTM):
-    """The built-in LSTM held on the reference path, so generic tests cover both engines."""
+    """The built-in LSTM held on the reference path, so generic tests cover every engine."""
+
+    engine_name = "reference"
 
     def __init__(self, input_size: int, hidden_size: int, **options: object) -> None:
         super().__init__(input_size, hidden_size, **options)  # type: ignore[arg-type]
-        self.engine = "reference"
+        self.engine = self.engine_name
+
+
+class HoistedLSTM(ReferenceLSTM):
+    """The built-in LSTM on the hoisted engine (input projection before the loop)."""
+
+    engine_name = "hoisted"

@@ -51,7 +51,7 @@ State: TypeAlias = Tensor | tuple[Tensor, ...]
 
 CellPart: TypeAlias = nn.Module | nn.Parameter
 
-ENGINES = ("auto", "reference")
+ENGINES = ("auto", "reference", "hoisted")
 """Values of :attr:`Recurrent.engine`."""
 
 
@@ -134,8 +134,12 @@ class Recurrent(nn.Module):
         2 if bidirectional else 1.
     engine : str
         ``"auto"`` (default): use the cell family's :meth:`fused_forward` when it has one
-        and applies; ``"reference"``: always run :meth:`forward_cell` step by step. Both give
-        the same results (tested to 1e-10 in float64); set it on an instance.
+        and applies, else the reference path; ``"reference"``: always run
+        :meth:`forward_cell` step by step; ``"hoisted"`` (opt-in, for cells that override
+        :meth:`forward_cell`): the reference path, but a plain ``nn.Linear`` ``i2h`` is
+        applied to all steps in one matrix product before the loop and ``self.i2h(x)``
+        inside :meth:`forward_cell` returns the precomputed row. All give the same results
+        (tested to 1e-10 in float64); set it on an instance.
     cell_names : tuple of str
         The names :meth:`build_cell` returns (``("i2h", "h2h")`` for the LSTM).
     """
@@ -336,11 +340,15 @@ class Recurrent(nn.Module):
         self._check_cell_index(layer, direction)
         if layer == 0 and direction == 0:
             return self
+        return self._view(self.cell_parts(layer, direction))
+
+    def _view(self, parts: dict[str, CellPart]) -> Recurrent:
+        """A shallow copy of this module in which ``self.<name>`` is ``parts[name]``."""
         view = object.__new__(type(self))
         view.__dict__.update(self.__dict__)
         parameters = dict(self._parameters)
         modules = dict(self._modules)
-        for name, part in self.cell_parts(layer, direction).items():
+        for name, part in parts.items():
             if isinstance(part, nn.Parameter):
                 parameters[name] = part
             else:
@@ -348,6 +356,26 @@ class Recurrent(nn.Module):
         view.__dict__["_parameters"] = parameters
         view.__dict__["_modules"] = modules
         return view
+
+    def _hoist_input_projection(
+        self, cell: Recurrent, inputs: Tensor, steps: tuple[Tensor, ...]
+    ) -> Recurrent:
+        """The ``"hoisted"`` engine: one GEMM for ``i2h`` over all steps instead of one per step.
+
+        Returns a view of ``cell`` whose ``i2h`` answers ``i2h(steps[t])`` with row ``t`` of
+        ``i2h(inputs)``, and computes anything else it is given as before. Only a plain
+        ``nn.Linear`` without hooks is hoisted (it acts on each step independently, so the
+        batched call is the same function); otherwise ``cell`` is returned unchanged.
+        """
+        projection = cell._modules.get("i2h")
+        if (
+            type(projection) is not nn.Linear
+            or projection._forward_hooks
+            or projection._forward_pre_hooks
+        ):
+            return cell
+        projected = projection(inputs).unbind(1)  # T x (B, out_features)
+        return cell._view({"i2h": _StepAnswers(projection, steps, projected)})
 
     def _check_cell_index(self, layer: int, direction: int) -> None:
         owner = type(self).__name__
@@ -500,16 +528,19 @@ class Recurrent(nn.Module):
         seq_len = inputs.shape[1]
         mask = None  # mask[t]: which sequences are still running at step t
         if lengths is not None:
-            steps = torch.arange(seq_len).unsqueeze(1)  # (T, 1)
-            mask = (steps < lengths.unsqueeze(0)).unsqueeze(-1).to(inputs.device)  # (T, B, 1)
+            positions = torch.arange(seq_len).unsqueeze(1)  # (T, 1)
+            mask = (positions < lengths.unsqueeze(0)).unsqueeze(-1).to(inputs.device)  # (T, B, 1)
         finals: list[tuple[Tensor, State]] = []
         layer_input = inputs  # (B, T, F)
         for layer in range(self.num_layers):
             outputs = []
+            steps = layer_input.unbind(1)  # T x (B, F): unbind, not x[:, t], keeps backward O(T)
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 cell = self.layer_cell(layer, direction)
-                out, final = self._run_cell(cell, layer_input, initial[index], mask, direction == 1)
+                if self.engine == "hoisted":
+                    cell = self._hoist_input_projection(cell, layer_input, steps)
+                out, final = self._run_cell(cell, steps, initial[index], mask, direction == 1)
                 outputs.append(out)  # (B, T, H)
                 finals.append(final)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
@@ -520,18 +551,17 @@ class Recurrent(nn.Module):
     def _run_cell(
         self,
         cell: Recurrent,
-        inputs: Tensor,
+        steps: tuple[Tensor, ...],
         initial: tuple[Tensor, State],
         mask: Tensor | None,
         reverse: bool,
     ) -> tuple[Tensor, tuple[Tensor, State]]:
         """The reference path: ``cell.forward_cell`` at every step, in Python.
 
-        ``inputs`` is (B, T, F); ``mask`` is (T, B, 1) or None. Returns outputs (B, T, H) and
-        the final (hidden, state).
+        ``steps`` holds T tensors (B, F); ``mask`` is (T, B, 1) or None. Returns outputs
+        (B, T, H) and the final (hidden, state).
         """
         hidden, state = initial
-        steps = inputs.unbind(1)  # T x (B, F): unbind, not x[:, t], keeps backward O(T)
         order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
         outputs: list[Tensor] = []  # in processing order; reversed at the end for reverse
         checked = False
@@ -771,3 +801,27 @@ class Recurrent(nn.Module):
         return PackedSequence(
             data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
         )
+
+
+class _StepAnswers(nn.Module):
+    """Stands in for ``i2h`` on the hoisted engine: ``i2h(steps[t])`` is ``projected[t]``.
+
+    The step tensor is recognised by identity, never by value; any other input is passed to
+    the real module, so a cell that applies ``i2h`` to something else stays correct.
+    """
+
+    projection: nn.Module
+
+    def __init__(
+        self, projection: nn.Module, steps: tuple[Tensor, ...], projected: tuple[Tensor, ...]
+    ) -> None:
+        super().__init__()
+        self.__dict__["projection"] = projection  # not registered: the view owns no parameters
+        self._answers = {id(step): (step, row) for step, row in zip(steps, projected, strict=True)}
+
+    def forward(self, x: Tensor) -> Tensor:
+        answer = self._answers.get(id(x))
+        if answer is not None and answer[0] is x:
+            return answer[1]
+        result: Tensor = self.projection(x)
+        return result
