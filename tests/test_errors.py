@@ -266,6 +266,15 @@ def test_packed_sequence_refuses_extra_lengths(model: LSTM) -> None:
         model(packed, lengths=torch.tensor([5, 3]))
 
 
+def test_packed_sequence_of_wrong_width(model: LSTM) -> None:
+    packed = pack_padded_sequence(torch.randn(2, 5, 4), torch.tensor([5, 3]), batch_first=True)
+    with pytest.raises(
+        ValueError,
+        match=r"^LSTM: expected PackedSequence data of shape \(total_steps, 3\), got \(8, 4\)$",
+    ):
+        model(packed)
+
+
 def test_layer_cell_index_is_checked() -> None:
     model = LSTM(3, 4, num_layers=2)
     with pytest.raises(ValueError, match=r"expected layer in 0..1, got 2"):

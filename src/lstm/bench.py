@@ -13,9 +13,10 @@ round by round, three candidates for every registered cell and shape:
 
 Each is timed in two modes: ``forward`` (under ``torch.no_grad``) and ``train`` (forward,
 ``out.sum()`` and backward, input requiring grad as it does inside a deeper model). Timings
-come from ``torch.utils.benchmark`` (``blocked_autorange``); each round measures every
-candidate once, in a rotating order, and the reported figure is the median over all
-rounds' measurements. Ratios are ratios of medians. In ``train`` mode the peak memory of one
+come from ``torch.utils.benchmark`` (``blocked_autorange``). Each candidate is timed in a pair
+with ``nn.LSTM``, alternating round by round in one process; its figure is the median over
+all rounds' measurements and its ratio is that median over ``nn.LSTM``'s median in the same
+pair (ratios of medians). In ``train`` mode the peak memory of one
 training step is measured too, in a fresh subprocess per candidate (Linux only; see
 :func:`peak_training_memory`).
 """
@@ -230,7 +231,7 @@ def run_benchmark(
     cells: list[str] | None = None,
     shapes: tuple[Shape, ...] | list[Shape] = DEFAULT_SHAPES,
     modes: tuple[str, ...] | list[str] = MODES,
-    rounds: int = 5,
+    rounds: int = 4,
     min_run_time: float = 0.5,
     threads: int | None = None,
     dtype: torch.dtype = torch.float32,
@@ -248,7 +249,7 @@ def run_benchmark(
     modes : sequence of str
         ``"forward"`` and/or ``"train"``.
     rounds : int
-        Interleaved rounds; each measures every candidate for ``min_run_time`` seconds.
+        Interleaved rounds; each measures both members of a pair for ``min_run_time`` seconds.
     threads : int, optional
         Threads for the timed code; default ``torch.get_num_threads()``.
     memory : bool
@@ -271,9 +272,22 @@ def run_benchmark(
                     started = time.perf_counter()
                     step()
                     first_call[name] = time.perf_counter() - started
-                times = time_interleaved(steps, rounds, min_run_time, threads)
-                torch_median = statistics.median(times["nn.LSTM"])
+                # Each candidate is timed in its own interleaved pair with nn.LSTM: a slow,
+                # allocation-heavy path in the same rotation perturbs whatever runs after it.
+                pairs = {
+                    name: time_interleaved(
+                        {name: steps[name], "nn.LSTM": steps["nn.LSTM"]},
+                        rounds,
+                        min_run_time,
+                        threads,
+                    )
+                    for name in names
+                    if name != "nn.LSTM"
+                }
+                times = {name: pair[name] for name, pair in pairs.items()}
+                times["nn.LSTM"] = pairs["lstm"]["nn.LSTM"]
                 for name in names:
+                    torch_median = statistics.median(pairs.get(name, pairs["lstm"])["nn.LSTM"])
                     quartiles = (
                         statistics.quantiles(times[name], n=4)
                         if len(times[name]) > 1
@@ -415,7 +429,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="batch,seq_len,input,hidden (repeatable); default the small, medium and large shapes",
     )
     parser.add_argument("--mode", choices=[*MODES, "both"], default="both")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement")
     parser.add_argument(
         "--threads", type=int, default=None, help="default: torch.get_num_threads()"

@@ -452,6 +452,8 @@ class Recurrent(nn.Module):
             layer ``l``, direction ``d``, as in ``torch.nn.LSTM``.
         """
         owner = type(self).__name__
+        if self.engine not in ENGINES:
+            raise ValueError(f"{owner}: expected engine in {ENGINES}, got {self.engine!r}")
         packed = x if isinstance(x, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
@@ -459,7 +461,12 @@ class Recurrent(nn.Module):
                     f"{owner}: a PackedSequence carries its own lengths; expected lengths=None, "
                     f"got a {type(lengths).__name__}"
                 )
-            check_tensor(owner, "PackedSequence data", packed.data)
+            data = check_tensor(owner, "PackedSequence data", packed.data)
+            if data.dim() != 2 or data.shape[-1] != self.input_size:
+                raise ValueError(
+                    f"{owner}: expected PackedSequence data of shape "
+                    f"{shape_str(['total_steps', self.input_size])}, got {shape_str(data.shape)}"
+                )
             inputs, lengths = pad_packed_sequence(packed, batch_first=True)
             unbatched = False
         else:
@@ -471,8 +478,6 @@ class Recurrent(nn.Module):
         initial = self._initial_states(inputs, hidden, unbatched)
         # Sequences that all run to seq_len need no masking or packing.
         ragged = lengths if lengths is not None and int(lengths.min()) < seq_len else None
-        if self.engine not in ENGINES:
-            raise ValueError(f"{owner}: expected engine in {ENGINES}, got {self.engine!r}")
         fused = self.fused_forward(inputs, initial, ragged) if self.engine == "auto" else None
         if fused is None:
             fused = self._reference_forward(inputs, initial, ragged)
