@@ -33,30 +33,35 @@ def _run(model: LSTM, x: Tensor, hidden: Any, kind: str) -> tuple[Tensor, Tensor
     return out, h, c
 
 
-@pytest.mark.parametrize(("num_layers", "bidirectional", "bias", "kind"), CASES)
-def test_fast_path_matches_reference_path(
-    num_layers: int, bidirectional: bool, bias: bool, kind: str
+def assert_engines_agree(
+    cls: type[LSTM], engine: str, kind: str, hidden: Any = None, **options: Any
 ) -> None:
-    fast = LSTM(3, 5, num_layers=num_layers, bidirectional=bidirectional, bias=bias, dtype=DOUBLE)
-    reference = LSTM(
-        3, 5, num_layers=num_layers, bidirectional=bidirectional, bias=bias, dtype=DOUBLE
-    )
-    reference.load_state_dict(fast.state_dict())
-    reference.engine = "reference"
-    cells = num_layers * fast.num_directions
-    hidden = (torch.randn(cells, 4, 5, dtype=DOUBLE), torch.randn(cells, 4, 5, dtype=DOUBLE))
+    """``engine`` and the reference path: same outputs, states and gradients, to 1e-10."""
+    model = cls(3, 5, dtype=DOUBLE, **options)
+    reference = cls(3, 5, dtype=DOUBLE, **options)
+    reference.load_state_dict(model.state_dict())
+    model.engine, reference.engine = engine, "reference"
     x = torch.randn(4, 6, 3, dtype=DOUBLE)
-    x_fast, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
-    got, want = _run(fast, x_fast, hidden, kind), _run(reference, x_reference, hidden, kind)
+    x_model, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got, want = _run(model, x_model, hidden, kind), _run(reference, x_reference, hidden, kind)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
     probes = [torch.randn_like(t) for t in want]
     projection(probes, got).backward()
     projection(probes, want).backward()
-    torch.testing.assert_close(x_fast.grad, x_reference.grad, rtol=0, atol=1e-10)
-    for (name, a), (_, b) in zip(
-        fast.named_parameters(), reference.named_parameters(), strict=True
-    ):
+    torch.testing.assert_close(x_model.grad, x_reference.grad, rtol=0, atol=1e-10)
+    pairs = zip(model.named_parameters(), reference.named_parameters(), strict=True)
+    for (name, a), (_, b) in pairs:
         torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize(("num_layers", "bidirectional", "bias", "kind"), CASES)
+def test_fast_path_matches_reference_path(
+    num_layers: int, bidirectional: bool, bias: bool, kind: str
+) -> None:
+    cells = num_layers * (2 if bidirectional else 1)
+    hidden = (torch.randn(cells, 4, 5, dtype=DOUBLE), torch.randn(cells, 4, 5, dtype=DOUBLE))
+    options = {"num_layers": num_layers, "bidirectional": bidirectional, "bias": bias}
+    assert_engines_agree(LSTM, "auto", kind, hidden, **options)
 
 
 def test_fast_path_in_float32_agrees_to_float32_precision() -> None:
@@ -173,22 +178,7 @@ class _ScaledInput(LSTM):
 @pytest.mark.parametrize("cls", [LSTM, _CoupledGate, _ScaledInput])
 @pytest.mark.parametrize("kind", ["full", "lengths"])
 def test_hoisted_engine_matches_reference(cls: type[LSTM], kind: str) -> None:
-    hoisted = cls(3, 5, num_layers=2, bidirectional=True, dtype=DOUBLE)
-    reference = cls(3, 5, num_layers=2, bidirectional=True, dtype=DOUBLE)
-    reference.load_state_dict(hoisted.state_dict())
-    hoisted.engine, reference.engine = "hoisted", "reference"
-    x = torch.randn(4, 6, 3, dtype=DOUBLE)
-    x_hoisted, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
-    got, want = _run(hoisted, x_hoisted, None, kind), _run(reference, x_reference, None, kind)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
-    probes = [torch.randn_like(t) for t in want]
-    projection(probes, got).backward()
-    projection(probes, want).backward()
-    torch.testing.assert_close(x_hoisted.grad, x_reference.grad, rtol=0, atol=1e-10)
-    for (name, a), (_, b) in zip(
-        hoisted.named_parameters(), reference.named_parameters(), strict=True
-    ):
-        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-10, msg=name)
+    assert_engines_agree(cls, "hoisted", kind, num_layers=2, bidirectional=True)
 
 
 def test_hoisted_engine_projects_once_per_cell(monkeypatch: pytest.MonkeyPatch) -> None:
