@@ -1,0 +1,83 @@
+"""ONNX export of every registered cell, checked against onnxruntime.
+
+Needs the ``[onnx]`` extra (onnx, onnxruntime, onnxscript); skipped without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lstm import CELLS, LSTM
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+ort = pytest.importorskip("onnxruntime")
+
+# The exporter reports its own progress through warnings that say nothing about our model.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning"),
+    # Dynamo reads .grad of a non-leaf while tracing torch.lstm (torch 2.13), as in test_compile.
+    pytest.mark.filterwarnings(
+        "ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning"
+    ),
+    # torch.export and the ONNX exporter call their own deprecated helpers (torch 2.13:
+    # torch._check_is_size, LeafSpec); these say nothing about this package's code.
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore:.*Skipping constant folding.*"),
+]
+
+
+def _export(model: torch.nn.Module, x: torch.Tensor, path: Path, dynamic_seq: bool) -> None:
+    dims = {0: torch.export.Dim("batch")}
+    if dynamic_seq:
+        dims[1] = torch.export.Dim("seq")
+    program = torch.onnx.export(
+        model,
+        (x,),
+        dynamo=True,
+        dynamic_shapes=(dims,),
+        input_names=["x"],
+        output_names=["out", "hidden", "state"],
+    )
+    assert program is not None
+    program.save(str(path))
+
+
+def _check(session: ort.InferenceSession, model: torch.nn.Module, x: torch.Tensor) -> None:
+    got = session.run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        out, (hidden, state) = model(x)
+    for actual, expected in zip(got, (out, hidden, state), strict=True):
+        assert actual.shape == tuple(expected.shape)
+        np.testing.assert_allclose(actual, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_export_with_dynamic_batch(name: str, tmp_path: Path) -> None:
+    model = CELLS[name](4, 6, num_layers=2, bidirectional=True).eval()
+    path = tmp_path / f"{name}.onnx"
+    _export(model, torch.randn(3, 5, 4), path, dynamic_seq=False)
+    session = ort.InferenceSession(str(path))
+    for batch in (3, 1, 7):
+        _check(session, model, torch.randn(batch, 5, 4))
+
+
+def test_sequence_length_is_fixed_at_export(tmp_path: Path) -> None:
+    """What does not work yet, pinned down so that the docs change when it does.
+
+    With torch 2.13, torch.export specialises seq_len while tracing ``torch.lstm`` (and the
+    reference path unrolls its Python loop), so the exported graph takes the sequence length
+    it was exported with. Export with the length you will serve, or pad to it.
+    """
+    model = LSTM(4, 6).eval()
+    path = tmp_path / "lstm.onnx"
+    _export(model, torch.randn(3, 5, 4), path, dynamic_seq=True)
+    session = ort.InferenceSession(str(path))
+    _check(session, model, torch.randn(2, 5, 4))
+    invalid = ort.capi.onnxruntime_pybind11_state.InvalidArgument
+    with pytest.raises(invalid, match=r"index: 1 Got: 9 Expected: 5"):
+        session.run(None, {"x": torch.randn(2, 9, 4).numpy()})
