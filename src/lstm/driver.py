@@ -130,8 +130,6 @@ class Recurrent(nn.Module):
 
     Attributes
     ----------
-    num_directions : int
-        2 if bidirectional else 1.
     engine : str
         ``"auto"`` (default): use the cell family's :meth:`fused_forward` when it has one
         and applies, else the reference path; ``"reference"``: always run

@@ -1,0 +1,33 @@
+"""Sphinx configuration: numpy-style docstrings, Markdown pages, strict builds (-W in CI)."""
+
+from __future__ import annotations
+
+import lstm
+
+project = "lstm"
+author = "The lstm developers"
+copyright = "2026, The lstm developers"
+release = lstm.__version__
+version = release
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build"]
+myst_enable_extensions = ["dollarmath"]
+myst_heading_anchors = 3
+
+napoleon_google_docstring = False
+napoleon_numpy_docstring = True
+napoleon_use_rtype = False
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+
+html_theme = "alabaster"
+html_title = f"lstm {release}"
