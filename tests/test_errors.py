@@ -132,6 +132,10 @@ def test_sequence_first_layout_is_named() -> None:
         ValueError, match=r"expected input of shape \(seq_len, batch, 3\), got \(5, 2, 4\)"
     ):
         LSTM(3, 4, batch_first=False)(torch.randn(5, 2, 4))
+    with pytest.raises(
+        ValueError, match=r"expected seq_len >= 1, got an input of shape \(0, 2, 3\)"
+    ):
+        LSTM(3, 4, batch_first=False)(torch.randn(0, 2, 3))
 
 
 @pytest.mark.parametrize(

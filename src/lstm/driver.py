@@ -605,21 +605,21 @@ class Recurrent(nn.Module):
                 f"{owner}: expected input of rank 3 {layout} or rank 2 (seq_len, input_size), "
                 f"got rank {x.dim()} with shape {shape_str(x.shape)}"
             )
-        if x.shape[-1] != self.input_size:
-            expected = ("batch", "seq_len") if self.batch_first else ("seq_len", "batch")
-            wanted = shape_str([*expected[: x.dim() - 1], self.input_size])
-            if x.dim() == 2:
-                wanted = shape_str(["seq_len", self.input_size])
-            raise ValueError(f"{owner}: expected input of shape {wanted}, got {shape_str(x.shape)}")
         unbatched = x.dim() == 2
+        names = ["seq_len"] if unbatched else ["batch", "seq_len"]
+        if not self.batch_first:
+            names.reverse()
+        if x.shape[-1] != self.input_size:
+            wanted = shape_str([*names, self.input_size])
+            raise ValueError(f"{owner}: expected input of shape {wanted}, got {shape_str(x.shape)}")
+        if x.shape[names.index("seq_len")] == 0:
+            raise ValueError(
+                f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}"
+            )
         if unbatched:
             x = x.unsqueeze(0)  # (1, T, F): unbatched input is (seq_len, input_size) either way
         elif not self.batch_first:
             x = x.transpose(0, 1)  # (B, T, F)
-        if x.shape[1] == 0:
-            raise ValueError(
-                f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}"
-            )
         return x, unbatched
 
     def _check_input_matches_parameters(self, inputs: Tensor) -> None:
