@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstm import CELLS
+from lstm import CELLS, create
 
 CASES = [(name, "auto") for name in sorted(CELLS)] + [("lstm", "reference")]
 
@@ -16,7 +16,7 @@ CASES = [(name, "auto") for name in sorted(CELLS)] + [("lstm", "reference")]
 @pytest.mark.parametrize(("name", "engine"), CASES)
 def test_compiled_model_matches_eager(name: str, engine: str) -> None:
     torch._dynamo.reset()
-    model = CELLS[name](3, 4, num_layers=2, bidirectional=True)
+    model = create(name, 3, 4, num_layers=2, bidirectional=True)
     model.engine = engine
     compiled = torch.compile(model)
     x = torch.randn(2, 4, 3, requires_grad=True)

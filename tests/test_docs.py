@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import lstm
+import lstm.cells.array
 import lstm.cells.lstm
 import lstm.driver
 
@@ -37,7 +38,9 @@ def test_page_examples_run(
         exec(compile(block, str(page), "exec"), namespace)
 
 
-@pytest.mark.parametrize("module", [lstm.cells.lstm, lstm.driver], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [lstm.cells.lstm, lstm.cells.array, lstm.driver], ids=lambda m: m.__name__
+)
 def test_docstring_examples(module: object) -> None:
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)  # type: ignore[arg-type]
     assert tried > 0

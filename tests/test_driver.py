@@ -15,6 +15,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from conftest import DOUBLE
 from lstm import CELLS, Recurrent
+from lstm.registry import takes_lanes
 from toy_cells import HoistedLSTM, LaneCell, ReferenceLSTM, TupleStateCell
 
 GENERIC: dict[str, type[Recurrent]] = {
@@ -30,9 +31,14 @@ LENGTHS = torch.tensor([5, 2, 4, 1])
 ATOL = 1e-12
 
 
-def build(name: str, **options: Any) -> Recurrent:
+def build(
+    name: str, input_size: int = INPUT, hidden_size: int = HIDDEN, **options: Any
+) -> Recurrent:
     options.setdefault("dtype", DOUBLE)
-    return GENERIC[name](INPUT, HIDDEN, **options)
+    cls = GENERIC[name]
+    if takes_lanes(cls):
+        options.setdefault("k", 3)
+    return cls(input_size, hidden_size, **options)
 
 
 def close(got: Any, want: Any, atol: float = ATOL) -> None:
@@ -169,7 +175,8 @@ def test_deterministic_bitwise(name: str) -> None:
 
 
 def test_gradcheck_and_gradgradcheck(name: str) -> None:
-    model = GENERIC[name](2, 2, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    lanes = {"k": 2} if takes_lanes(GENERIC[name]) else {}
+    model = build(name, 2, 2, num_layers=2, bidirectional=True, **lanes)
     x = torch.randn(3, 3, 2, dtype=DOUBLE, requires_grad=True)
     lengths = torch.tensor([3, 1, 2])
     weights = list(model.parameters())[:2]  # input and two weights keep the check quick

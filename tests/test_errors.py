@@ -72,7 +72,9 @@ def test_dropout_with_one_layer_warns() -> None:
 
 
 def test_unknown_cell_name() -> None:
-    with pytest.raises(ValueError, match=re.escape("unknown cell 'gru'; expected one of ['lstm']")):
+    with pytest.raises(
+        ValueError, match=re.escape("unknown cell 'gru'; expected one of ['array', 'lstm']")
+    ):
         get_cell("gru")
 
 

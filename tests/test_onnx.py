@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm import CELLS, LSTM
+from lstm import CELLS, LSTM, create
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -58,7 +58,7 @@ def _check(session: ort.InferenceSession, model: torch.nn.Module, x: torch.Tenso
 
 @pytest.mark.parametrize("name", sorted(CELLS))
 def test_export_with_dynamic_batch(name: str, tmp_path: Path) -> None:
-    model = CELLS[name](4, 6, num_layers=2, bidirectional=True).eval()
+    model = create(name, 4, 6, num_layers=2, bidirectional=True).eval()
     path = tmp_path / f"{name}.onnx"
     _export(model, torch.randn(3, 5, 4), path, dynamic_seq=False)
     session = ort.InferenceSession(str(path))

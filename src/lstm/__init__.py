@@ -8,18 +8,22 @@ Layout: ``driver.py`` (the time loop, one for all cells), ``cells/`` (one file p
 family: pure step functions and thin modules), ``registry.py`` (name -> class).
 """
 
+from lstm.cells.array import ArrayLSTM, array_lstm_pointwise
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 from lstm.driver import Recurrent, cell_suffix
-from lstm.registry import CELLS, get_cell
+from lstm.registry import CELLS, create, get_cell
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
     "LSTM",
+    "ArrayLSTM",
     "Recurrent",
     "__version__",
+    "array_lstm_pointwise",
     "cell_suffix",
+    "create",
     "get_cell",
     "lstm_cell",
     "lstm_pointwise",

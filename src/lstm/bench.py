@@ -42,8 +42,7 @@ from torch import nn
 from torch.utils import benchmark
 
 from lstm.cells.lstm import LSTM
-from lstm.driver import Recurrent
-from lstm.registry import CELLS, get_cell
+from lstm.registry import CELLS, create
 
 CANDIDATES = ("lstm", "nn.LSTM", "reference", "hoisted")
 MODES = ("forward", "train")
@@ -125,7 +124,7 @@ def build_candidates(
         Seeds the initialisation, so that every process builds the same weights.
     """
     torch.manual_seed(seed)
-    ours: Recurrent = get_cell(cell)(shape.input_size, shape.hidden_size, dtype=dtype)
+    ours = create(cell, shape.input_size, shape.hidden_size, dtype=dtype)
     reference = copy.deepcopy(ours)
     reference.engine = "reference"
     hoisted = copy.deepcopy(ours)

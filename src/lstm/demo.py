@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lstm import get_cell
+from lstm import create
 from lstm.registry import CELLS
 
 
@@ -43,7 +43,7 @@ class ByteModel(nn.Module):
     def __init__(self, cell: str, hidden_size: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(256, hidden_size)
-        self.rnn = get_cell(cell)(hidden_size, hidden_size)
+        self.rnn = create(cell, hidden_size, hidden_size)
         self.head = nn.Linear(hidden_size, 256)
 
     def forward(self, tokens: Tensor) -> Tensor:

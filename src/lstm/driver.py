@@ -478,7 +478,7 @@ class Recurrent(nn.Module):
         ragged = lengths if lengths is not None and int(lengths.min()) < seq_len else None
         fused = self.fused_forward(inputs, initial, ragged) if self.engine == "auto" else None
         if fused is None:
-            fused = self._reference_forward(inputs, initial, ragged)
+            fused = self._reference_forward(inputs, initial, ragged, self.engine == "hoisted")
         output, finals = fused  # (B, T, D*H), one (hidden, state) per cell
 
         hidden_n = torch.stack([h for h, _ in finals])  # (L*D, B, H)
@@ -522,11 +522,16 @@ class Recurrent(nn.Module):
         return None
 
     def _reference_forward(
-        self, inputs: Tensor, initial: list[tuple[Tensor, State]], lengths: Tensor | None
+        self,
+        inputs: Tensor,
+        initial: list[tuple[Tensor, State]],
+        lengths: Tensor | None,
+        hoist: bool = False,
     ) -> tuple[Tensor, list[tuple[Tensor, State]]]:
         """The reference path: :meth:`forward_cell` at every step of every layer and direction.
 
-        Same arguments and results as :meth:`fused_forward`.
+        Same arguments and results as :meth:`fused_forward`; with ``hoist``, a plain
+        ``nn.Linear`` ``i2h`` is applied to all steps at once first (the hoisted engine).
         """
         seq_len = inputs.shape[1]
         mask = None  # mask[t]: which sequences are still running at step t
@@ -541,7 +546,7 @@ class Recurrent(nn.Module):
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 cell = self.layer_cell(layer, direction)
-                if self.engine == "hoisted":
+                if hoist:
                     cell = self._hoist_input_projection(cell, layer_input, steps)
                 out, final = self._run_cell(cell, steps, initial[index], mask, direction == 1)
                 outputs.append(out)  # (B, T, H)

@@ -1,19 +1,27 @@
 """The one registry of cells: a plain dict from name to class.
 
 The command line, the benchmark and the generic tests all read :data:`CELLS`; a new cell is
-added here, by hand, next to its import. Every registered class is constructed as
-``cls(input_size, hidden_size, **options)`` with the driver's keyword options
-(see :class:`lstm.driver.Recurrent`).
+added here, by hand, next to its import. :func:`create` builds any of them from sizes and
+the driver's keyword options (see :class:`lstm.driver.Recurrent`), passing ``k`` to the cells
+that have lanes.
 """
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from lstm.cells.array import ArrayLSTM
 from lstm.cells.lstm import LSTM
 from lstm.driver import Recurrent
 
 CELLS: dict[str, type[Recurrent]] = {
     "lstm": LSTM,
+    "array": ArrayLSTM,
 }
+
+DEFAULT_LANES = 4
+"""``k`` given by :func:`create` to a cell with lanes when the caller gives none."""
 
 
 def get_cell(name: str) -> type[Recurrent]:
@@ -28,3 +36,36 @@ def get_cell(name: str) -> type[Recurrent]:
         return CELLS[name]
     except KeyError:
         raise ValueError(f"unknown cell {name!r}; expected one of {sorted(CELLS)}") from None
+
+
+def takes_lanes(cls: type[Recurrent]) -> bool:
+    """Whether the class's constructor takes ``k`` (memory cells per unit)."""
+    return "k" in inspect.signature(cls).parameters
+
+
+def create(
+    name: str, input_size: int, hidden_size: int, *, k: int | None = None, **options: Any
+) -> Recurrent:
+    """Build the cell registered as ``name``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`CELLS`.
+    input_size, hidden_size : int
+    k : int, optional
+        Lanes, for cells that have them (default :data:`DEFAULT_LANES`).
+    **options
+        The driver's keyword options (``num_layers``, ``bidirectional``, ``dtype``, ...).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or a ``k`` given to a cell without lanes.
+    """
+    cls = get_cell(name)
+    if takes_lanes(cls):
+        return cls(input_size, hidden_size, k=DEFAULT_LANES if k is None else k, **options)  # type: ignore[call-arg]
+    if k is not None:
+        raise ValueError(f"cell {name!r} has no lanes; expected k=None, got k={k}")
+    return cls(input_size, hidden_size, **options)

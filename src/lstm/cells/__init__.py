@@ -6,6 +6,7 @@ A new family goes in a new file here, is re-exported from :mod:`lstm`, and is ad
 :data:`lstm.registry.CELLS`.
 """
 
+from lstm.cells.array import ArrayLSTM, array_lstm_pointwise
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 
-__all__ = ["LSTM", "lstm_cell", "lstm_pointwise"]
+__all__ = ["LSTM", "ArrayLSTM", "array_lstm_pointwise", "lstm_cell", "lstm_pointwise"]

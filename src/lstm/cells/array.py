@@ -1,0 +1,147 @@
+r"""The Array-LSTM family (K. Rocki, *Recurrent Memory Array Structures*, arXiv:1607.03085,
+2016): k memory cells ("lanes") per hidden unit.
+
+Row layout of ``i2h`` and ``h2h`` (``4 * hidden_size * k`` rows): grouped by lane, lane ``j``
+owning rows ``[4Hj, 4H(j + 1))``, each lane's block laid out f, i, o, g as in
+:class:`lstm.LSTM`. This is the original implementation's layout, so its checkpoints load
+unchanged, and a client recovers ``k`` as ``i2h.weight.shape[0] // (4 * hidden_size)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lstm._checks import check_int
+from lstm.cells.lstm import LSTM, lstm_pointwise
+from lstm.driver import CellPart, State
+
+
+def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The element-wise part of one Array-LSTM step.
+
+    For every lane :math:`j = 1..k`, with pre-activations :math:`a^j` laid out f, i, o, g:
+
+    .. math::
+
+        c^j_t = \sigma(a^j_f) \odot c^j_{t-1} + \sigma(a^j_i) \odot \tanh(a^j_g), \qquad
+        h_t = \sum_j \sigma(a^j_o) \odot \tanh(c^j_t)
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, k * 4 * hidden_size)
+        Lane-major pre-activations ``i2h(x) + h2h(h)``.
+    state : Tensor of shape (k, batch, hidden_size)
+        The k cell states.
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    state : Tensor of shape (k, batch, hidden_size)
+    """
+    lanes = state.shape[0]
+    per_lane = gates.view(gates.shape[0], lanes, -1).transpose(0, 1)  # (k, B, 4H)
+    lane_hidden, state = lstm_pointwise(per_lane, state)  # (k, B, H) each
+    return lane_hidden.sum(0), state
+
+
+class ArrayLSTM(LSTM):
+    r"""Array-LSTM: an LSTM with ``k`` memory cells per hidden unit (Rocki 2016).
+
+    Each lane :math:`j` has its own gates and cell state; the hidden output sums the lanes:
+
+    .. math::
+
+        a^j_t &= W^j_{ih} x_t + b^j_{ih} + W^j_{hh} h_{t-1} + b^j_{hh} \\
+        c^j_t &= \sigma(a^j_{t,f}) \odot c^j_{t-1} + \sigma(a^j_{t,i}) \odot \tanh(a^j_{t,g}) \\
+        h_t &= \textstyle\sum_{j=1}^{k} \sigma(a^j_{t,o}) \odot \tanh(c^j_t)
+
+    With ``k = 1`` this is exactly :class:`lstm.LSTM`.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        As for :class:`lstm.LSTM`.
+    k : int
+        Number of lanes (memory cells per unit), ``>= 1``.
+    **options
+        The keyword options of :class:`lstm.LSTM` (``num_layers``, ``bias``, ``batch_first``,
+        ``dropout``, ``bidirectional``, ``forget_bias`` (set in every lane), ``device``,
+        ``dtype``).
+
+    Attributes
+    ----------
+    k : int
+        Number of lanes.
+    i2h : nn.Linear
+        ``(4 * hidden_size * k, input_size)`` weight, lane-major, each lane f, i, o, g.
+    h2h : nn.Linear
+        ``(4 * hidden_size * k, hidden_size)`` weight, laid out likewise.
+
+    Notes
+    -----
+    The state of one cell is ``(k, batch, hidden_size)``; ``forward`` returns the states of
+    every layer and direction stacked as ``(num_layers * num_directions * k, batch,
+    hidden_size)`` and hidden as ``(num_layers * num_directions, batch, hidden_size)``.
+    The input projection is computed for all steps at once (the hoisted engine) unless a
+    subclass overrides :meth:`forward_cell`.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> model = lstm.ArrayLSTM(8, 16, k=4)
+    >>> model.i2h.weight.shape
+    torch.Size([256, 8])
+    >>> out, (hidden, state) = model(torch.randn(2, 5, 8))
+    >>> out.shape, hidden.shape, state.shape
+    (torch.Size([2, 5, 16]), torch.Size([1, 2, 16]), torch.Size([4, 2, 16]))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, k: int, **options: Any) -> None:
+        self.k = check_int(type(self).__name__, "k", k, 1)  # build_cell reads it
+        super().__init__(input_size, hidden_size, **options)
+
+    def build_cell(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, CellPart]:
+        """``i2h``: Linear(input_size, 4Hk) and ``h2h``: Linear(hidden_size, 4Hk)."""
+        width = 4 * hidden_size * self.k
+        return {
+            "i2h": nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype),
+            "h2h": nn.Linear(hidden_size, width, bias=self.bias, device=device, dtype=dtype),
+        }
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H)."""
+        return array_lstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
+
+    def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Zeros: hidden (batch, hidden_size), state (k, batch, hidden_size)."""
+        batch = x.shape[0]
+        return x.new_zeros(batch, self.hidden_size), x.new_zeros(self.k, batch, self.hidden_size)
+
+    def fused_forward(
+        self, inputs: Tensor, initial: list[tuple[Tensor, State]], lengths: Tensor | None
+    ) -> tuple[Tensor, list[tuple[Tensor, State]]] | None:
+        """The reference path with the input projection hoisted, for this class's own step.
+
+        Returns None (plain reference path) when a subclass overrides :meth:`forward_cell`
+        or :meth:`build_cell`.
+        """
+        cls = type(self)
+        if (
+            cls.forward_cell is not ArrayLSTM.forward_cell
+            or cls.build_cell is not ArrayLSTM.build_cell
+        ):
+            return None
+        return self._reference_forward(inputs, initial, lengths, hoist=True)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", k={self.k}"

@@ -1,0 +1,176 @@
+"""The Array-LSTM family against a step-by-step reference of Rocki's equations."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from conftest import DOUBLE, projection
+from lstm import LSTM, ArrayLSTM, create
+
+K = 3
+
+
+def array_reference(
+    model: ArrayLSTM, x: Tensor, lengths: list[int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sequence by sequence, step by step, lane by lane, on 1-D vectors.
+
+    Lane j of a cell uses rows [4Hj, 4H(j+1)) of i2h and h2h, blocks f, i, o, g;
+    c^j = f^j c^j + i^j g^j and h = sum_j o^j tanh(c^j).
+    """
+    size, lanes, directions = model.hidden_size, model.k, model.num_directions
+    cells = model.num_layers * directions
+    outputs = x.new_zeros(x.shape[0], x.shape[1], directions * size)
+    h_n = x.new_zeros(cells, x.shape[0], size)
+    c_n = x.new_zeros(cells * lanes, x.shape[0], size)
+    for b, n in enumerate(lengths):
+        layer_input = [x[b, t] for t in range(n)]
+        for layer in range(model.num_layers):
+            per_direction = []
+            for direction in range(directions):
+                parts = model.cell_parts(layer, direction)
+                i2h, h2h = parts["i2h"], parts["h2h"]
+                h = x.new_zeros(size)
+                c = [x.new_zeros(size) for _ in range(lanes)]
+                out = [h] * n
+                for t in reversed(range(n)) if direction else range(n):
+                    a = i2h.weight @ layer_input[t] + i2h.bias + h2h.weight @ h + h2h.bias
+                    new_h = x.new_zeros(size)
+                    for j in range(lanes):
+                        block = a[4 * size * j : 4 * size * (j + 1)]
+                        f = torch.sigmoid(block[:size])
+                        i = torch.sigmoid(block[size : 2 * size])
+                        o = torch.sigmoid(block[2 * size : 3 * size])
+                        g = torch.tanh(block[3 * size :])
+                        c[j] = f * c[j] + i * g
+                        new_h = new_h + o * torch.tanh(c[j])
+                    h = new_h
+                    out[t] = h
+                per_direction.append(out)
+                index = layer * directions + direction
+                h_n[index, b] = h
+                for j in range(lanes):
+                    c_n[index * lanes + j, b] = c[j]
+            layer_input = [torch.cat([d[t] for d in per_direction]) for t in range(n)]
+        for t in range(n):
+            outputs[b, t] = layer_input[t]
+    return outputs, h_n, c_n
+
+
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True)])
+def test_matches_reference_equations(num_layers: int, bidirectional: bool, engine: str) -> None:
+    model = ArrayLSTM(3, 4, K, num_layers=num_layers, bidirectional=bidirectional, dtype=DOUBLE)
+    model.engine = engine
+    x = torch.randn(4, 5, 3, dtype=DOUBLE, requires_grad=True)
+    lengths = [5, 2, 4, 1]
+    out, (hidden, state) = model(x, lengths=torch.tensor(lengths))
+    want = array_reference(model, x, lengths)
+    for got, expected in zip((out, hidden, state), want, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    probes = [torch.randn_like(t) for t in want]
+    inputs = [x, *model.parameters()]
+    ours = torch.autograd.grad(projection(probes, (out, hidden, state)), inputs)
+    theirs = torch.autograd.grad(projection(probes, want), inputs)
+    for got, expected in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_one_lane_is_the_lstm() -> None:
+    array = ArrayLSTM(3, 4, 1, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    plain = LSTM(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    plain.load_state_dict(array.state_dict())
+    x = torch.randn(2, 6, 3, dtype=DOUBLE)
+    torch.testing.assert_close(array(x), plain(x), rtol=0, atol=1e-12)
+
+
+def test_original_checkpoint_loads_and_k_is_recoverable() -> None:
+    hidden_size = 4
+    checkpoint = {
+        "i2h.weight": torch.randn(4 * hidden_size * K, 3, dtype=DOUBLE),
+        "i2h.bias": torch.randn(4 * hidden_size * K, dtype=DOUBLE),
+        "h2h.weight": torch.randn(4 * hidden_size * K, hidden_size, dtype=DOUBLE),
+        "h2h.bias": torch.randn(4 * hidden_size * K, dtype=DOUBLE),
+    }
+    k = checkpoint["i2h.weight"].shape[0] // (4 * hidden_size)  # as the original's clients do
+    model = ArrayLSTM(3, hidden_size, k, dtype=DOUBLE)
+    model.load_state_dict(checkpoint, strict=True)
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    out, (hidden, state) = model(x)
+    assert hidden.shape == (1, 2, hidden_size)
+    assert state.shape == (K, 2, hidden_size)
+    want = array_reference(model, x, [5, 5])
+    torch.testing.assert_close((out, hidden, state), want, rtol=0, atol=1e-12)
+
+
+def test_input_projection_is_hoisted_unless_forward_cell_is_overridden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: Counter[int] = Counter()
+    original = nn.Linear.forward
+
+    def counting(self: nn.Linear, x: Tensor) -> Tensor:
+        calls[id(self)] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(nn.Linear, "forward", counting)
+    model = ArrayLSTM(3, 4, K)
+    model(torch.randn(2, 7, 3))
+    assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (1, 7)
+
+    class Doubled(ArrayLSTM):
+        def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+            hidden, state = super().forward_cell(x, hidden, state)
+            return 2 * hidden, state
+
+    calls.clear()
+    custom = Doubled(3, 4, K)
+    custom(torch.randn(2, 7, 3))
+    assert calls[id(custom.i2h)] == 7
+
+
+def test_forget_bias_is_set_in_every_lane() -> None:
+    model = ArrayLSTM(3, 4, K, forget_bias=1.0)
+    blocks = model.i2h.bias.detach().view(K, 4, 4)
+    assert torch.equal(blocks[:, 0], torch.ones(K, 4))
+    assert torch.equal(model.h2h.bias.detach().view(K, 4, 4)[:, 0], torch.zeros(K, 4))
+
+
+def test_create_passes_k_to_lane_cells_only() -> None:
+    model = create("array", 3, 4, k=5)
+    assert isinstance(model, ArrayLSTM)
+    assert model.k == 5
+    with pytest.raises(ValueError, match=r"^cell 'lstm' has no lanes; expected k=None, got k=2$"):
+        create("lstm", 3, 4, k=2)
+
+
+@pytest.mark.parametrize(
+    ("k", "error", "pattern"),
+    [
+        (0, ValueError, r"^ArrayLSTM: expected k >= 1, got 0$"),
+        (-2, ValueError, r"^ArrayLSTM: expected k >= 1, got -2$"),
+        (2.0, TypeError, r"^ArrayLSTM: expected k to be an int, got float 2.0$"),
+        ("4", TypeError, r"^ArrayLSTM: expected k to be an int, got str '4'$"),
+    ],
+)
+def test_bad_k(k: object, error: type[Exception], pattern: str) -> None:
+    with pytest.raises(error, match=pattern):
+        ArrayLSTM(3, 4, k)  # type: ignore[arg-type]
+
+
+def test_wrong_state_shape_names_the_lanes() -> None:
+    model = ArrayLSTM(3, 4, K)
+    hidden = torch.zeros(1, 2, 4)
+    with pytest.raises(ValueError, match=r"expected state of shape \(3, 2, 4\) .*got \(1, 2, 4\)"):
+        model(torch.randn(2, 5, 3), (hidden, torch.zeros(1, 2, 4)))
+
+
+def test_not_convertible_to_torch() -> None:
+    with pytest.raises(
+        TypeError, match="ArrayLSTM which overrides build_cell, forward_cell, init_hidden"
+    ):
+        ArrayLSTM(3, 4, K).to_torch()
