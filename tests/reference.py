@@ -8,6 +8,9 @@ and the cell against it in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -85,3 +88,43 @@ def run_reference(
             outputs[b, t] = layer_input[t]
     stack = lambda rows: torch.stack([torch.stack(row) for row in rows])  # noqa: E731
     return outputs, stack(h_n), stack(c_n)
+
+
+def run_stack_reference(
+    x: Tensor,
+    lengths: list[int],
+    num_layers: int,
+    bidirectional: bool,
+    step: Callable[[int, int, Tensor, Tensor, Any], tuple[Tensor, Any]],
+    initial: Callable[[], tuple[Tensor, Any]],
+) -> tuple[Tensor, Tensor, list[list[Any]]]:
+    """Any cell's stack, sequence by sequence over its true length, one 1-D step at a time.
+
+    ``step(layer, direction, x_t, h, state)`` computes one step from the paper's equations;
+    ``initial()`` gives one sequence's (h, state). Returns outputs (B, T, D*H) with zeros
+    past each end, h_n (L*D, B, H), and the final state of every cell and sequence as
+    ``states[cell][b]``.
+    """
+    batch, seq_len = x.shape[0], x.shape[1]
+    directions = 2 if bidirectional else 1
+    h_size = initial()[0].shape[0]
+    outputs = x.new_zeros(batch, seq_len, directions * h_size)
+    h_n = x.new_zeros(num_layers * directions, batch, h_size)
+    states: list[list[Any]] = [[None] * batch for _ in range(num_layers * directions)]
+    for b, n in enumerate(lengths):
+        layer_input = [x[b, t] for t in range(n)]
+        for layer in range(num_layers):
+            per_direction = []
+            for direction in range(directions):
+                h, state = initial()
+                out: list[Tensor] = [h] * n
+                for t in range(n - 1, -1, -1) if direction else range(n):
+                    h, state = step(layer, direction, layer_input[t], h, state)
+                    out[t] = h
+                per_direction.append(out)
+                h_n[layer * directions + direction, b] = h
+                states[layer * directions + direction][b] = state
+            layer_input = [torch.cat([d[t] for d in per_direction]) for t in range(n)]
+        for t in range(n):
+            outputs[b, t] = layer_input[t]
+    return outputs, h_n, states

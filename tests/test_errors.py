@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from lstm import LSTM, Recurrent, get_cell
+from lstm import CELLS, LSTM, Recurrent, get_cell
 
 # ------------------------------------------------------------------ constructor
 
@@ -73,7 +73,8 @@ def test_dropout_with_one_layer_warns() -> None:
 
 def test_unknown_cell_name() -> None:
     with pytest.raises(
-        ValueError, match=re.escape("unknown cell 'gru'; expected one of ['array', 'lstm']")
+        ValueError,
+        match=re.escape(f"unknown cell 'gru'; expected one of {sorted(CELLS)}"),
     ):
         get_cell("gru")
 

@@ -9,7 +9,10 @@ family: pure step functions and thin modules), ``registry.py`` (name -> class).
 """
 
 from lstm.cells.array import ArrayLSTM, array_lstm_pointwise
+from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
+from lstm.cells.slstm import SLSTM, slstm_pointwise
+from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
 from lstm.driver import Recurrent, cell_suffix
 from lstm.registry import CELLS, create, get_cell
 
@@ -17,14 +20,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CELLS",
+    "CIFGLSTM",
     "LSTM",
+    "SLSTM",
     "ArrayLSTM",
+    "LayerNormLSTM",
+    "PeepholeLSTM",
     "Recurrent",
     "__version__",
     "array_lstm_pointwise",
     "cell_suffix",
+    "cifg_pointwise",
     "create",
     "get_cell",
     "lstm_cell",
     "lstm_pointwise",
+    "peephole_pointwise",
+    "slstm_pointwise",
 ]

@@ -12,12 +12,19 @@ import inspect
 from typing import Any
 
 from lstm.cells.array import ArrayLSTM
+from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM
+from lstm.cells.slstm import SLSTM
+from lstm.cells.variants import CIFGLSTM, PeepholeLSTM
 from lstm.driver import Recurrent
 
 CELLS: dict[str, type[Recurrent]] = {
     "lstm": LSTM,
     "array": ArrayLSTM,
+    "peephole": PeepholeLSTM,
+    "cifg": CIFGLSTM,
+    "layernorm": LayerNormLSTM,
+    "slstm": SLSTM,
 }
 
 DEFAULT_LANES = 4

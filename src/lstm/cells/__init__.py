@@ -7,6 +7,22 @@ A new family goes in a new file here, is re-exported from :mod:`lstm`, and is ad
 """
 
 from lstm.cells.array import ArrayLSTM, array_lstm_pointwise
+from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
+from lstm.cells.slstm import SLSTM, slstm_pointwise
+from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
 
-__all__ = ["LSTM", "ArrayLSTM", "array_lstm_pointwise", "lstm_cell", "lstm_pointwise"]
+__all__ = [
+    "CIFGLSTM",
+    "LSTM",
+    "SLSTM",
+    "ArrayLSTM",
+    "LayerNormLSTM",
+    "PeepholeLSTM",
+    "array_lstm_pointwise",
+    "cifg_pointwise",
+    "lstm_cell",
+    "lstm_pointwise",
+    "peephole_pointwise",
+    "slstm_pointwise",
+]

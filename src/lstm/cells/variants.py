@@ -1,0 +1,171 @@
+r"""Gate variants of the LSTM (the search space of Greff et al. 2017): peephole connections
+(Gers & Schmidhuber 2000) and the coupled input-forget gate."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from lstm.cells.lstm import LSTM
+from lstm.driver import CellPart, Recurrent
+
+
+def peephole_pointwise(gates: Tensor, state: Tensor, peephole: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The element-wise part of one peephole-LSTM step.
+
+    .. math::
+
+        f &= \sigma(a_f + p_f \odot c_{t-1}), \quad i = \sigma(a_i + p_i \odot c_{t-1}),
+        \quad g = \tanh(a_g) \\
+        c_t &= f \odot c_{t-1} + i \odot g, \quad
+        o = \sigma(a_o + p_o \odot c_t), \quad h_t = o \odot \tanh(c_t)
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, 4 * hidden_size)
+        Pre-activations, blocks f, i, o, g.
+    state : Tensor of shape (batch, hidden_size)
+    peephole : Tensor of shape (3, hidden_size)
+        Diagonal peephole weights :math:`p_f, p_i, p_o`.
+
+    Returns
+    -------
+    hidden, state : Tensor of shape (batch, hidden_size)
+    """
+    forget, input_gate, output, candidate = gates.chunk(4, dim=-1)
+    forget = torch.sigmoid(forget + peephole[0] * state)
+    input_gate = torch.sigmoid(input_gate + peephole[1] * state)
+    state = forget * state + input_gate * torch.tanh(candidate)
+    hidden = torch.sigmoid(output + peephole[2] * state) * torch.tanh(state)
+    return hidden, state
+
+
+class PeepholeLSTM(LSTM):
+    r"""LSTM whose gates also see the cell state (Gers & Schmidhuber 2000; pytorch#630).
+
+    The forget and input gates read :math:`c_{t-1}`, the output gate reads :math:`c_t`,
+    each through a diagonal (element-wise) weight; see :func:`peephole_pointwise`.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    **options
+        The keyword options of :class:`lstm.LSTM`.
+
+    Attributes
+    ----------
+    i2h, h2h : nn.Linear
+        As in :class:`lstm.LSTM` (blocks f, i, o, g).
+    peephole : nn.Parameter of shape (3, hidden_size)
+        :math:`p_f, p_i, p_o`, uniform in ±1/sqrt(hidden_size) (suffixed per cell like the
+        linear maps: ``peephole_reverse``, ``peephole_l1``, ...).
+
+    Notes
+    -----
+    F. A. Gers and J. Schmidhuber, *Recurrent nets that time and count*, IJCNN 2000.
+    """
+
+    peephole: nn.Parameter
+
+    def build_cell(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, CellPart]:
+        """``i2h`` and ``h2h`` as in :class:`lstm.LSTM`, and ``peephole`` (3, hidden_size)."""
+        parts = super().build_cell(input_size, hidden_size, device=device, dtype=dtype)
+        peephole = torch.empty(3, hidden_size, device=device, dtype=dtype)
+        bound = 1 / math.sqrt(hidden_size)
+        parts["peephole"] = nn.Parameter(peephole.uniform_(-bound, bound))
+        return parts
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step; see :func:`peephole_pointwise`."""
+        return peephole_pointwise(self.i2h(x) + self.h2h(hidden), state, self.peephole)
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear`` defaults, ``forget_bias``, and peepholes uniform in ±1/sqrt(H)."""
+        super().reset_parameters()
+        bound = 1 / math.sqrt(self.hidden_size)
+        with torch.no_grad():
+            for layer, direction in self._cell_indices():
+                peephole = self.cell_parts(layer, direction)["peephole"]
+                assert isinstance(peephole, nn.Parameter)
+                peephole.uniform_(-bound, bound)
+
+
+def cifg_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    r"""The element-wise part of one coupled input-forget gate step.
+
+    .. math::
+
+        f = \sigma(a_f), \quad c_t = f \odot c_{t-1} + (1 - f) \odot \tanh(a_g), \quad
+        h_t = \sigma(a_o) \odot \tanh(c_t)
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, 3 * hidden_size)
+        Pre-activations, blocks f, o, g.
+    state : Tensor of shape (batch, hidden_size)
+
+    Returns
+    -------
+    hidden, state : Tensor of shape (batch, hidden_size)
+    """
+    forget, output, candidate = gates.chunk(3, dim=-1)
+    forget = torch.sigmoid(forget)
+    state = forget * state + (1 - forget) * torch.tanh(candidate)
+    return torch.sigmoid(output) * torch.tanh(state), state
+
+
+class CIFGLSTM(Recurrent):
+    r"""Coupled input-forget gate LSTM: the input gate is :math:`1 - f` (Greff et al. 2017).
+
+    One gate fewer than the LSTM: ``i2h`` and ``h2h`` have ``3 * hidden_size`` rows in
+    blocks f, o, g. See :func:`cifg_pointwise` for the equations.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    **options
+        The driver's keyword options (:class:`lstm.driver.Recurrent`).
+
+    Attributes
+    ----------
+    i2h : nn.Linear
+        ``(3 * hidden_size, input_size)`` weight, blocks f, o, g.
+    h2h : nn.Linear
+        ``(3 * hidden_size, hidden_size)`` weight, blocks f, o, g.
+
+    Notes
+    -----
+    K. Greff, R. K. Srivastava, J. Koutník, B. R. Steunebrink and J. Schmidhuber,
+    *LSTM: A Search Space Odyssey*, IEEE TNNLS 28(10), 2017.
+    """
+
+    i2h: nn.Linear
+    h2h: nn.Linear
+
+    def build_cell(
+        self,
+        input_size: int,
+        hidden_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> dict[str, CellPart]:
+        """``i2h``: Linear(input_size, 3H) and ``h2h``: Linear(hidden_size, 3H)."""
+        width = 3 * hidden_size
+        return {
+            "i2h": nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype),
+            "h2h": nn.Linear(hidden_size, width, bias=self.bias, device=device, dtype=dtype),
+        }
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step; see :func:`cifg_pointwise`."""
+        return cifg_pointwise(self.i2h(x) + self.h2h(hidden), state)
