@@ -125,6 +125,16 @@ class Recurrent(nn.Module):
     bidirectional : bool, default False
         If True, each layer also runs over the reversed sequences (each from its own true end
         when lengths are given) and the two outputs are concatenated.
+    recurrent_dropout : float, default 0.0
+        Variational dropout of the recurrent input (Gal & Ghahramani 2016): in training mode,
+        one mask per cell and sequence, drawn at each ``forward`` and used at every step,
+        multiplies the hidden state that :meth:`forward_cell` receives (scaled by
+        ``1 / (1 - p)``). The hidden output itself is not masked. Off in eval mode.
+    zoneout : float, default 0.0
+        Zoneout (Krueger et al. 2017): in training mode, each unit of the hidden output and
+        of every state tensor keeps its previous value with probability ``zoneout`` at each
+        step (independent masks). In eval mode, as in the paper, the expectation is used:
+        ``new + zoneout * (previous - new)``.
     device, dtype : optional
         Where and in which floating-point type the parameters are created.
 
@@ -152,6 +162,8 @@ class Recurrent(nn.Module):
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -164,6 +176,8 @@ class Recurrent(nn.Module):
         self.batch_first = check_bool(owner, "batch_first", batch_first)
         self.dropout = check_probability(owner, "dropout", dropout)
         self.bidirectional = check_bool(owner, "bidirectional", bidirectional)
+        self.recurrent_dropout = check_probability(owner, "recurrent_dropout", recurrent_dropout)
+        self.zoneout = check_probability(owner, "zoneout", zoneout)
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(
                 f"{owner}: expected dtype to be a floating-point torch.dtype, got {dtype!r}"
@@ -572,12 +586,25 @@ class Recurrent(nn.Module):
         hidden, state = initial
         order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
         outputs: list[Tensor] = []  # in processing order; reversed at the end for reverse
+        recurrent_mask = self._recurrent_dropout_mask(hidden)  # (B, H) or None
         checked = False
         for t in order:
-            new_hidden, new_state = cell.forward_cell(steps[t], hidden, state)
+            hidden_in = hidden if recurrent_mask is None else hidden * recurrent_mask
+            new_hidden, new_state = cell.forward_cell(steps[t], hidden_in, state)
             if not checked:
                 self._check_step_output(new_hidden, new_state, hidden, state)
                 checked = True
+            if self.zoneout > 0:
+                new_hidden = self._zone_out(hidden, new_hidden)
+                new_state = _from_parts(
+                    [
+                        self._zone_out(old, new)
+                        for old, new in zip(
+                            _state_parts(state), _state_parts(new_state), strict=True
+                        )
+                    ],
+                    state,
+                )
             if mask is None:
                 hidden, state = new_hidden, new_state
                 outputs.append(hidden)
@@ -597,6 +624,21 @@ class Recurrent(nn.Module):
         if reverse:
             outputs.reverse()
         return torch.stack(outputs, dim=1), (hidden, state)
+
+    # ------------------------------------------------------------------ regularisers
+    def _recurrent_dropout_mask(self, hidden: Tensor) -> Tensor | None:
+        """One variational dropout mask for a whole sequence, or None when inactive."""
+        if not self.training or self.recurrent_dropout == 0:
+            return None
+        keep = 1.0 - self.recurrent_dropout
+        return torch.bernoulli(torch.full_like(hidden, keep)) / keep
+
+    def _zone_out(self, previous: Tensor, new: Tensor) -> Tensor:
+        """Keep each unit's previous value with probability ``zoneout`` (its mean in eval)."""
+        if self.training:
+            keep_previous = torch.bernoulli(torch.full_like(new, self.zoneout)).bool()
+            return torch.where(keep_previous, previous, new)
+        return torch.lerp(new, previous, self.zoneout)
 
     # ------------------------------------------------------------------ input checks
     def _batch_first_input(self, x: Any) -> tuple[Tensor, bool]:

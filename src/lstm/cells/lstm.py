@@ -137,6 +137,8 @@ class LSTM(Recurrent):
     num_layers, bias, batch_first, dropout, bidirectional, device, dtype
         Keyword-only; as in ``torch.nn.LSTM`` except that ``batch_first`` defaults to True.
         See :class:`lstm.driver.Recurrent`.
+    recurrent_dropout, zoneout : float, default 0.0
+        Regularisers of the recurrence, see :class:`lstm.driver.Recurrent`.
     forget_bias : float, optional
         If given, the forget-gate block of ``i2h.bias`` is set to this value and that of
         ``h2h.bias`` to zero at initialisation, so the forget gate starts at
@@ -189,6 +191,8 @@ class LSTM(Recurrent):
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
         forget_bias: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
@@ -214,6 +218,8 @@ class LSTM(Recurrent):
             batch_first=batch_first,
             dropout=dropout,
             bidirectional=bidirectional,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
             device=device,
             dtype=dtype,
         )
@@ -303,8 +309,9 @@ class LSTM(Recurrent):
 
         Returns None, so that the driver runs the reference path, when the class overrides
         ``forward_cell`` or ``build_cell``, when a cell's ``i2h``/``h2h`` is not a plain
-        ``nn.Linear`` (replaced, parametrized, or with forward hooks), under autocast, and
-        for float16 on the CPU. See :meth:`lstm.driver.Recurrent.fused_forward`.
+        ``nn.Linear`` (replaced, parametrized, or with forward hooks), under autocast, for
+        float16 on the CPU, with zoneout, and with recurrent dropout in training mode. See
+        :meth:`lstm.driver.Recurrent.fused_forward`.
         """
         if not self._fusable(inputs):
             return None
@@ -350,6 +357,8 @@ class LSTM(Recurrent):
             return False
         if torch.is_autocast_enabled(inputs.device.type):
             return False
+        if self.zoneout > 0 or (self.training and self.recurrent_dropout > 0):
+            return False  # the kernel has neither; the reference path applies them
         if inputs.dtype == torch.float16 and inputs.device.type == "cpu":
             return False
         for layer, direction in self._cell_indices():
