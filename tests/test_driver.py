@@ -245,3 +245,53 @@ def test_runs_on_cuda(name: str) -> None:
     expected = model(x, lengths=LENGTHS)
     got = model.cuda()(x.cuda(), lengths=LENGTHS.cuda())
     close(got[0].cpu(), expected[0], atol=1e-10)
+
+
+def _last_cell(state: Any, like: Any) -> Any:
+    """The last layer's (last direction's) part of a stacked final state, shaped like ``like``."""
+    if isinstance(state, tuple):
+        return tuple(_last_cell(part, template) for part, template in zip(state, like, strict=True))
+    lead = like.numel() // (like.shape[-2] * like.shape[-1])
+    return state[-lead:].reshape(like.shape)
+
+
+def test_all_states_are_the_states_after_each_step(name: str) -> None:
+    model = build(name, num_layers=2)
+    x = torch.randn(3, 5, INPUT, dtype=DOUBLE)
+    out, final, all_states = model(x, return_all_states=True)
+    close((out, final), model(x))  # the extra output changes nothing else
+    like = model.init_hidden(x)[1]
+    for t in range(5):
+        _, (_, prefix_state) = model(x[:, : t + 1])
+        close(select(all_states, lambda s, t=t: s[..., t, :]), _last_cell(prefix_state, like))
+
+
+def test_all_states_with_directions_lengths_and_layouts(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
+    _out, (_, state), all_states = model(x, lengths=LENGTHS, return_all_states=True)
+    parts = all_states if isinstance(all_states, tuple) else (all_states,)
+    finals = state if isinstance(state, tuple) else (state,)
+    for part, final in zip(parts, finals, strict=True):
+        assert part.shape[-3:] == (4, 5, 2 * HIDDEN)
+        lead = part.shape[:-3].numel()
+        forward_final = final[-2 * lead : -lead].reshape((*part.shape[:-3], 4, HIDDEN))
+        reverse_final = final[-lead:].reshape((*part.shape[:-3], 4, HIDDEN))
+        for b, n in enumerate(LENGTHS.tolist()):
+            assert torch.count_nonzero(part[..., b, n:, :]) == 0  # zero past each end
+            close(part[..., b, n - 1, :HIDDEN], forward_final[..., b, :])  # forward ends at n-1
+            close(part[..., b, 0, HIDDEN:], reverse_final[..., b, :])  # reverse ends at 0
+    sequence_first = build(name, num_layers=2, bidirectional=True, batch_first=False)
+    sequence_first.load_state_dict(model.state_dict())
+    *_, transposed = sequence_first(x.transpose(0, 1), lengths=LENGTHS, return_all_states=True)
+    close(transposed, select(all_states, lambda s: s.transpose(-3, -2)), atol=0)
+    *_, single = model(x[0], return_all_states=True)
+    *_, batch_of_one = model(x[:1], return_all_states=True)
+    close(single, select(batch_of_one, lambda s: s.squeeze(-3)), atol=0)
+
+
+def test_return_all_states_must_be_a_bool() -> None:
+    with pytest.raises(
+        TypeError, match=r"^LSTM: expected return_all_states to be a bool, got int$"
+    ):
+        build("lstm")(torch.randn(2, 3, INPUT, dtype=DOUBLE), return_all_states=1)

@@ -430,7 +430,8 @@ class Recurrent(nn.Module):
         x: Tensor | PackedSequence,
         hidden: tuple[Tensor, Any] | None = None,
         lengths: Tensor | None = None,
-    ) -> tuple[Tensor | PackedSequence, tuple[Tensor, Any]]:
+        return_all_states: bool = False,
+    ) -> Any:
         r"""Run every sequence of ``x`` through every layer and direction.
 
         Parameters
@@ -450,6 +451,9 @@ class Recurrent(nn.Module):
             True length of each sequence, integers in ``1..seq_len``. Steps past a sequence's
             end leave its state untouched and give zero outputs; the reverse direction starts
             at each sequence's true end. Not allowed with a ``PackedSequence``.
+        return_all_states : bool, default False
+            Also return the last layer's state at every step (pytorch#31423); this runs the
+            reference path (or the hoisted one, if that is the engine).
 
         Returns
         -------
@@ -462,6 +466,13 @@ class Recurrent(nn.Module):
             the same way (``(num_layers * num_directions * k, batch, hidden_size)`` for a
             cell whose per-cell state is ``(k, batch, hidden_size)``). Index ``2 * l + d`` is
             layer ``l``, direction ``d``, as in ``torch.nn.LSTM``.
+        all_states : Tensor or tuple of Tensors, only with ``return_all_states=True``
+            The last layer's state after every step, laid out like ``outputs``: a state
+            tensor of one cell, ``(*lead, batch, features)``, becomes ``(*lead, batch,
+            seq_len, num_directions * features)`` (``(*lead, seq_len, batch, ·)`` when not
+            ``batch_first``; no batch dimension for unbatched input; padded, not packed, for a
+            ``PackedSequence``), zero past each sequence's end. For the LSTM: ``(batch,
+            seq_len, num_directions * hidden_size)``, the cell state :math:`c_t`.
         """
         owner = type(self).__name__
         if self.engine not in ENGINES:
@@ -490,23 +501,40 @@ class Recurrent(nn.Module):
         initial = self._initial_states(inputs, hidden, unbatched)
         # Sequences that all run to seq_len need no masking or packing.
         ragged = lengths if lengths is not None and int(lengths.min()) < seq_len else None
-        fused = self.fused_forward(inputs, initial, ragged) if self.engine == "auto" else None
+        if not isinstance(return_all_states, bool):
+            raise TypeError(
+                f"{owner}: expected return_all_states to be a bool, got "
+                f"{type(return_all_states).__name__}"
+            )
+        collected: list[list[State]] | None = [] if return_all_states else None
+        fused = None
+        if self.engine == "auto" and collected is None:
+            fused = self.fused_forward(inputs, initial, ragged)
         if fused is None:
-            fused = self._reference_forward(inputs, initial, ragged, self.engine == "hoisted")
+            hoist = self.engine == "hoisted"
+            fused = self._reference_forward(inputs, initial, ragged, hoist, collected)
         output, finals = fused  # (B, T, D*H), one (hidden, state) per cell
 
         hidden_n = torch.stack([h for h, _ in finals])  # (L*D, B, H)
         state_n = self._stack_states([s for _, s in finals], batch)
+        all_states = None if collected is None else self._per_step_states(collected)
+        result: tuple[Any, ...]
         if packed is not None:
-            return self._repack(output, packed, lengths), (hidden_n, state_n)
-        if unbatched:
-            return output.squeeze(0), (
-                hidden_n.squeeze(-2),
-                map_state(lambda s: s.squeeze(-2), state_n),
+            result = (self._repack(output, packed, lengths), (hidden_n, state_n))
+        elif unbatched:
+            result = (
+                output.squeeze(0),
+                (hidden_n.squeeze(-2), map_state(lambda s: s.squeeze(-2), state_n)),
             )
-        if not self.batch_first:
-            output = output.transpose(0, 1)
-        return output, (hidden_n, state_n)
+            if all_states is not None:
+                all_states = map_state(lambda s: s.squeeze(-3), all_states)
+        else:
+            if not self.batch_first:
+                output = output.transpose(0, 1)
+                if all_states is not None:
+                    all_states = map_state(lambda s: s.transpose(-3, -2), all_states)
+            result = (output, (hidden_n, state_n))
+        return result if all_states is None else (*result, all_states)
 
     def fused_forward(
         self, inputs: Tensor, initial: list[tuple[Tensor, State]], lengths: Tensor | None
@@ -541,11 +569,14 @@ class Recurrent(nn.Module):
         initial: list[tuple[Tensor, State]],
         lengths: Tensor | None,
         hoist: bool = False,
+        collect: list[list[State]] | None = None,
     ) -> tuple[Tensor, list[tuple[Tensor, State]]]:
         """The reference path: :meth:`forward_cell` at every step of every layer and direction.
 
         Same arguments and results as :meth:`fused_forward`; with ``hoist``, a plain
         ``nn.Linear`` ``i2h`` is applied to all steps at once first (the hoisted engine).
+        With ``collect``, one list per direction of the last layer's per-step states (in
+        time order) is appended to it.
         """
         seq_len = inputs.shape[1]
         mask = None  # mask[t]: which sequences are still running at step t
@@ -562,7 +593,13 @@ class Recurrent(nn.Module):
                 cell = self.layer_cell(layer, direction)
                 if hoist:
                     cell = self._hoist_input_projection(cell, layer_input, steps)
-                out, final = self._run_cell(cell, steps, initial[index], mask, direction == 1)
+                record: list[State] | None = None
+                if collect is not None and layer == self.num_layers - 1:
+                    record = []
+                    collect.append(record)
+                out, final = self._run_cell(
+                    cell, steps, initial[index], mask, direction == 1, record
+                )
                 outputs.append(out)  # (B, T, H)
                 finals.append(final)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
@@ -577,11 +614,13 @@ class Recurrent(nn.Module):
         initial: tuple[Tensor, State],
         mask: Tensor | None,
         reverse: bool,
+        record: list[State] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, State]]:
         """The reference path: ``cell.forward_cell`` at every step, in Python.
 
         ``steps`` holds T tensors (B, F); ``mask`` is (T, B, 1) or None. Returns outputs
-        (B, T, H) and the final (hidden, state).
+        (B, T, H) and the final (hidden, state); appends the state after every step to
+        ``record`` (in time order, zero past each sequence's end) if given.
         """
         hidden, state = initial
         order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
@@ -608,9 +647,14 @@ class Recurrent(nn.Module):
             if mask is None:
                 hidden, state = new_hidden, new_state
                 outputs.append(hidden)
+                if record is not None:
+                    record.append(state)
             else:
                 running = mask[t]  # (B, 1): sequences whose step t is real
                 outputs.append(torch.where(running, new_hidden, 0.0))
+                if record is not None:
+                    kept = [torch.where(running, part, 0.0) for part in _state_parts(new_state)]
+                    record.append(_from_parts(kept, new_state))
                 hidden = torch.where(running, new_hidden, hidden)
                 state = _from_parts(
                     [
@@ -623,6 +667,8 @@ class Recurrent(nn.Module):
                 )
         if reverse:
             outputs.reverse()
+            if record is not None:
+                record.reverse()
         return torch.stack(outputs, dim=1), (hidden, state)
 
     # ------------------------------------------------------------------ regularisers
@@ -828,6 +874,19 @@ class Recurrent(nn.Module):
             )
 
     # ------------------------------------------------------------------ output assembly
+    @staticmethod
+    def _per_step_states(per_direction: list[list[State]]) -> State:
+        """Per-step states (*lead, B, X) of each direction into (*lead, B, T, D*X)."""
+        first = per_direction[0][0]
+        columns = []
+        for index in range(len(_state_parts(first))):
+            directions = [
+                torch.stack([_state_parts(state)[index] for state in steps], dim=-2)
+                for steps in per_direction
+            ]  # each (*lead, B, T, X)
+            columns.append(directions[0] if len(directions) == 1 else torch.cat(directions, -1))
+        return _from_parts(columns, first)
+
     @staticmethod
     def _stack_states(states: list[State], batch: int) -> State:
         """Concatenate per-cell states (*lead, B, X) into (cells * prod(lead), B, X)."""
