@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from conftest import DOUBLE, projection
-from lstm import LSTM, ArrayLSTM, create
+from lstm import LSTM, ArrayLSTM, StochasticArrayLSTM, create, stochastic_output_pooling
 
 K = 3
 
@@ -174,3 +174,70 @@ def test_not_convertible_to_torch() -> None:
         TypeError, match="ArrayLSTM which overrides build_cell, forward_cell, init_hidden"
     ):
         ArrayLSTM(3, 4, K).to_torch()
+
+
+# ------------------------------------------------------------------ stochastic output pooling
+
+
+def _lane_values(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """From the equations: every lane's output gate, new cell state and candidate output."""
+    lanes, batch, size = state.shape
+    blocks = gates.view(batch, lanes, 4, size).transpose(0, 1)  # (k, B, 4, H)
+    f, i, o = (torch.sigmoid(blocks[:, :, n]) for n in range(3))
+    c = f * state + i * torch.tanh(blocks[:, :, 3])
+    return o, c, o * torch.tanh(c)
+
+
+def test_stochastic_pooling_in_eval_takes_each_units_likeliest_lane() -> None:
+    model = StochasticArrayLSTM(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE).eval()
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    out, (hidden, state) = model(x)
+    # Step by step by hand: at every step, per unit, the lane with the largest output gate.
+    plain = ArrayLSTM(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    plain.load_state_dict(model.state_dict())
+    steps = 0
+
+    def by_hand(self: ArrayLSTM, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        nonlocal steps
+        steps += 1
+        o, new_c, candidates = _lane_values(self.i2h(x_t) + self.h2h(h), c)
+        best = o.argmax(dim=0)  # (B, H)
+        chosen = torch.stack(
+            [
+                candidates[best[b, u], b, u]
+                for b in range(best.shape[0])
+                for u in range(best.shape[1])
+            ]
+        ).view(best.shape)
+        return chosen, new_c
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ArrayLSTM, "forward_cell", by_hand)
+        plain.engine = "reference"
+        want = plain(x)
+    assert steps == 2 * 2 * 5
+    torch.testing.assert_close((out, (hidden, state)), want, rtol=0, atol=1e-12)
+
+
+def test_stochastic_pooling_draws_lanes_from_the_softmax_of_output_gates() -> None:
+    torch.manual_seed(0)
+    lanes, size, draws = 3, 4, 20000
+    gates = torch.randn(1, lanes * 4 * size, dtype=DOUBLE).expand(draws, -1)
+    state = torch.randn(lanes, 1, size, dtype=DOUBLE).expand(-1, draws, -1)
+    hidden, new_state = stochastic_output_pooling(gates, state, sample=True)
+    o, c, candidates = _lane_values(gates[:1], state[:, :1])
+    torch.testing.assert_close(new_state[:, :1], c, rtol=0, atol=1e-12)  # lanes all update
+    # Each unit's output is one lane's candidate; count which.
+    matches = (hidden.unsqueeze(0) - candidates).abs() < 1e-12  # (k, draws, H)
+    assert torch.equal(matches.sum(0), torch.ones(draws, size, dtype=torch.long))
+    frequencies = matches.double().mean(dim=1)  # (k, H)
+    expected = torch.softmax(o[:, 0], dim=0)  # (k, H)
+    torch.testing.assert_close(frequencies, expected, rtol=0, atol=0.02)
+
+
+def test_stochastic_pooling_trains() -> None:
+    model = StochasticArrayLSTM(3, 4, K).train()
+    out, _ = model(torch.randn(2, 5, 3))
+    out.sum().backward()
+    assert model.i2h.weight.grad is not None
+    assert model.i2h.weight.grad.abs().sum() > 0

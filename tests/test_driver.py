@@ -26,6 +26,7 @@ GENERIC: dict[str, type[Recurrent]] = {
     "toy-tuple": TupleStateCell,
 }
 NAMES = sorted(GENERIC)
+STOCHASTIC = {"stochastic-array"}  # random in training mode by design
 INPUT, HIDDEN = 3, 4
 LENGTHS = torch.tensor([5, 2, 4, 1])
 ATOL = 1e-12
@@ -38,7 +39,9 @@ def build(
     cls = GENERIC[name]
     if takes_lanes(cls):
         options.setdefault("k", 3)
-    return cls(input_size, hidden_size, **options)
+    # Eval mode: cells that draw at random in training (stochastic pooling) are then
+    # deterministic, which the comparisons below need; training-mode tests call .train().
+    return cls(input_size, hidden_size, **options).eval()
 
 
 def close(got: Any, want: Any, atol: float = ATOL) -> None:
@@ -206,8 +209,9 @@ def test_dropout_acts_between_layers_in_training_only(name: str) -> None:
     torch.manual_seed(1)
     close(model(x), first, atol=0)  # the same seed gives the same masks
     assert not torch.allclose(first[0], plain(x)[0])
-    # Layer 0's final state is computed before any dropout is applied.
-    close(first[1][0][0], plain(x)[1][0][0])
+    if name not in STOCHASTIC:  # these also draw lanes at random in training mode
+        # Layer 0's final state is computed before any dropout is applied.
+        close(first[1][0][0], plain.train()(x)[1][0][0])
 
 
 def test_layer_cell_view_maps_names_to_that_cell(name: str) -> None:
@@ -235,7 +239,13 @@ def test_bf16_autocast_on_cpu(name: str) -> None:
         out, (hidden, _) = model(x, lengths=LENGTHS)
     assert torch.isfinite(out).all()
     assert torch.isfinite(hidden).all()
-    torch.testing.assert_close(out.float(), expected, rtol=0, atol=5e-2)
+    if name in STOCHASTIC:
+        # Choosing the likeliest lane is discontinuous: bf16 rounding may pick another lane
+        # for a few units. Most units must still agree.
+        agree = (out.float() - expected).abs() < 5e-2
+        assert agree.float().mean() > 0.9
+    else:
+        torch.testing.assert_close(out.float(), expected, rtol=0, atol=5e-2)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -8,7 +8,12 @@ Layout: ``driver.py`` (the time loop, one for all cells), ``cells/`` (one file p
 family: pure step functions and thin modules), ``registry.py`` (name -> class).
 """
 
-from lstm.cells.array import ArrayLSTM, array_lstm_pointwise
+from lstm.cells.array import (
+    ArrayLSTM,
+    StochasticArrayLSTM,
+    array_lstm_pointwise,
+    stochastic_output_pooling,
+)
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 from lstm.cells.slstm import SLSTM, slstm_pointwise
@@ -27,6 +32,7 @@ __all__ = [
     "LayerNormLSTM",
     "PeepholeLSTM",
     "Recurrent",
+    "StochasticArrayLSTM",
     "__version__",
     "array_lstm_pointwise",
     "cell_suffix",
@@ -37,4 +43,5 @@ __all__ = [
     "lstm_pointwise",
     "peephole_pointwise",
     "slstm_pointwise",
+    "stochastic_output_pooling",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from lstm.cells.array import ArrayLSTM
+from lstm.cells.array import ArrayLSTM, StochasticArrayLSTM
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM
 from lstm.cells.slstm import SLSTM
@@ -21,6 +21,7 @@ from lstm.driver import Recurrent
 CELLS: dict[str, type[Recurrent]] = {
     "lstm": LSTM,
     "array": ArrayLSTM,
+    "stochastic-array": StochasticArrayLSTM,
     "peephole": PeepholeLSTM,
     "cifg": CIFGLSTM,
     "layernorm": LayerNormLSTM,

@@ -6,7 +6,12 @@ A new family goes in a new file here, is re-exported from :mod:`lstm`, and is ad
 :data:`lstm.registry.CELLS`.
 """
 
-from lstm.cells.array import ArrayLSTM, array_lstm_pointwise
+from lstm.cells.array import (
+    ArrayLSTM,
+    StochasticArrayLSTM,
+    array_lstm_pointwise,
+    stochastic_output_pooling,
+)
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 from lstm.cells.slstm import SLSTM, slstm_pointwise
@@ -19,10 +24,12 @@ __all__ = [
     "ArrayLSTM",
     "LayerNormLSTM",
     "PeepholeLSTM",
+    "StochasticArrayLSTM",
     "array_lstm_pointwise",
     "cifg_pointwise",
     "lstm_cell",
     "lstm_pointwise",
     "peephole_pointwise",
     "slstm_pointwise",
+    "stochastic_output_pooling",
 ]

@@ -145,3 +145,67 @@ class ArrayLSTM(LSTM):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", k={self.k}"
+
+
+def stochastic_output_pooling(gates: Tensor, state: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
+    r"""One Array-LSTM step whose hidden output comes from one lane per unit.
+
+    The lanes' cell states update as in :func:`array_lstm_pointwise`. Then, for every unit,
+    a lane :math:`j^*` is chosen from :math:`p_j = \mathrm{softmax}_j(o^j)` over the lanes'
+    output gates :math:`o^j = \sigma(a^j_o)`: drawn from it when ``sample`` (training),
+    its most likely lane otherwise, and :math:`h_t = o^{j^*} \odot \tanh(c^{j^*}_t)`.
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, k * 4 * hidden_size)
+        Lane-major pre-activations, each lane f, i, o, g.
+    state : Tensor of shape (k, batch, hidden_size)
+    sample : bool
+        Draw the lane (True) or take the most likely one (False).
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    state : Tensor of shape (k, batch, hidden_size)
+    """
+    lanes, batch, size = state.shape
+    per_lane = gates.view(batch, lanes, 4 * size).transpose(0, 1)  # (k, B, 4H)
+    forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
+    state = forget * state + input_gate * torch.tanh(per_lane[..., 3 * size :])
+    if sample:
+        probabilities = torch.softmax(output.detach(), dim=0)  # (k, B, H), over lanes
+        flat = probabilities.permute(1, 2, 0).reshape(-1, lanes)  # (B*H, k)
+        choice = torch.multinomial(flat, 1).view(1, batch, size)
+    else:
+        choice = output.argmax(dim=0, keepdim=True)  # softmax keeps the order
+    selected_output = output.gather(0, choice).squeeze(0)  # (B, H)
+    selected_state = state.gather(0, choice).squeeze(0)
+    return selected_output * torch.tanh(selected_state), state
+
+
+class StochasticArrayLSTM(ArrayLSTM):
+    r"""Array-LSTM with stochastic output pooling (Rocki 2016).
+
+    Every lane keeps its own cell state, but the hidden output of each unit comes from a
+    single lane, chosen from the softmax of the lanes' output gates: drawn at random in
+    training mode, the most likely lane in eval mode. See
+    :func:`stochastic_output_pooling`.
+
+    Parameters
+    ----------
+    input_size, hidden_size, k, **options
+        As for :class:`ArrayLSTM`.
+
+    Notes
+    -----
+    The lane is chosen per unit, as the paper describes. The original implementation summed
+    the output gates over all units before the softmax, choosing one lane per sequence
+    element for every unit at once, and always took the most likely lane; here eval mode
+    takes the most likely lane (per unit) and training mode samples. No gradient flows
+    through the choice itself.
+    """
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: lanes update, one lane per unit gives the output."""
+        gates = self.i2h(x) + self.h2h(hidden)
+        return stochastic_output_pooling(gates, state, sample=self.training)
