@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import torch
+from torch import Tensor, nn
 
 from lstm import LSTM, Recurrent
 from reference import CellWeights
@@ -35,3 +38,17 @@ def make_lstm(**options: object) -> LSTM:
 def projection(probes: list[torch.Tensor], tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """A random linear function of several outputs, to compare all their gradients at once."""
     return torch.stack([(p * t).sum() for p, t in zip(probes, tensors, strict=True)]).sum()
+
+
+@pytest.fixture
+def linear_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
+    """How often each ``nn.Linear`` (by ``id``) runs its forward during the test."""
+    calls: Counter[int] = Counter()
+    original = nn.Linear.forward
+
+    def counting(self: nn.Linear, x: Tensor) -> Tensor:
+        calls[id(self)] += 1
+        return original(self, x)
+
+    monkeypatch.setattr(nn.Linear, "forward", counting)
+    return calls

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from conftest import DOUBLE, projection
 from lstm import LSTM, ArrayLSTM, StochasticArrayLSTM, create, stochastic_output_pooling
@@ -108,16 +108,9 @@ def test_original_checkpoint_loads_and_k_is_recoverable() -> None:
 
 
 def test_input_projection_is_hoisted_unless_forward_cell_is_overridden(
-    monkeypatch: pytest.MonkeyPatch,
+    linear_calls: Counter[int],
 ) -> None:
-    calls: Counter[int] = Counter()
-    original = nn.Linear.forward
-
-    def counting(self: nn.Linear, x: Tensor) -> Tensor:
-        calls[id(self)] += 1
-        return original(self, x)
-
-    monkeypatch.setattr(nn.Linear, "forward", counting)
+    calls = linear_calls
     model = ArrayLSTM(3, 4, K)
     model(torch.randn(2, 7, 3))
     assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (1, 7)

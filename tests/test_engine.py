@@ -181,16 +181,9 @@ def test_hoisted_engine_matches_reference(cls: type[LSTM], kind: str) -> None:
     assert_engines_agree(cls, "hoisted", kind, num_layers=2, bidirectional=True)
 
 
-def test_hoisted_engine_projects_once_per_cell(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hoisted_engine_projects_once_per_cell(linear_calls: Counter[int]) -> None:
     model = _CoupledGate(3, 5, num_layers=2)
-    calls: Counter[int] = Counter()
-    original = nn.Linear.forward
-
-    def counting(self: nn.Linear, x: Tensor) -> Tensor:
-        calls[id(self)] += 1
-        return original(self, x)
-
-    monkeypatch.setattr(nn.Linear, "forward", counting)
+    calls = linear_calls
     model.engine = "hoisted"
     model(torch.randn(2, 7, 3))
     assert [calls[id(model.i2h)], calls[id(model.i2h_l1)], calls[id(model.h2h)]] == [1, 1, 7]

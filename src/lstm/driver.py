@@ -80,6 +80,37 @@ def cell_suffix(layer: int, direction: int) -> str:
     return layer_part + ("_reverse" if direction == 1 else "")
 
 
+def linear_maps(
+    input_size: int,
+    hidden_size: int,
+    width: int,
+    *,
+    bias: bool,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, CellPart]:
+    """The two maps of the reference page's cell, for :meth:`Recurrent.build_cell`.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        In-features of ``i2h`` and ``h2h``.
+    width : int
+        Out-features of both: ``4 * hidden_size`` for the LSTM's four gate blocks.
+    bias : bool
+    device, dtype : optional
+
+    Returns
+    -------
+    dict
+        ``{"i2h": nn.Linear(input_size, width), "h2h": nn.Linear(hidden_size, width)}``.
+    """
+    return {
+        "i2h": nn.Linear(input_size, width, bias=bias, device=device, dtype=dtype),
+        "h2h": nn.Linear(hidden_size, width, bias=bias, device=device, dtype=dtype),
+    }
+
+
 def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
     """Apply ``fn`` to the tensor, or to each tensor of the tuple, that makes up ``state``."""
     if isinstance(state, tuple):

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lstm._checks import check_int
 from lstm.cells.lstm import LSTM, lstm_pointwise
-from lstm.driver import CellPart, State
+from lstm.driver import CellPart, State, linear_maps
 
 
 def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -113,10 +113,9 @@ class ArrayLSTM(LSTM):
     ) -> dict[str, CellPart]:
         """``i2h``: Linear(input_size, 4Hk) and ``h2h``: Linear(hidden_size, 4Hk)."""
         width = 4 * hidden_size * self.k
-        return {
-            "i2h": nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype),
-            "h2h": nn.Linear(hidden_size, width, bias=self.bias, device=device, dtype=dtype),
-        }
+        return linear_maps(
+            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
+        )
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H)."""

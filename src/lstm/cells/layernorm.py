@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lstm.driver import CellPart, Recurrent
+from lstm.driver import CellPart, Recurrent, linear_maps
 
 
 class LayerNormLSTM(Recurrent):
@@ -62,8 +62,7 @@ class LayerNormLSTM(Recurrent):
             return nn.LayerNorm(features, bias=self.bias, device=device, dtype=dtype)
 
         return {
-            "i2h": nn.Linear(input_size, width, bias=False, device=device, dtype=dtype),
-            "h2h": nn.Linear(hidden_size, width, bias=False, device=device, dtype=dtype),
+            **linear_maps(input_size, hidden_size, width, bias=False, device=device, dtype=dtype),
             "ln_ih": norm(width),
             "ln_hh": norm(width),
             "ln_cell": norm(hidden_size),

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstm.driver import CellPart, Recurrent, State
+from lstm.driver import CellPart, Recurrent, State, linear_maps
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -238,14 +238,10 @@ class LSTM(Recurrent):
 
         See :meth:`lstm.driver.Recurrent.build_cell` for the contract.
         """
-        return {
-            "i2h": nn.Linear(
-                input_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype
-            ),
-            "h2h": nn.Linear(
-                hidden_size, 4 * hidden_size, bias=self.bias, device=device, dtype=dtype
-            ),
-        }
+        width = 4 * hidden_size
+        return linear_maps(
+            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
+        )
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Perform a single forward pass through the network.

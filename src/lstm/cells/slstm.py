@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lstm.driver import CellPart, Recurrent
+from lstm.driver import CellPart, Recurrent, linear_maps
 
 SLSTMState = tuple[Tensor, Tensor, Tensor]
 """(c, n, m): cell, normaliser and stabiliser states, each (batch, hidden_size)."""
@@ -89,10 +89,9 @@ class SLSTM(Recurrent):
     ) -> dict[str, CellPart]:
         """``i2h``: Linear(input_size, 4H) and ``h2h``: Linear(hidden_size, 4H)."""
         width = 4 * hidden_size
-        return {
-            "i2h": nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype),
-            "h2h": nn.Linear(hidden_size, width, bias=self.bias, device=device, dtype=dtype),
-        }
+        return linear_maps(
+            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
+        )
 
     def forward_cell(
         self, x: Tensor, hidden: Tensor, state: SLSTMState

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
-from lstm.driver import CellPart, Recurrent
+from lstm.driver import CellPart, Recurrent, linear_maps
 
 
 def peephole_pointwise(gates: Tensor, state: Tensor, peephole: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,10 +161,9 @@ class CIFGLSTM(Recurrent):
     ) -> dict[str, CellPart]:
         """``i2h``: Linear(input_size, 3H) and ``h2h``: Linear(hidden_size, 3H)."""
         width = 3 * hidden_size
-        return {
-            "i2h": nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype),
-            "h2h": nn.Linear(hidden_size, width, bias=self.bias, device=device, dtype=dtype),
-        }
+        return linear_maps(
+            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
+        )
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`cifg_pointwise`."""
