@@ -139,3 +139,9 @@ def test_fast_path_steps_aside_for_regularisers(monkeypatch: pytest.MonkeyPatch)
 def test_bad_probabilities(option: str, value: Any, error: type[Exception], pattern: str) -> None:
     with pytest.raises(error, match=f"^LSTM: expected {option} {pattern}$"):
         LSTM(3, 4, **{option: value})
+
+
+def test_options_show_in_the_repr() -> None:
+    text = repr(LSTM(3, 4, recurrent_dropout=0.2, zoneout=0.1))
+    assert "recurrent_dropout=0.2" in text
+    assert "zoneout=0.1" in text

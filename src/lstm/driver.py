@@ -453,6 +453,10 @@ class Recurrent(nn.Module):
             text += f", dropout={self.dropout}"
         if self.bidirectional:
             text += ", bidirectional=True"
+        if self.recurrent_dropout:
+            text += f", recurrent_dropout={self.recurrent_dropout}"
+        if self.zoneout:
+            text += f", zoneout={self.zoneout}"
         return text
 
     # ------------------------------------------------------------------ forward
@@ -508,6 +512,11 @@ class Recurrent(nn.Module):
         owner = type(self).__name__
         if self.engine not in ENGINES:
             raise ValueError(f"{owner}: expected engine in {ENGINES}, got {self.engine!r}")
+        if not isinstance(return_all_states, bool):
+            raise TypeError(
+                f"{owner}: expected return_all_states to be a bool, got "
+                f"{type(return_all_states).__name__}"
+            )
         packed = x if isinstance(x, PackedSequence) else None
         if packed is not None:
             if lengths is not None:
@@ -532,11 +541,6 @@ class Recurrent(nn.Module):
         initial = self._initial_states(inputs, hidden, unbatched)
         # Sequences that all run to seq_len need no masking or packing.
         ragged = lengths if lengths is not None and int(lengths.min()) < seq_len else None
-        if not isinstance(return_all_states, bool):
-            raise TypeError(
-                f"{owner}: expected return_all_states to be a bool, got "
-                f"{type(return_all_states).__name__}"
-            )
         collected: list[list[State]] | None = [] if return_all_states else None
         fused = None
         if self.engine == "auto" and collected is None:
