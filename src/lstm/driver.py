@@ -126,6 +126,12 @@ def _from_parts(parts: list[Tensor] | tuple[Tensor, ...], like: State) -> State:
     return tuple(parts) if isinstance(like, tuple) else parts[0]
 
 
+def _combine_states(fn: Callable[[Tensor, Tensor], Tensor], old: State, new: State) -> State:
+    """``fn(old_part, new_part)`` for each tensor of two states of the same structure."""
+    parts = zip(_state_parts(old), _state_parts(new), strict=True)
+    return _from_parts([fn(old_part, new_part) for old_part, new_part in parts], new)
+
+
 class Recurrent(nn.Module):
     r"""Base class of every recurrent module in this package: the driver.
 
@@ -670,15 +676,7 @@ class Recurrent(nn.Module):
                 checked = True
             if self.zoneout > 0:
                 new_hidden = self._zone_out(hidden, new_hidden)
-                new_state = _from_parts(
-                    [
-                        self._zone_out(old, new)
-                        for old, new in zip(
-                            _state_parts(state), _state_parts(new_state), strict=True
-                        )
-                    ],
-                    state,
-                )
+                new_state = _combine_states(self._zone_out, state, new_state)
             if mask is None:
                 hidden, state = new_hidden, new_state
                 outputs.append(hidden)
@@ -686,20 +684,18 @@ class Recurrent(nn.Module):
                     record.append(state)
             else:
                 running = mask[t]  # (B, 1): sequences whose step t is real
-                outputs.append(torch.where(running, new_hidden, 0.0))
+
+                def advance(old: Tensor, new: Tensor, running: Tensor = running) -> Tensor:
+                    return torch.where(running, new, old)
+
+                def zero_past_end(part: Tensor, running: Tensor = running) -> Tensor:
+                    return torch.where(running, part, 0.0)
+
+                outputs.append(zero_past_end(new_hidden))
                 if record is not None:
-                    kept = [torch.where(running, part, 0.0) for part in _state_parts(new_state)]
-                    record.append(_from_parts(kept, new_state))
-                hidden = torch.where(running, new_hidden, hidden)
-                state = _from_parts(
-                    [
-                        torch.where(running, new, old)
-                        for new, old in zip(
-                            _state_parts(new_state), _state_parts(state), strict=True
-                        )
-                    ],
-                    state,
-                )
+                    record.append(map_state(zero_past_end, new_state))
+                hidden = advance(hidden, new_hidden)
+                state = _combine_states(advance, state, new_state)
         if reverse:
             outputs.reverse()
             if record is not None:
