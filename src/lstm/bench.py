@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.utils import benchmark
 
+from lstm import _atomic as atomic
 from lstm.cells.lstm import LSTM
 from lstm.registry import CELLS, create
 
@@ -361,9 +362,7 @@ def write_json(path: Path, results: list[Result], config: dict[str, Any]) -> Non
         "results": [asdict(result) for result in results],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    atomic.write_json(path, payload)
 
 
 def plot(path: Path, results: list[Result]) -> None:
@@ -371,16 +370,14 @@ def plot(path: Path, results: list[Result]) -> None:
 
     Raises
     ------
-    RuntimeError
+    ModuleNotFoundError
         If matplotlib is not installed (``pip install 'pure-lstm[plot]'``).
     """
-    try:
-        import matplotlib
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:
-        raise RuntimeError("--plot needs matplotlib: pip install 'pure-lstm[plot]'") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     groups = sorted({(r.cell, r.shape, r.mode) for r in results}, key=lambda g: [str(p) for p in g])
     names = [c for c in CANDIDATES if any(r.candidate == c for r in results)]
     width = 0.8 / len(names)
@@ -402,10 +399,7 @@ def plot(path: Path, results: list[Result]) -> None:
     axes.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, path)
+    atomic.write_figure(path, figure)
 
 
 def _shape_argument(text: str) -> Shape:

@@ -1,0 +1,196 @@
+"""LSTM against the Array-LSTM variants at one parameter budget: ``python -m lstm compare``.
+
+Rocki (2016) compares cells by bits per character at a fixed number of parameters. Here the
+budget is that of the byte model built on ``lstm`` with ``--hidden`` units; every other cell
+gets the width whose whole model (embedding, cell and head) comes closest to it, and must land
+within :data:`TOLERANCE`. Each cell then trains for the same steps on the same data, with the
+same seed, in its own run folder under ``--out``; the table and a chart are written next to
+them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lstm._atomic import write_figure, write_json
+from lstm.lm.config import TrainConfig
+from lstm.lm.model import ByteModel, parameter_count
+from lstm.lm.train import train
+
+DEFAULT_CELLS = ("lstm", "array", "stochastic-array")
+TOLERANCE = 0.05
+"""Largest relative difference between a cell's parameter count and the budget."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of the comparison.
+
+    Attributes
+    ----------
+    cell : str
+    hidden : int
+        Width chosen for the budget.
+    k : int or None
+    parameters : int
+    validation_bpc, test_bpc : float
+    tokens_per_second : float
+    """
+
+    cell: str
+    hidden: int
+    k: int | None
+    parameters: int
+    validation_bpc: float
+    test_bpc: float
+    tokens_per_second: float
+
+
+def count_parameters(config: TrainConfig) -> int:
+    """Parameters of the byte model ``config`` describes (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = ByteModel(config.cell, config.hidden, config.layers, config.k, config.dropout)
+    return parameter_count(model)
+
+
+def width_for_budget(config: TrainConfig, budget: int) -> int:
+    """The hidden width whose parameter count is closest to ``budget`` (counts grow with it)."""
+    low, high = 1, max(2, config.hidden)
+    while count_parameters(replace(config, hidden=high)) < budget:
+        high *= 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if count_parameters(replace(config, hidden=middle)) < budget:
+            low = middle
+        else:
+            high = middle
+    return min(
+        (low, high), key=lambda width: abs(count_parameters(replace(config, hidden=width)) - budget)
+    )
+
+
+def plan(base: TrainConfig, cells: Sequence[str]) -> list[TrainConfig]:
+    """One configuration per cell, each sized to the budget of ``lstm`` at ``base.hidden``.
+
+    Raises
+    ------
+    ValueError
+        If a cell cannot come within :data:`TOLERANCE` of the budget.
+    """
+    budget = count_parameters(replace(base, cell="lstm", k=None))
+    configs = []
+    for cell in cells:
+        config = replace(
+            base, cell=cell, k=base.k if cell in ("array", "stochastic-array") else None
+        )
+        config = replace(config, hidden=width_for_budget(config, budget))
+        count = count_parameters(config)
+        if abs(count - budget) > TOLERANCE * budget:
+            raise ValueError(
+                f"cell {cell!r}: expected a parameter count within {TOLERANCE:.0%} of {budget:,}, "
+                f"the closest is {count:,} (hidden {config.hidden})"
+            )
+        configs.append(config)
+    return configs
+
+
+def compare(
+    base: TrainConfig,
+    cells: Sequence[str],
+    out: str | Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[Entry]:
+    """Train every cell at the same budget and steps; write ``compare.json`` and ``compare.png``.
+
+    Parameters
+    ----------
+    base : TrainConfig
+        Shared settings; ``hidden`` is the width of the ``lstm`` that sets the budget.
+    cells : sequence of str
+        Registered cell names.
+    out : str or Path
+        Folder for one run folder per cell and the results.
+    force : bool
+        Replace earlier results in ``out``.
+
+    Returns
+    -------
+    list of Entry
+        In the order of ``cells``.
+    """
+    folder = Path(out)
+    if folder.exists() and any(folder.iterdir()) and not force:
+        raise ValueError(
+            f"--out {folder} already exists and is not empty; pass --force to replace it"
+        )
+    configs = plan(base, cells)
+    entries = []
+    for config in configs:
+        summary = train(config, folder / config.cell, force=force, progress=progress, log=log)
+        entries.append(
+            Entry(
+                config.cell,
+                config.hidden,
+                config.k,
+                summary.parameters,
+                summary.validation_bpc,
+                summary.test_bpc,
+                summary.tokens_per_second,
+            )
+        )
+    results = {"base": base.to_json(), "entries": [entry.__dict__ for entry in entries]}
+    write_json(folder / "compare.json", results)
+    _chart(folder / "compare.png", entries, folder)
+    log(format_table(entries))
+    return entries
+
+
+def format_table(entries: Sequence[Entry]) -> str:
+    """A Markdown table of the comparison."""
+    lines = [
+        "| cell | hidden | k | parameters | validation BPC | test BPC | tokens/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        lines.append(
+            f"| {entry.cell} | {entry.hidden} | {entry.k or '-'} | {entry.parameters:,} | "
+            f"{entry.validation_bpc:.3f} | {entry.test_bpc:.3f} | {entry.tokens_per_second:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _chart(path: Path, entries: Sequence[Entry], folder: Path) -> None:
+    """Validation curves of every cell (left) and the test BPC bars (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4))
+    for entry in entries:
+        records: list[dict[str, Any]] = [
+            json.loads(line)
+            for line in (folder / entry.cell / "metrics.jsonl").read_text().splitlines()
+        ]
+        points = [(r["step"], r["validation_bpc"]) for r in records if "validation_bpc" in r]
+        if points:
+            steps, values = zip(*points, strict=True)
+            curves.plot(steps, values, marker="o", label=f"{entry.cell} (h={entry.hidden})")
+    curves.set_xlabel("step")
+    curves.set_ylabel("validation bits per character")
+    curves.grid(alpha=0.3)
+    curves.legend()
+    bars.bar([entry.cell for entry in entries], [entry.test_bpc for entry in entries])
+    bars.set_ylabel("test bits per character")
+    for index, entry in enumerate(entries):
+        bars.annotate(f"{entry.test_bpc:.3f}", (index, entry.test_bpc), ha="center", va="bottom")
+    write_figure(path, figure)

@@ -1,0 +1,126 @@
+"""Files a run writes and reads: safetensors files checked before use, and JSON.
+
+Nothing here unpickles. Tensors live in safetensors files whose metadata carries a format tag
+and the SHA-256 of the tensor data, so a truncated, corrupted or foreign file is refused with a
+:class:`CheckpointError` naming the file and what was wrong, before any tensor is used.
+Writes are atomic (:mod:`lstm._atomic`): a reader sees the old file or the new one, never a part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import Tensor
+
+from lstm._atomic import write_bytes
+
+
+class CheckpointError(ValueError):
+    """A run folder or checkpoint file that cannot be used (missing, damaged or incompatible)."""
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """Read a JSON object, or raise :class:`CheckpointError` naming ``what`` and the problem."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{what} {path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{what} {path} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{what} {path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def save_tensors(path: Path, tensors: Mapping[str, Tensor], *, kind: str, info: Any) -> None:
+    """Atomically write tensors as safetensors, tagged with ``kind`` and a JSON ``info``.
+
+    Parameters
+    ----------
+    path : Path
+        Destination file.
+    tensors : mapping of str to Tensor
+        Saved as contiguous CPU tensors (shapes and dtypes kept).
+    kind : str
+        Format tag checked by :func:`load_tensors`, e.g. ``"lstm-model/1"``.
+    info : JSON-serialisable
+        Stored in the metadata; returned by :func:`load_tensors`.
+    """
+    cpu = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
+    metadata = {"kind": kind, "info": json.dumps(info, sort_keys=True), "sha256": _digest(cpu)}
+    write_bytes(path, save_safetensors(cpu, metadata=metadata))
+
+
+def load_tensors(path: Path, *, kind: str) -> tuple[dict[str, Tensor], Any]:
+    """Read a file written by :func:`save_tensors`, checking its tag and checksum first.
+
+    Returns
+    -------
+    tensors : dict of str to Tensor
+        On the CPU.
+    info : JSON value
+        The ``info`` given when saving.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, is not a safetensors file (a pickle, say -- it is never
+        unpickled), is truncated, has another ``kind``, or its data fails the checksum.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} does not exist") from None
+    metadata = _metadata(path, data)
+    if metadata.get("kind") != kind:
+        raise CheckpointError(
+            f"{path}: expected a {kind!r} file, got kind {metadata.get('kind')!r}"
+        )
+    try:
+        tensors = load_safetensors(data)
+        info = json.loads(metadata["info"])
+    except (SafetensorError, KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: damaged or truncated ({error})") from None
+    if _digest(tensors) != metadata.get("sha256"):
+        raise CheckpointError(f"{path}: the tensors fail their SHA-256 check (corrupted)")
+    return tensors, info
+
+
+def _digest(tensors: Mapping[str, Tensor]) -> str:
+    # Names, dtypes, shapes and raw bytes, in name order: any change to one of them shows.
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _header_length(data: bytes) -> int:
+    if len(data) < 8:
+        raise ValueError(f"{len(data)} bytes, shorter than a safetensors header")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise ValueError(f"header of {length} bytes in a file of {len(data)} bytes (truncated?)")
+    return int(length)
+
+
+def _metadata(path: Path, data: bytes) -> dict[str, str]:
+    try:
+        length = _header_length(data)
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not a safetensors file ({error})") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: a safetensors file without this library's metadata")
+    return metadata

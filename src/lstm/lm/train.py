@@ -1,0 +1,547 @@
+"""Training: truncated backpropagation through time, checkpoints, exact resume, many processes.
+
+One step of :func:`train` reads window ``(step - 1) % windows`` of every stream (see
+:class:`lstm.lm.corpus.Streams`), starting from the state the previous window ended in (reset
+to zeros at the start of each pass), and takes one Adam step on the mean cross-entropy.
+
+A run folder holds:
+
+* ``config.json`` -- the :class:`~lstm.lm.config.TrainConfig`, the corpus's digest, the world
+  size and the versions;
+* ``model.safetensors`` -- the weights (what ``evaluate`` and ``generate`` read);
+* ``training-state.safetensors`` -- everything a resume needs, self-contained: weights, Adam's
+  state, every process's RNG state and carried state, the step and the metrics so far;
+* ``metrics.jsonl`` -- one JSON record per report; ``curves.png`` -- training and validation BPC.
+
+Every file is written atomically, and the training state first, so a run killed at any moment
+resumes from its last checkpoint and ends with the same weights as a run never interrupted.
+Under ``torchrun`` every process trains on its own streams with ``DistributedDataParallel``
+(gloo on the CPU, nccl on CUDA); process 0 alone reports and writes. Every process reads the
+checkpoint on resume, so ``--out`` must be a folder they all see.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+import lstm
+from lstm._atomic import write_figure, write_json, write_text
+from lstm.lm.config import TrainConfig
+from lstm.lm.corpus import Corpus, Splits, Streams, check_size, load_corpus, split
+from lstm.lm.files import CheckpointError, load_tensors, save_tensors
+from lstm.lm.model import VOCABULARY, ByteModel, State, parameter_count
+from lstm.lm.sample import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    MODEL_KIND,
+    bits_per_character,
+    build_model,
+    load_weights,
+    read_config,
+)
+
+STATE_FILE = "training-state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+RUN_FILES = (CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, CURVES_FILE)
+"""The files a run writes; ``--force`` removes exactly these."""
+
+STATE_KIND = "lstm-training-state/1"
+LOG_EVERY = 10
+"""Steps per training-loss record (and per validation report, if ``eval_every`` is smaller)."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a finished training run reports.
+
+    Attributes
+    ----------
+    folder : Path
+    step : int
+        Steps trained in all (including those before a resume).
+    validation_bpc, test_bpc : float
+        Bits per character over the whole validation and test splits.
+    tokens_per_second : float
+        Training throughput of this invocation (all processes together).
+    parameters : int
+    """
+
+    folder: Path
+    step: int
+    validation_bpc: float
+    test_bpc: float
+    tokens_per_second: float
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a distributed run (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        """Whether ``torch.distributed`` is in use."""
+        return self.world_size > 1
+
+    @property
+    def leader(self) -> bool:
+        """Whether this process reports and writes files."""
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> Processes:
+        """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as ``torchrun`` sets them."""
+        try:
+            return cls(
+                int(os.environ.get("RANK", 0)),
+                int(os.environ.get("WORLD_SIZE", 1)),
+                int(os.environ.get("LOCAL_RANK", 0)),
+            )
+        except ValueError as error:
+            raise ValueError(f"expected integer RANK/WORLD_SIZE/LOCAL_RANK ({error})") from None
+
+
+def resolve_device(choice: str, processes: Processes) -> torch.device:
+    """``"auto"`` is CUDA when available; a distributed run uses GPU ``LOCAL_RANK``."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ValueError("expected --device cuda to find a CUDA device, but none is available")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", processes.local_rank)
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Summary:
+    """Train a byte model as ``config`` says, writing the run folder ``out``.
+
+    Everything given is checked before anything is written: a bad configuration, data file or
+    checkpoint leaves ``out`` as it was.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : str or Path
+        Run folder. Must not exist or be empty, unless ``resume`` or ``force``.
+    resume : bool
+        Continue from the checkpoint in ``out`` (from step 0 if it has none yet). The
+        configuration must match the saved one except for the fields in
+        :data:`lstm.lm.config.RESUMABLE`, and the data must be the same bytes.
+    force : bool
+        Start afresh, replacing the run files in ``out`` (other files are left alone).
+    progress : bool
+        Show a progress bar on stderr (process 0 only).
+    log : callable
+        Receives the report lines (process 0 only).
+
+    Returns
+    -------
+    Summary
+
+    Raises
+    ------
+    ValueError
+        For a bad configuration, data or run folder (:class:`CheckpointError` for a damaged or
+        incompatible checkpoint).
+    OSError
+        If the run folder cannot be written.
+    """
+    if resume and force:
+        raise ValueError("expected at most one of --resume and --force, got both")
+    processes = Processes.from_environment()
+    device = resolve_device(config.device, processes)
+    folder = Path(out)
+    corpus = load_corpus(config.data)
+    streams_total = config.batch_size * processes.world_size
+    check_size(corpus, config.seq_len, streams_total)
+    splits = split(corpus.data)
+    saved = _check_folder(folder, config, corpus, processes, resume=resume, force=force)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    torch.manual_seed(config.seed + processes.rank)  # each process draws its own dropout masks
+    start, carry = 0, None
+    records: list[dict[str, Any]] = []
+    pending: list[float] = [0.0, 0]  # training bits summed since the last record, and steps
+    if saved is not None:
+        start, carry, records, pending = _restore(
+            saved, model, optimiser, processes, config.batch_size
+        )
+    model.to(device)
+    _move_optimiser_state(optimiser, device)
+    carry = None if carry is None else tuple(tensor.to(device) for tensor in carry)
+
+    if processes.distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        if processes.leader:
+            _prepare_folder(folder, config, corpus, processes, start=start, force=force)
+        if processes.distributed:
+            dist.barrier()
+        return _loop(
+            config,
+            folder,
+            model,
+            optimiser,
+            Streams(splits.train, streams_total, config.seq_len),
+            splits,
+            corpus,
+            processes,
+            device,
+            start=start,
+            carry=carry,
+            records=records,
+            pending=pending,
+            progress=progress and processes.leader,
+            log=log if processes.leader else lambda line: None,
+        )
+    finally:
+        if processes.distributed:
+            dist.destroy_process_group()
+
+
+def _check_folder(
+    folder: Path,
+    config: TrainConfig,
+    corpus: Corpus,
+    processes: Processes,
+    *,
+    resume: bool,
+    force: bool,
+) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """Refuse to overwrite a run; on resume, check and read its checkpoint (nothing written)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out {folder} exists and is not a folder")
+    if not resume:
+        if folder.is_dir() and any(folder.iterdir()) and not force:
+            raise ValueError(
+                f"run folder {folder} already exists and is not empty; pass --resume to "
+                "continue it or --force to replace it"
+            )
+        return None
+    if not (folder / CONFIG_FILE).exists():
+        return None  # killed before it wrote anything: resuming starts from step 0
+    saved_config, saved = read_config(folder)
+    changed = config.differences(saved_config)
+    if changed:
+        raise ValueError(
+            f"cannot resume {folder} with a different configuration: {'; '.join(changed)}"
+        )
+    if saved.get("corpus", {}).get("sha256") != corpus.sha256:
+        raise ValueError(
+            f"cannot resume {folder}: its data was {saved.get('corpus', {}).get('description')}"
+            f" with another SHA-256 than {corpus.description}"
+        )
+    if saved.get("world_size") != processes.world_size:
+        raise ValueError(
+            f"cannot resume {folder}: it ran on {saved.get('world_size')} process(es), "
+            f"expected the same, got {processes.world_size}"
+        )
+    if not (folder / STATE_FILE).exists():
+        return None
+    return load_tensors(folder / STATE_FILE, kind=STATE_KIND)
+
+
+def _restore(
+    saved: tuple[dict[str, Tensor], dict[str, Any]],
+    model: ByteModel,
+    optimiser: torch.optim.Optimizer,
+    processes: Processes,
+    batch_size: int,
+) -> tuple[int, State | None, list[dict[str, Any]], list[float]]:
+    """Load a training state into the model and optimiser; return where training stands."""
+    tensors, info = saved
+    try:
+        load_weights(model, _prefixed(tensors, "model/"), Path(STATE_FILE))
+        optimiser_state = {
+            int(index): {
+                name: tensor
+                for key, tensor in tensors.items()
+                if key.startswith(f"optimiser/{index}/")
+                for name in [key.rsplit("/", 1)[1]]
+            }
+            for index in {key.split("/")[1] for key in tensors if key.startswith("optimiser/")}
+        }
+        optimiser.load_state_dict({"state": optimiser_state, "param_groups": info["param_groups"]})
+        rows = slice(processes.rank * batch_size, (processes.rank + 1) * batch_size)
+        torch.set_rng_state(tensors["rng/cpu"][processes.rank].clone())
+        if "rng/cuda" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["rng/cuda"][processes.rank].clone())
+        carried = [tensors[f"carry/{index}"] for index in range(int(info["carry"]))]
+        carry = tuple(tensor[..., rows, :].clone() for tensor in carried) if carried else None
+        return int(info["step"]), carry, list(info["metrics"]), list(info["pending"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(f"{STATE_FILE}: incomplete or incompatible ({error!r})") from None
+
+
+def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def _move_optimiser_state(optimiser: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimiser.state.values():
+        for name, value in state.items():
+            if isinstance(value, Tensor) and name != "step":
+                state[name] = value.to(device)
+
+
+def _prepare_folder(
+    folder: Path,
+    config: TrainConfig,
+    corpus: Corpus,
+    processes: Processes,
+    *,
+    start: int,
+    force: bool,
+) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if force:
+        for name in RUN_FILES:
+            (folder / name).unlink(missing_ok=True)
+    if start == 0 or not (folder / CONFIG_FILE).exists():
+        write_json(
+            folder / CONFIG_FILE,
+            {
+                "train": config.to_json(),
+                "corpus": {
+                    "source": corpus.source,
+                    "description": corpus.description,
+                    "sha256": corpus.sha256,
+                    "bytes": corpus.data.numel(),
+                },
+                "world_size": processes.world_size,
+                "versions": {
+                    "lstm": lstm.__version__,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                },
+            },
+        )
+
+
+def _loop(
+    config: TrainConfig,
+    folder: Path,
+    model: ByteModel,
+    optimiser: torch.optim.Optimizer,
+    streams: Streams,
+    splits: Splits,
+    corpus: Corpus,
+    processes: Processes,
+    device: torch.device,
+    *,
+    start: int,
+    carry: State | None,
+    records: list[dict[str, Any]],
+    pending: list[float],
+    progress: bool,
+    log: Callable[[str], None],
+) -> Summary:
+    from tqdm import tqdm
+
+    network: nn.Module = (
+        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if processes.distributed
+        else model
+    )
+    rows = slice(processes.rank * config.batch_size, (processes.rank + 1) * config.batch_size)
+    tokens_per_step = config.batch_size * config.seq_len * processes.world_size
+    parameters = parameter_count(model)
+    log(
+        f"training {config.cell} ({config.layers} x {config.hidden}"
+        + (f", k={config.k}" if config.k else "")
+        + f", {parameters:,} parameters, impl {config.impl}) on {corpus.description} "
+        f"with {processes.world_size} process(es) on {device.type}; run folder {folder}"
+    )
+    if start:
+        log(f"resuming at step {start} of {config.steps}")
+    report_every = min(LOG_EVERY, config.eval_every)
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        disable=None if progress else True,  # None: shown on a terminal only
+        unit="step",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    model.train()
+    started = interval_start = time.perf_counter()
+    interval_steps = 0
+    last_checkpoint = start
+    for step in range(start + 1, config.steps + 1):
+        if streams.starts_pass(step):
+            carry = None
+        inputs, targets = (part.to(device) for part in streams.window(step, rows))
+        logits, carry = network(inputs, carry)  # (B, T, 256)
+        loss = F.cross_entropy(logits.reshape(-1, VOCABULARY), targets.reshape(-1))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+        optimiser.step()
+        carry = tuple(tensor.detach() for tensor in carry)
+        mean_loss = loss.detach()
+        if processes.distributed:
+            dist.all_reduce(mean_loss)
+            mean_loss /= processes.world_size
+        pending[0] += float(mean_loss) / math.log(2)
+        pending[1] += 1
+        interval_steps += 1
+        if step % report_every == 0 or step == config.steps:
+            elapsed = time.perf_counter() - interval_start
+            record: dict[str, Any] = {
+                "step": step,
+                "train_bpc": pending[0] / pending[1],
+                "tokens_per_second": interval_steps * tokens_per_step / max(elapsed, 1e-9),
+            }
+            pending[:] = [0.0, 0]
+            interval_start, interval_steps = time.perf_counter(), 0
+            if step % config.eval_every == 0 and processes.leader:
+                validation = splits.validation[: config.eval_bytes]
+                record["validation_bpc"] = bits_per_character(
+                    model, validation, config.seq_len, config.batch_size
+                )
+                log(
+                    f"step {step}/{config.steps}: train {record['train_bpc']:.3f} bpc, "
+                    f"validation {record['validation_bpc']:.3f} bpc, "
+                    f"{record['tokens_per_second']:,.0f} tokens/s"
+                )
+            records.append(record)
+            bar.set_postfix(
+                bpc=f"{record['train_bpc']:.3f}", tokens_per_s=f"{record['tokens_per_second']:,.0f}"
+            )
+        bar.update()
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _checkpoint(folder, config, model, optimiser, carry, records, pending, step, processes)
+            last_checkpoint = step
+    bar.close()
+    elapsed = time.perf_counter() - started
+    trained = config.steps - start
+    if last_checkpoint != config.steps:  # resumed a finished run: nothing trained
+        _checkpoint(folder, config, model, optimiser, carry, records, pending, start, processes)
+    validation_bpc = test_bpc = math.nan
+    if processes.leader:
+        validation_bpc = bits_per_character(
+            model, splits.validation, config.seq_len, config.batch_size
+        )
+        test_bpc = bits_per_character(model, splits.test, config.seq_len, config.batch_size)
+        final = [
+            *records,
+            {"step": config.steps, "final_validation_bpc": validation_bpc, "test_bpc": test_bpc},
+        ]
+        _write_metrics(folder, final)
+        _plot(folder / CURVES_FILE, final, f"{config.cell} on {corpus.description}")
+    tokens_per_second = trained * tokens_per_step / elapsed if trained else math.nan
+    log(
+        f"done: step {config.steps}, validation {validation_bpc:.3f} bpc, test {test_bpc:.3f} "
+        f"bpc (uniform guessing: 8.000), {tokens_per_second:,.0f} tokens/s over this run's "
+        f"{trained} steps in {elapsed:.1f}s"
+    )
+    return Summary(folder, config.steps, validation_bpc, test_bpc, tokens_per_second, parameters)
+
+
+def _gather_rows(tensor: Tensor, processes: Processes) -> Tensor:
+    """Concatenate every process's ``tensor`` along dim -2 (the batch of a state)."""
+    if not processes.distributed:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(processes.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=-2)
+
+
+def _checkpoint(
+    folder: Path,
+    config: TrainConfig,
+    model: ByteModel,
+    optimiser: torch.optim.Optimizer,
+    carry: State | None,
+    records: list[dict[str, Any]],
+    pending: list[float],
+    step: int,
+    processes: Processes,
+) -> None:
+    """Write the training state, then the weights, then the metrics (all processes gather)."""
+    device = next(model.parameters()).device
+    # (world, n) each: one row per process, gathered through the device the backend uses
+    rng = {"rng/cpu": _gather_rows(torch.get_rng_state().to(device)[None], processes)}
+    if device.type == "cuda":
+        cuda_state = torch.cuda.get_rng_state(device).to(device)[None]
+        rng["rng/cuda"] = _gather_rows(cuda_state, processes)
+    carried = [] if carry is None else [_gather_rows(tensor, processes) for tensor in carry]
+    if not processes.leader:
+        return
+    weights = model.state_dict()
+    optimiser_state = optimiser.state_dict()
+    tensors = {f"model/{name}": tensor for name, tensor in weights.items()}
+    for index, state in optimiser_state["state"].items():
+        tensors.update({f"optimiser/{index}/{name}": value for name, value in state.items()})
+    tensors.update({name: value.cpu() for name, value in rng.items()})
+    tensors.update({f"carry/{index}": tensor for index, tensor in enumerate(carried)})
+    info = {
+        "step": step,
+        "param_groups": optimiser_state["param_groups"],
+        "carry": len(carried),
+        "metrics": records,
+        "pending": pending,
+    }
+    save_tensors(folder / STATE_FILE, tensors, kind=STATE_KIND, info=info)
+    save_tensors(
+        folder / MODEL_FILE,
+        weights,
+        kind=MODEL_KIND,
+        info={"step": step, "train": config.to_json()},
+    )
+    _write_metrics(folder, records)
+
+
+def _write_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
+    write_text(folder / METRICS_FILE, "".join(json.dumps(record) + "\n" for record in records))
+
+
+def _plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
+    """Training and validation BPC against the step, as a PNG (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for key, label in [("train_bpc", "training"), ("validation_bpc", "validation")]:
+        points = [(record["step"], record[key]) for record in records if key in record]
+        if points:
+            steps, values = zip(*points, strict=True)
+            axes.plot(steps, values, marker="o" if key == "validation_bpc" else None, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("bits per character")
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    write_figure(path, figure)

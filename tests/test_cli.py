@@ -1,0 +1,474 @@
+"""``python -m lstm train|evaluate|generate|compare``: tiny models, few steps, real files."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm import cli
+from lstm.lm.corpus import read_corpus, split
+from lstm.lm.files import load_tensors
+from lstm.lm.sample import MODEL_KIND, bits_per_character, load_run
+from lstm.lm.train import RUN_FILES, STATE_FILE
+
+TINY = ["--hidden", "8", "--seq-len", "8", "--batch-size", "2", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 kB of text with some structure to learn (words from a small vocabulary)."""
+    generator = torch.Generator().manual_seed(0)
+    words = ["the", "cell", "state", "gate", "forget", "input", "output", "lstm", "array", "."]
+    picks = torch.randint(0, len(words), (2400,), generator=generator).tolist()
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(" ".join(words[index] for index in picks))
+    return path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def train_args(corpus_file: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--data", str(corpus_file), "--out", str(out), *TINY, *extra]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(folder / "model.safetensors", kind=MODEL_KIND)[0]
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    ours, theirs = weights(first), weights(second)
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+
+
+def metrics(folder: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def test_train_writes_a_complete_run_folder(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = train_args(corpus_file, out, "--steps", "40", "--eval-every", "20", "--lr", "1e-2")
+    code, printed, _ = run(args, capsys)
+    assert code == 0
+    assert sorted(entry.name for entry in out.iterdir()) == sorted(RUN_FILES)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["hidden"] == 8
+    assert saved["train"]["steps"] == 40
+    assert saved["world_size"] == 1
+    assert saved["corpus"]["sha256"] == read_corpus(corpus_file).sha256
+    records = metrics(out)
+    assert [r["step"] for r in records if "train_bpc" in r] == [10, 20, 30, 40]
+    assert [r["step"] for r in records if "validation_bpc" in r] == [20, 40]
+    final = records[-1]
+    assert records[0]["train_bpc"] > final["test_bpc"]  # it learned something
+    assert final["test_bpc"] < 5.0  # uniform guessing is 8 bits
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "step 20/40: train" in printed
+    assert f"test {final['test_bpc']:.3f} bpc" in printed
+    assert "tokens/s" in printed
+    # evaluate reads it back and finds the same test BPC
+    code, printed, _ = run(["evaluate", "--checkpoint", str(out), "--device", "cpu"], capsys)
+    assert code == 0
+    assert f"test {final['test_bpc']:.4f} bpc" in printed
+    loaded = load_run(out)
+    test = split(read_corpus(corpus_file).data).test
+    assert bits_per_character(loaded.model, test, 8, 2) == pytest.approx(final["test_bpc"])
+
+
+def test_generate_prints_the_prompt_and_a_reproducible_sample(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run(train_args(corpus_file, out, "--steps", "4"), capsys)[0] == 0
+    sample = ["generate", "--checkpoint", str(out), "--prompt", "the cell", "--length", "50"]
+    code, first, _ = run([*sample, "--seed", "1", "--device", "cpu"], capsys)
+    assert code == 0
+    assert first.startswith("the cell")
+    assert run([*sample, "--seed", "1"], capsys)[1] == first
+    assert run([*sample, "--seed", "2"], capsys)[1] != first
+
+
+def test_an_existing_run_is_never_overwritten(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run(train_args(corpus_file, out, "--steps", "2"), capsys)[0] == 0
+    before = snapshot(out)
+    code, _, error = run(train_args(corpus_file, out, "--steps", "3"), capsys)
+    assert code == 2
+    assert error == (
+        f"python -m lstm train: error: run folder {out} already exists and is not empty; "
+        "pass --resume to continue it or --force to replace it\n"
+    )
+    assert snapshot(out) == before
+    (out / "notes.txt").write_text("mine")
+    code, _, _ = run(train_args(corpus_file, out, "--steps", "3", "--seed", "5", "--force"), capsys)
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 5
+    assert (out / "notes.txt").read_text() == "mine"  # --force replaces only the run's files
+
+
+def test_resume_continues_exactly(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--steps", "12", "--checkpoint-every", "4", "--eval-every", "4"]
+    straight, halted = tmp_path / "straight", tmp_path / "halted"
+    assert (
+        run(train_args(corpus_file, straight, *common, "--cell", "stochastic-array"), capsys)[0]
+        == 0
+    )
+    first_leg = ["--steps", "6", "--checkpoint-every", "4", "--eval-every", "4"]
+    assert (
+        run(train_args(corpus_file, halted, *first_leg, "--cell", "stochastic-array"), capsys)[0]
+        == 0
+    )
+    code, printed, _ = run(
+        train_args(corpus_file, halted, *common, "--cell", "stochastic-array", "--resume"), capsys
+    )
+    assert code == 0
+    assert "resuming at step 6 of 12" in printed
+    assert_same_weights(straight, halted)
+    # The first leg ended at step 6, so it logged steps 5-6 there; records before and after match.
+    straight_bpc = {r["step"]: r["train_bpc"] for r in metrics(straight) if "train_bpc" in r}
+    halted_bpc = {r["step"]: r["train_bpc"] for r in metrics(halted) if "train_bpc" in r}
+    assert sorted(straight_bpc) == [4, 8, 12]
+    assert sorted(halted_bpc) == [4, 6, 8, 12]
+    assert halted_bpc[4] == straight_bpc[4]
+    assert halted_bpc[12] == straight_bpc[12]
+
+
+def test_resume_refuses_another_configuration_and_writes_nothing(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run(train_args(corpus_file, out, "--steps", "2"), capsys)[0] == 0
+    before = snapshot(out)
+    code, _, error = run(
+        train_args(corpus_file, out, "--steps", "4", "--lr", "0.1", "--resume"), capsys
+    )
+    assert code == 2
+    assert error == (
+        f"python -m lstm train: error: cannot resume {out} with a different configuration: "
+        "--lr: 0.003 -> 0.1\n"
+    )
+    other = tmp_path / "other.txt"
+    other.write_bytes(corpus_file.read_bytes()[::-1])
+    code, _, error = run(
+        ["train", "--data", str(other), "--out", str(out), *TINY, "--steps", "4", "--resume"],
+        capsys,
+    )
+    assert code == 2
+    assert "with a different configuration: --data" in error
+    assert snapshot(out) == before
+
+
+def test_resume_of_a_folder_without_checkpoint_starts_at_step_zero(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A run killed before its first checkpoint leaves only config.json (or nothing).
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert run(train_args(corpus_file, straight, "--steps", "3"), capsys)[0] == 0
+    out.mkdir()
+    (out / "config.json").write_bytes((straight / "config.json").read_bytes())
+    assert run(train_args(corpus_file, out, "--steps", "3", "--resume"), capsys)[0] == 0
+    assert_same_weights(straight, out)
+
+
+def test_impl_torch_follows_the_same_loss_trajectory(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--steps", "20", "--layers", "2", "--eval-every", "10"]
+    _, ours_printed, _ = run(train_args(corpus_file, tmp_path / "lstm", *common), capsys)
+    code, torch_printed, _ = run(
+        train_args(corpus_file, tmp_path / "torch", *common, "--impl", "torch"), capsys
+    )
+    assert code == 0
+    assert "impl torch" in torch_printed
+    assert "tokens/s" in torch_printed
+    assert "tokens/s" in ours_printed
+    ours, theirs = metrics(tmp_path / "lstm"), metrics(tmp_path / "torch")
+    for mine, other in zip(ours, theirs, strict=True):
+        for key in ("train_bpc", "validation_bpc", "test_bpc"):
+            if key in mine:
+                assert other[key] == pytest.approx(mine[key], abs=1e-4), (mine["step"], key)
+    evaluated = run(["evaluate", "--checkpoint", str(tmp_path / "torch")], capsys)[1]
+    assert f"test {theirs[-1]['test_bpc']:.4f} bpc" in evaluated
+
+
+def test_compare_trains_every_cell_at_one_budget(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "compare"
+    argv = ["compare", "--data", str(corpus_file), "--out", str(out), *TINY, "--hidden", "16"]
+    code, printed, _ = run([*argv, "--steps", "6", "--cells", "lstm", "array"], capsys)
+    assert code == 0
+    results = json.loads((out / "compare.json").read_text())
+    entries = results["entries"]
+    assert [entry["cell"] for entry in entries] == ["lstm", "array"]
+    budget = entries[0]["parameters"]
+    assert abs(entries[1]["parameters"] - budget) <= 0.05 * budget
+    assert entries[1]["hidden"] < 16  # four lanes cost parameters: a narrower layer
+    assert (out / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| lstm | 16 |" in printed
+    for entry in entries:
+        assert f"{entry['test_bpc']:.3f}" in printed
+    assert run([*argv, "--steps", "6"], capsys)[0] == 2  # results are not overwritten
+
+
+# ------------------------------------------------------------------------------ bad input
+
+
+@pytest.fixture
+def trained(corpus_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert cli.main(train_args(corpus_file, out, "--steps", "2")) == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "0"], "expected --steps >= 1, got 0"),
+        (["--seq-len", "1"], "expected --seq-len >= 2, got 1"),
+        (["--cell", "gru"], "unknown cell 'gru'; expected one of"),
+        (["--cell", "array", "--k", "0"], "expected --k >= 1, got 0"),
+        (["--k", "2"], "cell 'lstm' has no lanes; expected no k, got k=2"),
+        (["--impl", "torch", "--cell", "slstm"], "expected cell 'lstm', got 'slstm'"),
+        (["--lr", "-1"], "expected --lr to be a finite number > 0, got -1.0"),
+        (["--dropout", "1"], r"expected --dropout in \[0, 1\), got 1.0"),
+        (["--batch-size", "0"], "expected --batch-size >= 1, got 0"),
+        (["--steps", "many"], "argument --steps: invalid int value: 'many'"),
+        (["--resume", "--force"], "argument --force: not allowed with argument --resume"),
+        (["--seq-len", "4000"], "data too short: 12,"),
+    ],
+)
+def test_bad_training_values(
+    corpus_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "run"
+    code, _, error = run(train_args(corpus_file, out, *extra), capsys)
+    assert code == 2
+    assert len(error.splitlines()) == 1, error
+    assert error.startswith("python -m lstm train: error: ")
+    assert re.search(message, error), error
+    assert not out.exists()  # nothing written
+
+
+def _truncate(folder: Path) -> None:
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def _flip_a_bit(folder: Path) -> None:
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-3] ^= 0x01
+    (folder / "model.safetensors").write_bytes(bytes(data))
+
+
+def _change_the_config(folder: Path) -> None:
+    saved = json.loads((folder / "config.json").read_text())
+    saved["train"]["hidden"] = 9
+    (folder / "config.json").write_text(json.dumps(saved))
+
+
+def _break_the_config(folder: Path) -> None:
+    (folder / "config.json").write_text('{"train": {"hidden": "wide"}}')
+
+
+def _remove_the_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def _plant_a_pickle(folder: Path) -> None:
+    from test_lm_files import plant_pickle
+
+    plant_pickle(folder / "model.safetensors", folder / "pickle-ran")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (_truncate, "model.safetensors: damaged or truncated"),
+        (_flip_a_bit, "model.safetensors: the tensors fail their SHA-256 check"),
+        (_change_the_config, "model.safetensors was not written with .*config.json"),
+        (_break_the_config, "config.json: not a valid run configuration"),
+        (_remove_the_weights, "model.safetensors does not exist"),
+        (_plant_a_pickle, "model.safetensors: not a safetensors file"),
+    ],
+)
+@pytest.mark.parametrize("command", ["evaluate", "generate"])
+def test_damaged_checkpoints_are_refused(
+    trained: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: object,
+    message: str,
+    command: str,
+) -> None:
+    damage(trained)  # type: ignore[operator]
+    before = snapshot(trained)
+    code, printed, error = run([command, "--checkpoint", str(trained)], capsys)
+    assert code == 2
+    assert printed == ""
+    assert len(error.splitlines()) == 1, error
+    assert re.search(f"python -m lstm {command}: error: .*{message}", error), error
+    assert not (trained / "pickle-ran").exists()
+    assert snapshot(trained) == before
+
+
+def test_resume_refuses_a_damaged_training_state(
+    trained: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = trained / STATE_FILE
+    state.write_bytes(state.read_bytes()[:-10])
+    before = snapshot(trained)
+    code, _, error = run(train_args(corpus_file, trained, "--steps", "4", "--resume"), capsys)
+    assert code == 2
+    assert "training-state.safetensors: damaged or truncated" in error
+    assert snapshot(trained) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "--checkpoint", "/nonexistent/run"], "checkpoint folder /nonexistent/run"),
+        (["generate", "--checkpoint", "{run}", "--temperature", "0"], "temperature > 0, got 0.0"),
+        (["generate", "--checkpoint", "{run}", "--length", "-2"], "length >= 0, got -2"),
+        (["evaluate", "--checkpoint", "{run}", "--data", "/nonexistent.txt"], "does not exist"),
+        (["evaluate"], "the following arguments are required: --checkpoint"),
+    ],
+)
+def test_bad_evaluate_and_generate_values(
+    trained: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, printed, error = run([part.format(run=trained) for part in argv], capsys)
+    assert code == 2
+    assert printed == ""
+    assert len(error.splitlines()) == 1, error
+    assert message in error
+
+
+def test_empty_and_missing_data_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty.txt").write_bytes(b"")
+    for data, message in [("empty.txt", "is empty"), ("absent.txt", "does not exist")]:
+        out = tmp_path / "run"
+        code, _, error = run(
+            ["train", "--data", str(tmp_path / data), "--out", str(out), *TINY], capsys
+        )
+        assert code == 2
+        assert f"data file {tmp_path / data} {message}" in error
+        assert not out.exists()
+
+
+def test_an_unwritable_folder_is_one_clear_line(
+    corpus_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # chmod cannot stop root, so the refusal is simulated where every write begins.
+    import tempfile
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "run"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    code, _, error = run(train_args(corpus_file, tmp_path / "run", "--steps", "2"), capsys)
+    assert code == 1
+    assert error == (
+        f"python -m lstm train: error: [Errno 13] Permission denied: '{tmp_path / 'run'}'\n"
+    )
+
+
+def test_missing_extra_is_named(
+    corpus_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now fails
+    code, _, error = run(train_args(corpus_file, tmp_path / "run", "--steps", "2"), capsys)
+    assert code == 2
+    assert error == "python -m lstm train: error: needs tqdm: pip install 'pure-lstm[cli]'\n"
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, printed, _ = run(["--help"], capsys)
+    assert code == 0
+    for command in ("train", "evaluate", "generate", "compare", "bench"):
+        assert command in printed
+
+
+# ------------------------------------------------------------------------------ many processes
+
+
+def torchrun(*argv: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    return subprocess.run(
+        [*command, "-m", "lstm", *argv], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_two_processes_train_with_ddp_and_resume_the_same(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    common = ["--data", str(corpus_file), *TINY, "--checkpoint-every", "3", "--eval-every", "6"]
+    straight, halted = tmp_path / "straight", tmp_path / "halted"
+    done = torchrun("train", *common, "--steps", "12", "--out", str(straight))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("training lstm") == 1  # process 0 alone reports
+    assert "with 2 process(es)" in done.stdout
+    assert json.loads((straight / "config.json").read_text())["world_size"] == 2
+    state = load_tensors(straight / STATE_FILE, kind="lstm-training-state/1")[0]
+    assert state["rng/cpu"].shape[0] == 2  # one RNG state per process
+    assert state["carry/0"].shape[-2] == 4  # both processes' streams: 2 x batch 2
+    first = torchrun("train", *common, "--steps", "6", "--out", str(halted))
+    assert first.returncode == 0, first.stderr
+    resumed = torchrun("train", *common, "--steps", "12", "--out", str(halted), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step 6 of 12" in resumed.stdout
+    assert_same_weights(straight, halted)
+    # a different number of processes cannot continue the run exactly: refused
+    alone = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lstm",
+            "train",
+            *common,
+            "--steps",
+            "14",
+            "--out",
+            str(halted),
+            "--resume",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert alone.returncode == 2
+    assert "it ran on 2 process(es), expected the same, got 1" in alone.stderr

@@ -1,0 +1,119 @@
+"""The bytes: the embedded default corpus, user files, the 90/5/5 split and TBPTT windows."""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm.lm import corpus
+from lstm.lm.corpus import (
+    SKIPPED_FOLDERS,
+    Streams,
+    check_size,
+    corpus_files,
+    default_corpus,
+    minimum_bytes,
+    read_corpus,
+    split,
+)
+
+
+def test_default_corpus_is_the_sorted_stdlib_head() -> None:
+    first, second = default_corpus(), default_corpus()
+    assert first.data.numel() == corpus.DEFAULT_CORPUS_BYTES
+    assert first.sha256 == second.sha256  # deterministic
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = corpus_files(root)
+    expected = b"".join(path.read_bytes() for path in files[:40])
+    head = first.data[: min(len(expected), 100_000)].numpy().tobytes()
+    assert head == expected[: len(head)]
+    assert first.sha256 == hashlib.sha256(first.data.numpy().tobytes()).hexdigest()
+
+
+def test_corpus_files_are_sorted_and_skip_tests_and_site_packages() -> None:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = corpus_files(root)
+    parts = [path.relative_to(root).parts for path in files]
+    assert parts == sorted(parts)
+    assert all(path.suffix == ".py" for path in files)
+    assert not any(SKIPPED_FOLDERS.intersection(part[:-1]) for part in parts)
+    assert len(files) > 100
+
+
+def test_a_too_small_stdlib_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(corpus, "corpus_files", lambda root: [])
+    with pytest.raises(ValueError, match="holds 0 bytes of Python source, expected at least"):
+        default_corpus()
+
+
+def test_read_corpus_takes_bytes_as_they_are(tmp_path: Path) -> None:
+    raw = bytes(range(256)) * 3
+    (tmp_path / "data.bin").write_bytes(raw)
+    loaded = read_corpus(tmp_path / "data.bin")
+    assert loaded.data.numpy().tobytes() == raw
+    assert loaded.data.dtype == torch.uint8
+    assert loaded.description == f"768 bytes of {tmp_path / 'data.bin'}"
+
+
+def test_read_corpus_refuses_missing_empty_folder_and_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        read_corpus(tmp_path / "absent.txt")
+    with pytest.raises(ValueError, match="is not a regular file"):
+        read_corpus(tmp_path)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        read_corpus(tmp_path / "empty.txt")
+    (tmp_path / "locked.txt").write_bytes(b"x")
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod cannot lock root out
+    with pytest.raises(ValueError, match=r"cannot be read \(Permission denied\)"):
+        read_corpus(tmp_path / "locked.txt")
+
+
+def test_split_is_90_5_5_contiguous() -> None:
+    data = torch.arange(1000) % 256
+    parts = split(data)
+    assert (parts.train.numel(), parts.validation.numel(), parts.test.numel()) == (900, 50, 50)
+    assert torch.equal(torch.cat([parts.train, parts.validation, parts.test]), data)
+
+
+@pytest.mark.parametrize(("seq_len", "streams"), [(2, 1), (8, 2), (100, 32), (7, 5)])
+def test_minimum_bytes_is_the_exact_threshold(seq_len: int, streams: int) -> None:
+    needed = minimum_bytes(seq_len, streams)
+    data = torch.zeros(needed, dtype=torch.uint8)
+    made = corpus.Corpus(data, "x", "x", "0")
+    check_size(made, seq_len, streams)
+    Streams(split(data).train, streams, seq_len)  # the training windows exist
+    short = corpus.Corpus(data[:-1], "x", f"{needed - 1} bytes", "0")
+    with pytest.raises(ValueError, match=f"needs at least {needed:,} bytes"):
+        check_size(short, seq_len, streams)
+
+
+def test_streams_read_consecutive_windows_and_targets_are_shifted() -> None:
+    data = torch.arange(101, dtype=torch.uint8)  # 100 predictions in 4 streams of 25
+    streams = Streams(data, streams=4, seq_len=10)
+    assert streams.windows == 2
+    inputs, targets = streams.window(1, slice(0, 4))
+    assert inputs.shape == targets.shape == (4, 10)
+    assert inputs.dtype == torch.int64
+    assert torch.equal(inputs[:, 0], torch.tensor([0, 25, 50, 75]))
+    assert torch.equal(targets, inputs + 1)
+    second, _ = streams.window(2, slice(0, 4))
+    assert torch.equal(second[:, 0], inputs[:, -1] + 1)  # the next window goes on where one ends
+    third, _ = streams.window(3, slice(2, 4))  # a new pass, rows of one process
+    assert torch.equal(third, inputs[2:4])
+    assert [streams.starts_pass(step) for step in (1, 2, 3, 4, 5)] == [1, 0, 1, 0, 1]
+
+
+def test_streams_refuse_too_little_data() -> None:
+    with pytest.raises(ValueError, match="expected at least 41 bytes for 4 stream"):
+        Streams(torch.zeros(40, dtype=torch.uint8), streams=4, seq_len=10)
