@@ -157,6 +157,29 @@ def test_resume_continues_exactly(
     assert halted_bpc[12] == straight_bpc[12]
 
 
+def test_resuming_a_finished_run_changes_nothing(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run(train_args(corpus_file, out, "--steps", "3"), capsys)[0] == 0
+    before = weights(out)
+    code, printed, _ = run(train_args(corpus_file, out, "--steps", "3", "--resume"), capsys)
+    assert code == 0
+    assert "no steps left to train" in printed
+    after = weights(out)
+    assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
+
+
+def test_validation_follows_eval_every_not_the_log_interval(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert run(train_args(corpus_file, out, "--steps", "30", "--eval-every", "15"), capsys)[0] == 0
+    records = metrics(out)
+    assert [r["step"] for r in records if "validation_bpc" in r] == [15, 30]
+    assert [r["step"] for r in records if "train_bpc" in r] == [10, 15, 20, 30]
+
+
 def test_resume_refuses_another_configuration_and_writes_nothing(
     corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

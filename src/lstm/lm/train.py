@@ -280,15 +280,10 @@ def _restore(
     tensors, info = saved
     try:
         load_weights(model, _prefixed(tensors, "model/"), Path(STATE_FILE))
-        optimiser_state = {
-            int(index): {
-                name: tensor
-                for key, tensor in tensors.items()
-                if key.startswith(f"optimiser/{index}/")
-                for name in [key.rsplit("/", 1)[1]]
-            }
-            for index in {key.split("/")[1] for key in tensors if key.startswith("optimiser/")}
-        }
+        optimiser_state: dict[int, dict[str, Tensor]] = {}
+        for key, tensor in _prefixed(tensors, "optimiser/").items():  # "3/exp_avg" -> state[3]
+            index, name = key.split("/")
+            optimiser_state.setdefault(int(index), {})[name] = tensor
         optimiser.load_state_dict({"state": optimiser_state, "param_groups": info["param_groups"]})
         rows = slice(processes.rank * batch_size, (processes.rank + 1) * batch_size)
         torch.set_rng_state(tensors["rng/cpu"][processes.rank].clone())
@@ -324,9 +319,11 @@ def _prepare_folder(
     force: bool,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    if force:
-        for name in RUN_FILES:
+    for name in RUN_FILES:
+        if force:
             (folder / name).unlink(missing_ok=True)
+        for leftover in folder.glob(f".{name}.*.tmp"):  # a write cut short by a kill
+            leftover.unlink()
     if start == 0 or not (folder / CONFIG_FILE).exists():
         write_json(
             folder / CONFIG_FILE,
@@ -415,7 +412,8 @@ def _loop(
         pending[0] += float(mean_loss) / math.log(2)
         pending[1] += 1
         interval_steps += 1
-        if step % report_every == 0 or step == config.steps:
+        evaluate = step % config.eval_every == 0
+        if evaluate or step % report_every == 0 or step == config.steps:
             elapsed = time.perf_counter() - interval_start
             record: dict[str, Any] = {
                 "step": step,
@@ -424,7 +422,7 @@ def _loop(
             }
             pending[:] = [0.0, 0]
             interval_start, interval_steps = time.perf_counter(), 0
-            if step % config.eval_every == 0 and processes.leader:
+            if evaluate and processes.leader:
                 validation = splits.validation[: config.eval_bytes]
                 record["validation_bpc"] = bits_per_character(
                     model, validation, config.seq_len, config.batch_size
@@ -460,10 +458,14 @@ def _loop(
         _write_metrics(folder, final)
         _plot(folder / CURVES_FILE, final, f"{config.cell} on {corpus.description}")
     tokens_per_second = trained * tokens_per_step / elapsed if trained else math.nan
+    speed = (
+        f"{tokens_per_second:,.0f} tokens/s over this run's {trained} steps in {elapsed:.1f}s"
+        if trained
+        else "no steps left to train"
+    )
     log(
         f"done: step {config.steps}, validation {validation_bpc:.3f} bpc, test {test_bpc:.3f} "
-        f"bpc (uniform guessing: 8.000), {tokens_per_second:,.0f} tokens/s over this run's "
-        f"{trained} steps in {elapsed:.1f}s"
+        f"bpc (uniform guessing: 8.000), {speed}"
     )
     return Summary(folder, config.steps, validation_bpc, test_bpc, tokens_per_second, parameters)
 
