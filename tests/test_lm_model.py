@@ -105,5 +105,7 @@ def test_parameter_budget_is_met_within_five_percent() -> None:
         assert abs(count_parameters(config) - budget) <= TOLERANCE * budget, config.cell
     array = replace(base, cell="array", k=4)
     width = width_for_budget(array, budget)
-    gaps = [abs(count_parameters(replace(array, hidden=h)) - budget) for h in (width - 1, width + 1)]
+    gaps = [
+        abs(count_parameters(replace(array, hidden=h)) - budget) for h in (width - 1, width + 1)
+    ]
     assert abs(count_parameters(replace(array, hidden=width)) - budget) <= min(gaps)
