@@ -202,7 +202,7 @@ def train(
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         if processes.leader:
-            _prepare_folder(folder, config, corpus, processes, start=start, force=force)
+            _prepare_folder(folder, config, corpus, processes, device, start=start, force=force)
         if processes.distributed:
             dist.barrier()
         return _loop(
@@ -314,6 +314,7 @@ def _prepare_folder(
     config: TrainConfig,
     corpus: Corpus,
     processes: Processes,
+    device: torch.device,
     *,
     start: int,
     force: bool,
@@ -336,6 +337,7 @@ def _prepare_folder(
                     "bytes": corpus.data.numel(),
                 },
                 "world_size": processes.world_size,
+                "device": str(device),  # what --device auto resolved to
                 "versions": {
                     "lstm": lstm.__version__,
                     "torch": torch.__version__,
@@ -434,7 +436,9 @@ def _loop(
                 )
             records.append(record)
             bar.set_postfix(
-                bpc=f"{record['train_bpc']:.3f}", tokens_per_s=f"{record['tokens_per_second']:,.0f}"
+                loss=f"{record['train_bpc'] * math.log(2):.3f}",  # nats, as cross_entropy gives
+                bpc=f"{record['train_bpc']:.3f}",
+                tokens_per_s=f"{record['tokens_per_second']:,.0f}",
             )
         bar.update()
         if step % config.checkpoint_every == 0 or step == config.steps:
