@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from lstm import CELLS, LSTM, Recurrent, get_cell
+from lstm import CELLS, LSTM, SLSTM, ArrayLSTM, Recurrent, driver, get_cell
 
 # ------------------------------------------------------------------ constructor
 
@@ -44,7 +45,7 @@ from lstm import CELLS, LSTM, Recurrent, get_cell
         (
             {"forget_bias": 1.0, "bias": False},
             ValueError,
-            "forget_bias=1.0 needs bias=True, got bias=False",
+            "expected bias=True with forget_bias=1.0, got bias=False",
         ),
         (
             {"forget_bias": "1"},
@@ -344,3 +345,192 @@ def test_build_cell_must_return_consistent_parts() -> None:
 def test_base_class_asks_for_the_cell_methods() -> None:
     with pytest.raises(NotImplementedError, match="Recurrent must define build_cell"):
         Recurrent(3, 4)
+
+
+# ------------------------------------------------------------------ found by test_fuzz_errors.py
+
+
+@pytest.mark.parametrize(
+    ("shape", "batch_first", "lengths"),
+    [
+        ((0, 5, 3), True, None),
+        ((5, 0, 3), False, None),
+        ((0, 5, 3), True, torch.zeros(0, dtype=torch.int64)),  # reached min() of nothing
+    ],
+)
+def test_empty_batch_is_refused(
+    shape: tuple[int, ...], batch_first: bool, lengths: Tensor | None
+) -> None:
+    # It used to fail inside torch: reshape of 0 elements, or min() of an empty tensor.
+    pattern = re.escape(f"LSTM: expected batch >= 1, got an input of shape {shape}")
+    with pytest.raises(ValueError, match=f"^{pattern}$"):
+        LSTM(3, 4, batch_first=batch_first)(torch.zeros(shape), lengths=lengths)
+
+
+def test_input_must_be_dense(model: LSTM) -> None:
+    with pytest.raises(
+        TypeError,
+        match=r"^LSTM: expected input to be a dense \(strided\) tensor, "
+        r"got layout torch\.sparse_coo$",
+    ):
+        model(torch.randn(2, 5, 3).to_sparse())
+    nested = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)], layout=torch.jagged)
+    with pytest.raises(
+        TypeError, match=r"^LSTM: expected input to be a dense \(strided\) tensor, got a nested"
+    ):
+        model(nested)
+
+
+def test_lengths_on_the_meta_device_are_refused(model: LSTM) -> None:
+    with pytest.raises(
+        ValueError, match=r"^LSTM: expected lengths with values, got a tensor on the meta device$"
+    ):
+        model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3], device="meta"))
+
+
+@pytest.mark.parametrize(
+    ("device", "error", "pattern"),
+    [
+        ("gpu", ValueError, r"expected device to be a device torch knows, got 'gpu' \(.*gpu"),
+        (-1, ValueError, r"expected device to be a device torch knows, got -1 \(.*negative"),
+        (
+            2**64,
+            ValueError,
+            r"expected device to be a device torch knows, got 18446744073709551616",
+        ),
+        (3.5, TypeError, r"expected device to be a torch.device, str or int, got float 3.5"),
+        (True, TypeError, r"expected device to be a torch.device, str or int, got bool True"),
+    ],
+)
+def test_constructor_rejects_unknown_devices(
+    device: Any, error: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(error, match=f"^LSTM: {pattern}"):
+        LSTM(3, 4, device=device)
+
+
+def test_engine_that_is_not_a_string(model: LSTM) -> None:
+    model.engine = np.zeros(2)  # type: ignore[assignment]
+    # `in ENGINES` used to compare the array element-wise and raise numpy's own ValueError.
+    with pytest.raises(
+        ValueError, match=r"^LSTM: expected engine in .*, got array\(\[0\., 0\.\]\)$"
+    ):
+        model(torch.randn(2, 5, 3))
+
+
+def test_state_tuple_of_the_wrong_length_is_named() -> None:
+    zeros = torch.zeros(1, 2, 4)
+    with pytest.raises(
+        TypeError,
+        match=r"^SLSTM: expected state to be a tuple of 3 tensors, got tuple of length 2$",
+    ):
+        SLSTM(3, 4)(torch.randn(2, 5, 3), (zeros, (zeros, zeros)))
+
+
+# forward_cell checked nothing: wrong sizes failed inside torch's matrix product, and some
+# shapes and dtypes were silently broadcast or promoted.
+X, HIDDEN_4, STATE_4 = torch.randn(2, 3), torch.zeros(2, 4), torch.zeros(2, 4)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "pattern"),
+    [
+        pytest.param(
+            (torch.randn(2, 5), HIDDEN_4, STATE_4),
+            ValueError,
+            r"expected x of shape \(batch, 3\), got \(2, 5\)",
+            id="x width",
+        ),
+        pytest.param(
+            (torch.randn(2, 1, 3), HIDDEN_4, STATE_4),
+            ValueError,
+            r"expected x of shape \(batch, 3\), got \(2, 1, 3\)",
+            id="x rank, was broadcast",
+        ),
+        pytest.param(
+            (X, torch.zeros(3, 4), STATE_4),
+            ValueError,
+            r"expected hidden of shape \(2, 4\), got \(3, 4\)",
+            id="hidden batch",
+        ),
+        pytest.param(
+            (X, HIDDEN_4, torch.zeros(4)),
+            ValueError,
+            r"expected state of shape \(2, 4\), got \(4,\)",
+            id="state rank, was broadcast",
+        ),
+        pytest.param(
+            (X.double(), HIDDEN_4, STATE_4),
+            TypeError,
+            r"expected x of dtype torch.float32 \(the parameters' dtype\), got torch.float64",
+            id="x dtype",
+        ),
+        pytest.param(
+            (X, HIDDEN_4, STATE_4.double()),
+            TypeError,
+            r"expected state of dtype torch.float32 \(the parameters' dtype\), got torch.float64",
+            id="state dtype, was promoted",
+        ),
+        pytest.param(
+            (torch.ones(2, 3, dtype=torch.int64), HIDDEN_4, STATE_4),
+            TypeError,
+            r"expected x to be a floating-point tensor, got dtype torch.int64",
+            id="integer x",
+        ),
+        pytest.param(
+            (torch.randn(2, 3, device="meta"), HIDDEN_4, STATE_4),
+            ValueError,
+            r"expected x on cpu \(where the parameters are\), got meta",
+            id="x device",
+        ),
+        pytest.param(
+            (X, HIDDEN_4, None),
+            TypeError,
+            r"expected state to be a torch.Tensor, got NoneType",
+            id="no state",
+        ),
+    ],
+)
+def test_forward_cell_checks_its_arguments(
+    model: LSTM, arguments: tuple[Any, ...], error: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(error, match=f"^LSTM.forward_cell: {pattern}$"):
+        model.forward_cell(*arguments)
+
+
+def test_forward_cell_knows_each_cells_shapes() -> None:
+    x, zeros = torch.randn(2, 3), torch.zeros(2, 4)
+    with pytest.raises(
+        ValueError,
+        match=r"^ArrayLSTM.forward_cell: expected state of shape \(5, 2, 4\), got \(2, 4\)$",
+    ):
+        ArrayLSTM(3, 4, k=5).forward_cell(x, zeros, zeros)
+    with pytest.raises(
+        TypeError,
+        match=r"^SLSTM.forward_cell: expected state to be a tuple of 3 tensors, "
+        r"got tuple of length 2$",
+    ):
+        SLSTM(3, 4).forward_cell(x, zeros, (zeros, zeros))
+    deeper = LSTM(3, 4, num_layers=2, bidirectional=True).layer_cell(1, 1)
+    with pytest.raises(
+        ValueError, match=r"^LSTM.forward_cell: expected x of shape \(batch, 8\), got \(2, 3\)$"
+    ):
+        deeper.forward_cell(x, zeros, zeros)
+
+
+def test_time_loop_skips_forward_cell_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """forward checks its arguments once; checking every step again cost ~15 µs a step."""
+    checked: list[str] = []
+    original = driver.check_tensor
+
+    def recording(owner: str, name: str, value: Any) -> Tensor:
+        checked.append(owner)
+        return original(owner, name, value)
+
+    monkeypatch.setattr(driver, "check_tensor", recording)
+    model = LSTM(3, 4, num_layers=2, bidirectional=True)
+    model.engine = "reference"
+    model(torch.randn(2, 5, 3))
+    assert checked == ["LSTM"]  # the input, once
+    model.forward_cell(torch.randn(2, 3), torch.zeros(2, 4), torch.zeros(2, 4))
+    assert checked[1:] == ["LSTM.forward_cell"] * 3  # x, hidden, state

@@ -67,12 +67,48 @@ def check_probability(owner: str, name: str, value: Any) -> float:
     return float(value)
 
 
+def check_device(owner: str, device: Any) -> None:
+    """Raise unless ``device`` is None or something ``torch.device`` accepts.
+
+    Raises
+    ------
+    TypeError
+        If ``device`` is not a ``torch.device``, ``str`` or ``int`` (``bool`` is refused).
+    ValueError
+        If ``torch.device`` refuses it (``"gpu"``, a negative or huge index); torch's reason
+        is quoted.
+    """
+    if device is None or isinstance(device, torch.device):
+        return
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(
+            f"{owner}: expected device to be a torch.device, str or int, got "
+            f"{type(device).__name__} {device!r}"
+        )
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as error:  # ValueError: an index beyond int64
+        raise ValueError(
+            f"{owner}: expected device to be a device torch knows, got {device!r} ({error})"
+        ) from None
+
+
+def describe(value: Any) -> str:
+    """``tuple of length 2``, ``list of length 3`` or ``Tensor``: what an argument was."""
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__
+
+
 def check_tensor(owner: str, name: str, value: Any) -> Tensor:
-    """Return ``value`` if it is a floating-point tensor; raise ``TypeError`` otherwise."""
+    """Return ``value`` if it is a dense floating-point tensor; raise ``TypeError`` otherwise."""
     if not isinstance(value, Tensor):
         raise TypeError(
             f"{owner}: expected {name} to be a torch.Tensor, got {type(value).__name__}"
         )
+    if value.is_nested or value.layout != torch.strided:
+        kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
+        raise TypeError(f"{owner}: expected {name} to be a dense (strided) tensor, got {kind}")
     if not torch.is_floating_point(value):
         raise TypeError(
             f"{owner}: expected {name} to be a floating-point tensor, got dtype {value.dtype}"
@@ -109,6 +145,8 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
             f"{owner}: expected lengths of shape {shape_str([batch])} (one entry per sequence), "
             f"got {shape_str(lengths.shape)}"
         )
+    if lengths.is_meta:
+        raise ValueError(f"{owner}: expected lengths with values, got a tensor on the meta device")
     checked: Tensor = lengths.to(device="cpu", dtype=torch.int64)
     if batch > 0:
         low, high = int(checked.min()), int(checked.max())

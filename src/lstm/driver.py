@@ -39,10 +39,12 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstm._checks import (
     check_bool,
+    check_device,
     check_int,
     check_lengths,
     check_probability,
     check_tensor,
+    describe,
     shape_str,
 )
 
@@ -219,6 +221,7 @@ class Recurrent(nn.Module):
             raise TypeError(
                 f"{owner}: expected dtype to be a floating-point torch.dtype, got {dtype!r}"
             )
+        check_device(owner, device)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 f"{owner}: dropout={self.dropout} acts between layers, so it has no effect "
@@ -228,8 +231,13 @@ class Recurrent(nn.Module):
             )
         self.engine = "auto"
         self.cell_names: tuple[str, ...] = ()
+        # What _check_step_input needs: the features of forward_cell's x for the cell this
+        # object stands for (a layer_cell view of a deeper layer sets its own), and whether
+        # to check at all (not in the time loop, whose arguments forward has checked).
+        self._step_input_size = self.input_size
+        self._check_steps = True
         for layer, direction in self._cell_indices():
-            width = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            width = self._layer_input_size(layer)
             parts = self.build_cell(width, self.hidden_size, device=device, dtype=dtype)
             self._register_cell(parts, layer, direction)
 
@@ -281,6 +289,12 @@ class Recurrent(nn.Module):
         -------
         hidden : Tensor of shape (batch, hidden_size)
         state : same structure and shapes as the ``state`` argument
+
+        Notes
+        -----
+        The built-in cells check their arguments first (shapes, dtype, device), so that a
+        direct call with wrong ones raises a ValueError or TypeError that names them; the
+        time loop of ``forward``, whose arguments are checked once up front, skips that.
         """
         raise NotImplementedError(f"{type(self).__name__} must define forward_cell()")
 
@@ -318,6 +332,10 @@ class Recurrent(nn.Module):
     def num_directions(self) -> int:
         """2 if the module is bidirectional, else 1."""
         return 2 if self.bidirectional else 1
+
+    def _layer_input_size(self, layer: int) -> int:
+        """Features each cell of ``layer`` reads: the input's, or the layer below's output."""
+        return self.input_size if layer == 0 else self.hidden_size * self.num_directions
 
     def _cell_indices(self) -> Iterator[tuple[int, int]]:
         for layer in range(self.num_layers):
@@ -389,7 +407,9 @@ class Recurrent(nn.Module):
         self._check_cell_index(layer, direction)
         if layer == 0 and direction == 0:
             return self
-        return self._view(self.cell_parts(layer, direction))
+        view = self._view(self.cell_parts(layer, direction))
+        view.__dict__["_step_input_size"] = self._layer_input_size(layer)
+        return view
 
     def _view(self, parts: dict[str, CellPart]) -> Recurrent:
         """A shallow copy of this module in which ``self.<name>`` is ``parts[name]``."""
@@ -516,7 +536,7 @@ class Recurrent(nn.Module):
             seq_len, num_directions * hidden_size)``, the cell state :math:`c_t`.
         """
         owner = type(self).__name__
-        if self.engine not in ENGINES:
+        if not isinstance(self.engine, str) or self.engine not in ENGINES:
             raise ValueError(f"{owner}: expected engine in {ENGINES}, got {self.engine!r}")
         if not isinstance(return_all_states, bool):
             raise TypeError(
@@ -664,6 +684,11 @@ class Recurrent(nn.Module):
         ``record`` (in time order, zero past each sequence's end) if given.
         """
         hidden, state = initial
+        # forward has checked the arguments of every step already (and the first step's
+        # results are checked below), so the cell stepped here skips forward_cell's own
+        # argument checks, which would cost more than a small cell's arithmetic.
+        cell = cell._view({})
+        cell.__dict__["_check_steps"] = False
         order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
         outputs: list[Tensor] = []  # in processing order; reversed at the end for reverse
         recurrent_mask = self._recurrent_dropout_mask(hidden)  # (B, H) or None
@@ -740,6 +765,10 @@ class Recurrent(nn.Module):
             raise ValueError(
                 f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}"
             )
+        if not unbatched and x.shape[names.index("batch")] == 0:
+            raise ValueError(
+                f"{owner}: expected batch >= 1, got an input of shape {shape_str(x.shape)}"
+            )
         if unbatched:
             x = x.unsqueeze(0)  # (1, T, F): unbatched input is (seq_len, input_size) either way
         elif not self.batch_first:
@@ -803,9 +832,7 @@ class Recurrent(nn.Module):
         owner = type(self).__name__
         if not isinstance(hidden, (tuple, list)) or len(hidden) != 2:
             raise TypeError(
-                f"{owner}: expected hidden to be a (hidden, state) tuple, got "
-                f"{type(hidden).__name__}"
-                + (f" of length {len(hidden)}" if isinstance(hidden, (tuple, list)) else "")
+                f"{owner}: expected hidden to be a (hidden, state) tuple, got {describe(hidden)}"
             )
         count = len(cells)
         hidden_parts = self._split_stacked(
@@ -819,7 +846,7 @@ class Recurrent(nn.Module):
             ):
                 raise TypeError(
                     f"{owner}: expected state to be a tuple of {len(template_state)} tensors, got "
-                    f"{type(given_state).__name__}"
+                    f"{describe(given_state)}"
                 )
             columns = [
                 self._split_stacked(f"state[{i}]", part, like, count, inputs, unbatched)
@@ -880,6 +907,61 @@ class Recurrent(nn.Module):
         if tuple(given.shape) == tuple(like.shape):
             return [given]
         return [chunk.reshape(like.shape) for chunk in given.split(lead)]
+
+    def _check_step_input(
+        self, x: Any, hidden: Any, state: Any, lead: tuple[int, ...] = (), parts: int = 0
+    ) -> None:
+        """Check the arguments of a built-in :meth:`forward_cell` before any arithmetic.
+
+        ``x`` must be ``(batch, features)`` with this cell's input features, ``hidden``
+        ``(batch, hidden_size)``, and the state one tensor ``(*lead, batch, hidden_size)`` or,
+        with ``parts``, a tuple of that many; all on the parameters' device and, outside
+        autocast, of the parameters' dtype: a direct call gets the same kind of error as
+        ``forward`` instead of one from deep in torch. The time loop skips it.
+        """
+        if not self._check_steps:
+            return
+        owner = f"{type(self).__name__}.forward_cell"
+        x = check_tensor(owner, "x", x)
+        if x.dim() != 2 or x.shape[1] != self._step_input_size:
+            wanted = shape_str(["batch", self._step_input_size])
+            raise ValueError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
+        size = (x.shape[0], self.hidden_size)
+        if parts:
+            if not isinstance(state, (tuple, list)) or len(state) != parts:
+                raise TypeError(
+                    f"{owner}: expected state to be a tuple of {parts} tensors, got "
+                    f"{describe(state)}"
+                )
+            states = [(f"state[{index}]", part) for index, part in enumerate(state)]
+        else:
+            states = [("state", state)]
+        arguments = [("hidden", hidden, size)] + [
+            (name, part, (*lead, *size)) for name, part in states
+        ]
+        for name, value, shape in arguments:
+            value = check_tensor(owner, name, value)
+            if value.shape != shape:
+                raise ValueError(
+                    f"{owner}: expected {name} of shape {shape_str(shape)}, "
+                    f"got {shape_str(value.shape)}"
+                )
+        reference = next(self.parameters(), None)
+        if reference is None:
+            return
+        tensors = [("x", x), *((name, value) for name, value, _ in arguments)]
+        for name, value in tensors:
+            if value.device != reference.device:
+                raise ValueError(
+                    f"{owner}: expected {name} on {reference.device} (where the parameters "
+                    f"are), got {value.device}"
+                )
+        for name, value in tensors:
+            if value.dtype != reference.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise TypeError(
+                    f"{owner}: expected {name} of dtype {reference.dtype} (the parameters' "
+                    f"dtype), got {value.dtype}"
+                )
 
     def _check_step_output(
         self, hidden: Any, state: Any, old_hidden: Tensor, old_state: State

@@ -119,6 +119,7 @@ class ArrayLSTM(LSTM):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H)."""
+        self._check_step_input(x, hidden, state, lead=(self.k,))
         return array_lstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
 
     def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -206,5 +207,6 @@ class StochasticArrayLSTM(ArrayLSTM):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: lanes update, one lane per unit gives the output."""
+        self._check_step_input(x, hidden, state, lead=(self.k,))
         gates = self.i2h(x) + self.h2h(hidden)
         return stochastic_output_pooling(gates, state, sample=self.training)

@@ -208,7 +208,7 @@ class LSTM(Recurrent):
                 raise ValueError(f"{owner}: expected a finite forget_bias, got {forget_bias}")
             if bias is False:
                 raise ValueError(
-                    f"{owner}: forget_bias={forget_bias} needs bias=True, got bias=False"
+                    f"{owner}: expected bias=True with forget_bias={forget_bias}, got bias=False"
                 )
         super().__init__(
             input_size,
@@ -262,6 +262,7 @@ class LSTM(Recurrent):
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the next cell state.
         """
+        self._check_step_input(x, hidden, state)
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4H), blocks f, i, o, g
         return lstm_pointwise(gates, state)
 
@@ -300,8 +301,8 @@ class LSTM(Recurrent):
         i, f, g, o; the permutation is part of the autograd graph, so gradients reach
         ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
         driver's semantics (final states at each true end, zeros past it, the reverse
-        direction starting at each true end). Dropout between layers uses the kernel's own
-        masks (same distribution as the reference path, different random draws).
+        direction starting at each true end). Dropout between layers uses the kernel's own masks (same distribution as the reference
+        path, different random draws).
 
         Returns None, so that the driver runs the reference path, when the class overrides
         ``forward_cell`` or ``build_cell``, when a cell's ``i2h``/``h2h`` is not a plain

@@ -97,6 +97,7 @@ class SLSTM(Recurrent):
         self, x: Tensor, hidden: Tensor, state: SLSTMState
     ) -> tuple[Tensor, SLSTMState]:
         """One step; see :func:`slstm_pointwise`."""
+        self._check_step_input(x, hidden, state, parts=3)
         return slstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
 
     def init_hidden(self, x: Tensor) -> tuple[Tensor, SLSTMState]:

@@ -86,6 +86,7 @@ class PeepholeLSTM(LSTM):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`peephole_pointwise`."""
+        self._check_step_input(x, hidden, state)
         return peephole_pointwise(self.i2h(x) + self.h2h(hidden), state, self.peephole)
 
     def reset_parameters(self) -> None:
@@ -167,4 +168,5 @@ class CIFGLSTM(Recurrent):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`cifg_pointwise`."""
+        self._check_step_input(x, hidden, state)
         return cifg_pointwise(self.i2h(x) + self.h2h(hidden), state)
