@@ -96,11 +96,51 @@ def test_fast_path_is_taken_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = _Counting(monkeypatch)
     model = LSTM(3, 4, num_layers=2, bidirectional=True)
     model(torch.randn(2, 5, 3))
-    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
+    with torch.no_grad():
+        model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
     assert counter.calls == 2
     model.engine = "reference"
     model(torch.randn(2, 5, 3))
     assert counter.calls == 2
+
+
+def test_ragged_batches_that_need_gradients_step_instead(
+    monkeypatch: pytest.MonkeyPatch, linear_calls: Counter[int]
+) -> None:
+    # The kernel's packed backward costs seq_len x total steps (load_scaling.py); the hoisted
+    # per-step path is linear. Full-length batches and inference keep the kernel.
+    counter = _Counting(monkeypatch)
+    model = LSTM(3, 4)
+    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
+    assert counter.calls == 0
+    assert linear_calls[id(model.i2h)] == 1  # hoisted: one i2h product for all steps
+    assert linear_calls[id(model.h2h)] == 5  # one h2h product per step
+    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 5]))  # not ragged
+    assert counter.calls == 1
+    model.requires_grad_(False)
+    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))  # nothing needs a gradient
+    assert counter.calls == 2
+    model(torch.randn(2, 5, 3, requires_grad=True), lengths=torch.tensor([5, 3]))
+    assert counter.calls == 2  # but the input does
+
+
+@pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True), (3, True)])
+def test_packed_kernel_matches_reference_path_in_inference(
+    monkeypatch: pytest.MonkeyPatch, num_layers: int, bidirectional: bool
+) -> None:
+    counter = _Counting(monkeypatch)
+    model = LSTM(3, 5, num_layers=num_layers, bidirectional=bidirectional, dtype=DOUBLE)
+    reference = LSTM(3, 5, num_layers=num_layers, bidirectional=bidirectional, dtype=DOUBLE)
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    cells = num_layers * (2 if bidirectional else 1)
+    hidden = (torch.randn(cells, 4, 5, dtype=DOUBLE), torch.randn(cells, 4, 5, dtype=DOUBLE))
+    with torch.no_grad():
+        got = _run(model, x, hidden, "lengths")
+        want = _run(reference, x, hidden, "lengths")
+    assert counter.calls == 1
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
 class _Overridden(LSTM):

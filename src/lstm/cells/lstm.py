@@ -85,6 +85,14 @@ def lstm_cell(
     return lstm_pointwise(gates, state)
 
 
+def _needs_grad(module: nn.Module, inputs: Tensor, initial: list[tuple[Tensor, State]]) -> bool:
+    """Whether autograd will record a forward of ``module`` on these inputs and states."""
+    tensors = [inputs, *(h for h, _ in initial), *(cast(Tensor, c) for _, c in initial)]
+    return any(t.requires_grad for t in tensors) or any(
+        p.requires_grad for p in module.parameters()
+    )
+
+
 def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
     """Reorder the four gate blocks (dim 0) between our layout and torch.nn.LSTM's.
 
@@ -301,7 +309,10 @@ class LSTM(Recurrent):
         i, f, g, o; the permutation is part of the autograd graph, so gradients reach
         ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
         driver's semantics (final states at each true end, zeros past it, the reverse
-        direction starting at each true end). Dropout between layers uses the kernel's own masks (same distribution as the reference
+        direction starting at each true end) -- when no gradient is needed; a ragged batch
+        that needs gradients runs the hoisted per-step path instead, whose time stays linear in
+        the total steps where the kernel's packed backward grows with seq_len x total steps.
+        Dropout between layers uses the kernel's own masks (same distribution as the reference
         path, different random draws).
 
         Returns None, so that the driver runs the reference path, when the class overrides
@@ -312,6 +323,13 @@ class LSTM(Recurrent):
         """
         if not self._fusable(inputs):
             return None
+        if lengths is not None and torch.is_grad_enabled() and _needs_grad(self, inputs, initial):
+            # The kernel's packed path slices its input once per time step, and the backward
+            # of each slice fills a gradient as large as the whole input: time grows with
+            # seq_len x total steps (36 s for nn.LSTM at seq_len 2000, batch 64, against 1.7 s
+            # stepping here; benchmarks/load_scaling.py). The hoisted per-step path stays
+            # linear in the total steps, so ragged batches that need gradients take it.
+            return self._reference_forward(inputs, initial, lengths, hoist=True)
         size = self.hidden_size
         weights: list[Tensor] = []
         for layer, direction in self._cell_indices():
