@@ -2,16 +2,60 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
+from hypothesis import settings
 from torch import Tensor, nn
 
 from lstm import LSTM, Recurrent
 from reference import CellWeights
 
 DOUBLE = torch.float64
+
+# Hypothesis profiles. "ci", the default, keeps every property test to a few dozen cases and
+# draws them from a fixed seed, so that a run is deterministic and quick. "slow" is for the
+# twins marked @pytest.mark.slow (deselected by default; `python -m pytest -m slow`), which
+# take it with @settings(SLOW). No example database: nothing is written into the tree.
+# HYPOTHESIS_PROFILE=slow makes every property test take the slow settings.
+settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True, database=None)
+settings.register_profile("slow", max_examples=2000, deadline=None, derandomize=True, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+SLOW = settings.get_profile("slow")
+
+CASES_TRIED: Counter[str] = Counter()
+"""Examples each ``@counted`` test has run in this session, by test name."""
+
+
+def counted(test: Callable[..., None]) -> Callable[..., None]:
+    """Count the examples a property test runs to the end (put it under ``@given``).
+
+    The counts are printed at the end of the session (``pytest_terminal_summary``): the
+    cases actually tried and passed, not the ``max_examples`` asked for; an example that
+    Hypothesis discards half-way (a filter inside ``data.draw`` that finds nothing) is not
+    counted.
+    """
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        test(*args, **kwargs)
+        CASES_TRIED[test.__name__] += 1
+
+    return wrapper
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not CASES_TRIED:
+        return
+    terminalreporter.section("cases tried by the property tests")
+    for name, count in sorted(CASES_TRIED.items()):
+        terminalreporter.write_line(f"{name:<60} {count:>7}")
+    terminalreporter.write_line(f"{'total':<60} {sum(CASES_TRIED.values()):>7}")
 
 
 @pytest.fixture(autouse=True)
