@@ -8,7 +8,9 @@ run never interrupted. The default suite runs a few trials; ``-m slow`` runs 20 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import signal
 import subprocess
@@ -101,3 +103,34 @@ def test_twenty_killed_runs_resume_to_the_same_weights(reference: tuple[Path, fl
     killed = sum(kill_and_resume(reference, trial) for trial in range(100, 120))
     print(f"{killed} of 20 trials killed mid-run; all resumed to the same weights")
     assert killed >= 15  # the delays fall inside the run, not after it
+
+
+def test_a_full_disk_mid_run_is_one_line_and_loses_nothing(
+    reference: tuple[Path, float],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lstm import cli
+
+    folder, _ = reference
+    out = folder / "full-disk"
+    argv = [*ARGS, "--data", str(folder / "data.txt"), "--out", str(out)]
+    real_fsync, calls = os.fsync, [0]
+
+    def fsync_until_full(descriptor: int) -> None:
+        calls[0] += 1
+        if calls[0] > 40:  # a dozen checkpoints in, the disk fills up
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync_until_full)
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err
+    assert error == "python -m lstm train: error: [Errno 28] No space left on device\n"
+    assert_visible_files_are_whole(out)
+    assert not list(out.glob(".*.tmp"))  # the failed write cleaned up after itself
+    monkeypatch.setattr(os, "fsync", real_fsync)  # space again: resume and finish
+    assert cli.main([*argv, "--resume"]) == 0
+    ours = load_tensors(out / "model.safetensors", kind=MODEL_KIND)[0]
+    straight = load_tensors(folder / "straight" / "model.safetensors", kind=MODEL_KIND)[0]
+    assert all(torch.equal(ours[name], tensor) for name, tensor in straight.items())
