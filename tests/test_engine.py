@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from conftest import DOUBLE, projection
 from lstm import LSTM
+from lstm.cells import lstm as lstm_module
 
 LENGTHS = torch.tensor([6, 2, 5, 1])
 CASES = list(
@@ -96,32 +97,42 @@ def test_fast_path_is_taken_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     counter = _Counting(monkeypatch)
     model = LSTM(3, 4, num_layers=2, bidirectional=True)
     model(torch.randn(2, 5, 3))
-    with torch.no_grad():
-        model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
+    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
     assert counter.calls == 2
     model.engine = "reference"
     model(torch.randn(2, 5, 3))
     assert counter.calls == 2
 
 
-def test_ragged_batches_that_need_gradients_step_instead(
+def test_long_ragged_batches_that_need_gradients_step_instead(
     monkeypatch: pytest.MonkeyPatch, linear_calls: Counter[int]
 ) -> None:
-    # The kernel's packed backward costs seq_len x total steps (load_scaling.py); the hoisted
-    # per-step path is linear. Full-length batches and inference keep the kernel.
+    # The kernel's packed backward costs seq_len x total steps (PACKED_TRAINING_MAX_LEN); the
+    # hoisted per-step path is linear. Short, full-length or inference batches keep the kernel.
     counter = _Counting(monkeypatch)
     model = LSTM(3, 4)
-    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
+    limit = lstm_module.PACKED_TRAINING_MAX_LEN
+    long = limit + 1
+    model(torch.randn(2, long, 3), lengths=torch.tensor([long, 3]))
     assert counter.calls == 0
     assert linear_calls[id(model.i2h)] == 1  # hoisted: one i2h product for all steps
-    assert linear_calls[id(model.h2h)] == 5  # one h2h product per step
-    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 5]))  # not ragged
-    assert counter.calls == 1
-    model.requires_grad_(False)
-    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))  # nothing needs a gradient
+    assert linear_calls[id(model.h2h)] == long  # one h2h product per step
+    model(torch.randn(2, limit, 3), lengths=torch.tensor([limit, 3]))  # short enough
+    model(torch.randn(2, long, 3), lengths=torch.tensor([long, long]))  # not ragged
     assert counter.calls == 2
-    model(torch.randn(2, 5, 3, requires_grad=True), lengths=torch.tensor([5, 3]))
-    assert counter.calls == 2  # but the input does
+    model.requires_grad_(False)
+    model(torch.randn(2, long, 3), lengths=torch.tensor([long, 3]))  # nothing needs a gradient
+    assert counter.calls == 3
+    model(torch.randn(2, long, 3, requires_grad=True), lengths=torch.tensor([long, 3]))
+    assert counter.calls == 3  # but the input does
+
+
+def test_the_stepped_long_ragged_batch_matches_the_reference_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lstm_module, "PACKED_TRAINING_MAX_LEN", 2)  # LENGTHS reach 6
+    for bidirectional in (False, True):
+        assert_engines_agree(LSTM, "auto", "lengths", num_layers=2, bidirectional=bidirectional)
 
 
 @pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True), (3, True)])

@@ -85,6 +85,20 @@ def lstm_cell(
     return lstm_pointwise(gates, state)
 
 
+PACKED_TRAINING_MAX_LEN = 256
+"""Longest ragged batch (``seq_len``) that trains through the kernel's packed path.
+
+``torch.lstm`` on packed data slices its input once per time step, and the backward of every
+slice fills a gradient as large as the whole input, so a training step costs time growing
+with seq_len x total steps (and so does ``nn.LSTM`` with a ``PackedSequence``). Measured on
+this project's CPU (batch 64, lengths spread 1..T, forward + backward, ratio of medians of
+the kernel's time to the hoisted per-step path's): hidden 256 -- 0.4x at T=50, 0.7x at 200,
+1.6x at 600, 2.9x at 1500; hidden 64 -- 0.6x at 50, 1.1x at 500, 4.3x at 2000. Above this
+length the hoisted path is used; inference, and batches without ragged lengths, keep the
+kernel at every length.
+"""
+
+
 def _needs_grad(module: nn.Module, inputs: Tensor, initial: list[tuple[Tensor, State]]) -> bool:
     """Whether autograd will record a forward of ``module`` on these inputs and states."""
     tensors = [inputs, *(h for h, _ in initial), *(cast(Tensor, c) for _, c in initial)]
@@ -309,9 +323,10 @@ class LSTM(Recurrent):
         i, f, g, o; the permutation is part of the autograd graph, so gradients reach
         ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
         driver's semantics (final states at each true end, zeros past it, the reverse
-        direction starting at each true end) -- when no gradient is needed; a ragged batch
-        that needs gradients runs the hoisted per-step path instead, whose time stays linear in
-        the total steps where the kernel's packed backward grows with seq_len x total steps.
+        direction starting at each true end). A ragged batch longer than
+        :data:`PACKED_TRAINING_MAX_LEN` that needs gradients runs the hoisted per-step path
+        instead: its time stays linear in the total steps, where the kernel's packed backward
+        grows with seq_len x total steps.
         Dropout between layers uses the kernel's own masks (same distribution as the reference
         path, different random draws).
 
@@ -323,12 +338,12 @@ class LSTM(Recurrent):
         """
         if not self._fusable(inputs):
             return None
-        if lengths is not None and torch.is_grad_enabled() and _needs_grad(self, inputs, initial):
-            # The kernel's packed path slices its input once per time step, and the backward
-            # of each slice fills a gradient as large as the whole input: time grows with
-            # seq_len x total steps (36 s for nn.LSTM at seq_len 2000, batch 64, against 1.7 s
-            # stepping here; benchmarks/load_scaling.py). The hoisted per-step path stays
-            # linear in the total steps, so ragged batches that need gradients take it.
+        if (
+            lengths is not None
+            and inputs.shape[1] > PACKED_TRAINING_MAX_LEN
+            and torch.is_grad_enabled()
+            and _needs_grad(self, inputs, initial)
+        ):
             return self._reference_forward(inputs, initial, lengths, hoist=True)
         size = self.hidden_size
         weights: list[Tensor] = []
