@@ -33,7 +33,7 @@ def test_planted_pickle_would_run_if_unpickled(tmp_path: Path) -> None:
     # The control for the tests below: the planted file really is a working payload.
     marker = tmp_path / "ran"
     plant_pickle(tmp_path / "payload", marker)
-    pickle.loads((tmp_path / "payload").read_bytes())  # noqa: S301 - on purpose, once
+    pickle.loads((tmp_path / "payload").read_bytes())  # on purpose, once: the control
     assert marker.exists()
 
 
@@ -97,7 +97,7 @@ def test_a_planted_pickle_is_refused_and_never_executed(tmp_path: Path) -> None:
 
 
 def test_read_json_names_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="run configuration .* does not exist"):
+    with pytest.raises(CheckpointError, match=r"run configuration .* does not exist"):
         read_json(tmp_path / "config.json", "run configuration")
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="is not valid JSON"):

@@ -101,7 +101,9 @@ def test_parameter_budget_is_met_within_five_percent() -> None:
     base = TrainConfig(hidden=64)
     budget = count_parameters(base)
     assert budget == parameter_count(ByteModel("lstm", 64))
-    for config in plan(base, ["lstm", "array", "stochastic-array", "peephole", "slstm"]):
+    configs = plan(base, ["lstm", "array", "stochastic-array", "peephole", "slstm"])
+    assert [config.k for config in configs] == [None, 4, 4, None, None]  # lanes stated
+    for config in configs:
         assert abs(count_parameters(config) - budget) <= TOLERANCE * budget, config.cell
     array = replace(base, cell="array", k=4)
     width = width_for_budget(array, budget)

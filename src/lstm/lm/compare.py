@@ -22,6 +22,7 @@ from lstm._atomic import write_figure, write_json
 from lstm.lm.config import TrainConfig
 from lstm.lm.model import ByteModel, parameter_count
 from lstm.lm.train import train
+from lstm.registry import DEFAULT_LANES, get_cell, takes_lanes
 
 DEFAULT_CELLS = ("lstm", "array", "stochastic-array")
 TOLERANCE = 0.05
@@ -86,9 +87,8 @@ def plan(base: TrainConfig, cells: Sequence[str]) -> list[TrainConfig]:
     budget = count_parameters(replace(base, cell="lstm", k=None))
     configs = []
     for cell in cells:
-        config = replace(
-            base, cell=cell, k=base.k if cell in ("array", "stochastic-array") else None
-        )
+        lanes = (base.k or DEFAULT_LANES) if takes_lanes(get_cell(cell)) else None
+        config = replace(base, cell=cell, k=lanes)
         config = replace(config, hidden=width_for_budget(config, budget))
         count = count_parameters(config)
         if abs(count - budget) > TOLERANCE * budget:

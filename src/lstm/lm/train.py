@@ -198,6 +198,8 @@ def train(
     _move_optimiser_state(optimiser, device)
     carry = None if carry is None else tuple(tensor.to(device) for tensor in carry)
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # nccl's collectives (and barrier) use the current GPU
     if processes.distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
