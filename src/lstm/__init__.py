@@ -5,7 +5,9 @@ can rewrite; the driver (:class:`Recurrent`) gives every cell layers, directions
 lengths and ``PackedSequence`` with ``torch.nn.LSTM``'s interface.
 
 Layout: ``driver.py`` (the time loop, one for all cells), ``cells/`` (one file per cell
-family: pure step functions and thin modules), ``registry.py`` (name -> class).
+family: pure step functions and thin modules), ``registry.py`` (name -> class); around them
+``cli.py`` and ``bench.py`` (``python -m lstm``) and ``lm/`` (the byte-level language model
+the command line trains, which the core never imports).
 """
 
 from lstm.cells.array import (
