@@ -90,12 +90,16 @@ PACKED_TRAINING_MAX_LEN = 256
 
 ``torch.lstm`` on packed data slices its input once per time step, and the backward of every
 slice fills a gradient as large as the whole input, so a training step costs time growing
-with seq_len x total steps (and so does ``nn.LSTM`` with a ``PackedSequence``). Measured on
-this project's CPU (batch 64, lengths spread 1..T, forward + backward, ratio of medians of
-the kernel's time to the hoisted per-step path's): hidden 256 -- 0.4x at T=50, 0.7x at 200,
-1.6x at 600, 2.9x at 1500; hidden 64 -- 0.6x at 50, 1.1x at 500, 4.3x at 2000. Above this
-length the hoisted path is used; inference, and batches without ragged lengths, keep the
-kernel at every length.
+with seq_len x total steps (and so does ``nn.LSTM`` with a ``PackedSequence``). Above this
+length the hoisted per-step path is used, whose time is linear in the total steps; inference,
+and batches without ragged lengths, keep the kernel at every length. Measured on this
+project's 2-core CPU with ``benchmarks/packed_training.py --always-step`` (batch 64,
+lengths spread 1..T, forward + backward, time of the packed kernel / time of the hoisted
+path, medians of 3-9 interleaved steps): hidden 256 -- 0.4x at T=50, 0.7x at 200, 1.0x at
+257, 1.5x at 384, 2.9x at 1500; hidden 64 -- 0.6-0.8x up to 257, 0.9x at 400, 1.1-1.5x at
+500, 4.3-4.7x at 2000.
+The crossover lies at 250-450 steps; below it the kernel is at most 2.5x faster, above it
+the hoisted path is faster without bound.
 """
 
 
