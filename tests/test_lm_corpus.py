@@ -117,3 +117,9 @@ def test_streams_read_consecutive_windows_and_targets_are_shifted() -> None:
 def test_streams_refuse_too_little_data() -> None:
     with pytest.raises(ValueError, match="expected at least 41 bytes for 4 stream"):
         Streams(torch.zeros(40, dtype=torch.uint8), streams=4, seq_len=10)
+
+
+def test_stream_views_cut_rows_and_drop_the_remainder() -> None:
+    inputs, targets = corpus.stream_views(torch.arange(12, dtype=torch.uint8), streams=3)
+    assert inputs.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # 11 predictions: 2 unused
+    assert targets.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]

@@ -20,7 +20,8 @@ import torch
 
 from lstm._atomic import write_figure, write_json
 from lstm.lm.config import TrainConfig
-from lstm.lm.model import ByteModel, parameter_count
+from lstm.lm.model import parameter_count
+from lstm.lm.sample import build_model
 from lstm.lm.train import train
 from lstm.registry import DEFAULT_LANES, get_cell, takes_lanes
 
@@ -56,8 +57,7 @@ class Entry:
 def count_parameters(config: TrainConfig) -> int:
     """Parameters of the byte model ``config`` describes (built on the meta device: no memory)."""
     with torch.device("meta"):
-        model = ByteModel(config.cell, config.hidden, config.layers, config.k, config.dropout)
-    return parameter_count(model)
+        return parameter_count(build_model(config))
 
 
 def width_for_budget(config: TrainConfig, budget: int) -> int:

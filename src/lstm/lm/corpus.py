@@ -187,6 +187,28 @@ def check_size(corpus: Corpus, seq_len: int, streams: int) -> None:
         )
 
 
+def stream_views(data: Tensor, streams: int) -> tuple[Tensor, Tensor]:
+    """Bytes cut into ``streams`` contiguous rows of equal length, and their next bytes.
+
+    Parameters
+    ----------
+    data : Tensor
+        Shape (n,), ``n >= streams + 1``.
+    streams : int
+        Rows.
+
+    Returns
+    -------
+    inputs, targets : Tensor
+        Views of shape (streams, L) with ``L = (n - 1) // streams``: row ``s`` holds
+        ``data[s*L : (s+1)*L]`` and the same shifted by one; the last ``n - 1 - streams * L``
+        bytes are not used.
+    """
+    length = (data.numel() - 1) // streams
+    used = streams * length
+    return data[:used].view(streams, length), data[1 : used + 1].view(streams, length)
+
+
 class Streams:
     """The windows of truncated backpropagation through time over one split.
 
@@ -212,9 +234,7 @@ class Streams:
                 f"expected at least {streams * seq_len + 1:,} bytes for {streams} stream(s) of "
                 f"seq-len {seq_len}, got {data.numel():,}"
             )
-        used = streams * length
-        self.inputs = data[:used].view(streams, length)  # (S, L)
-        self.targets = data[1 : used + 1].view(streams, length)  # (S, L)
+        self.inputs, self.targets = stream_views(data, streams)  # (S, L) each
         self.seq_len = seq_len
         self.windows = length // seq_len
         """Windows per pass over the data; step ``t`` (from 1) reads window ``(t-1) % windows``."""

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstm.lm.config import TrainConfig
+from lstm.lm.corpus import stream_views
 from lstm.lm.files import CheckpointError, load_tensors, read_json
 from lstm.lm.model import VOCABULARY, ByteModel
 
@@ -146,10 +147,9 @@ def bits_per_character(model: ByteModel, data: Tensor, seq_len: int, streams: in
     if data.numel() < 2:
         raise ValueError(f"expected at least 2 bytes to evaluate, got {data.numel()}")
     streams = max(1, min(streams, data.numel() - 1))
-    length = (data.numel() - 1) // streams
     device = next(model.parameters()).device
-    inputs = data[: streams * length].view(streams, length).to(device).long()  # (S, L)
-    targets = data[1 : streams * length + 1].view(streams, length).to(device).long()  # (S, L)
+    inputs, targets = (part.to(device).long() for part in stream_views(data, streams))  # (S, L)
+    length = inputs.shape[1]
     was_training = model.training
     model.eval()
     total, state = 0.0, None
