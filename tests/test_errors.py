@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from lstm import CELLS, LSTM, SLSTM, ArrayLSTM, Recurrent, driver, get_cell
+import lstm.checks
+from lstm import CELLS, LSTM, SLSTM, ArrayLSTM, Recurrent, get_cell
 
 # ------------------------------------------------------------------ constructor
 
@@ -521,16 +522,17 @@ def test_forward_cell_knows_each_cells_shapes() -> None:
 def test_time_loop_skips_forward_cell_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     """forward checks its arguments once; checking every step again cost ~15 µs a step."""
     checked: list[str] = []
-    original = driver.check_tensor
+    original = lstm.checks.check_step_arguments
 
-    def recording(owner: str, name: str, value: Any) -> Tensor:
+    def recording(owner: str, *arguments: Any, **options: Any) -> None:
         checked.append(owner)
-        return original(owner, name, value)
+        original(owner, *arguments, **options)
 
-    monkeypatch.setattr(driver, "check_tensor", recording)
+    monkeypatch.setattr(lstm.checks, "check_step_arguments", recording)
     model = LSTM(3, 4, num_layers=2, bidirectional=True)
     model.engine = "reference"
     model(torch.randn(2, 5, 3))
-    assert checked == ["LSTM"]  # the input, once
+    assert checked == []  # 2 layers x 2 directions x 5 steps, none checked again
     model.forward_cell(torch.randn(2, 3), torch.zeros(2, 4), torch.zeros(2, 4))
-    assert checked[1:] == ["LSTM.forward_cell"] * 3  # x, hidden, state
+    model.layer_cell(1, 1).forward_cell(torch.randn(2, 8), torch.zeros(2, 4), torch.zeros(2, 4))
+    assert checked == ["LSTM.forward_cell"] * 2  # direct calls stay checked

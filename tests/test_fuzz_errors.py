@@ -34,7 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from conftest import SLOW, counted
 from lstm import CELLS, LSTM, Recurrent, create
-from lstm._checks import shape_str
+from lstm.checks import shape_str
 from lstm.driver import ENGINES
 from lstm.registry import takes_lanes
 

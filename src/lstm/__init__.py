@@ -4,10 +4,12 @@ A pure-PyTorch, batch-first ``LSTM`` whose single step, :meth:`LSTM.forward_cell
 can rewrite; the driver (:class:`Recurrent`) gives every cell layers, directions, dropout,
 lengths and ``PackedSequence`` with ``torch.nn.LSTM``'s interface.
 
-Layout: ``driver.py`` (the time loop, one for all cells), ``cells/`` (one file per cell
-family: pure step functions and thin modules), ``registry.py`` (name -> class); around them
-``cli.py`` and ``bench.py`` (``python -m lstm``) and ``lm/`` (the byte-level language model
-the command line trains, which the core never imports).
+Layout: ``driver.py`` (:class:`Recurrent`, the one driver for all cells) composing
+``layout.py``, ``state.py``, ``engines.py``, ``scan.py``, ``checks.py`` and ``parameters.py``
+(one concern each); ``cells/`` (one file per cell family: pure step functions and thin
+modules; a new cell goes there); ``registry.py`` (name -> class); around them ``cli.py`` and
+``bench.py`` (``python -m lstm``) and ``lm/`` (the byte-level language model the command line
+trains, which the core never imports).
 """
 
 from lstm.cells.array import (
@@ -21,6 +23,7 @@ from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 from lstm.cells.slstm import SLSTM, slstm_pointwise
 from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
 from lstm.driver import Recurrent, cell_suffix
+from lstm.engines import Engine
 from lstm.registry import CELLS, create, get_cell
 
 __version__ = "0.1.0"
@@ -31,6 +34,7 @@ __all__ = [
     "LSTM",
     "SLSTM",
     "ArrayLSTM",
+    "Engine",
     "LayerNormLSTM",
     "PeepholeLSTM",
     "Recurrent",

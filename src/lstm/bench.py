@@ -43,6 +43,7 @@ from torch.utils import benchmark
 
 from lstm import _atomic as atomic
 from lstm.cells.lstm import LSTM
+from lstm.driver import Recurrent
 from lstm.registry import CELLS, create
 
 CANDIDATES = ("lstm", "nn.LSTM", "reference", "hoisted")
@@ -95,7 +96,11 @@ DEFAULT_SHAPES = (
 
 @dataclass
 class Result:
-    """Timings of one candidate for one cell, shape and mode (seconds per call)."""
+    """Timings of one candidate for one cell, shape and mode (seconds per call).
+
+    ``engine`` and ``engine_reason`` are what ``engine_for`` says the candidate runs in that
+    mode (``"nn.LSTM"`` for torch's own module).
+    """
 
     cell: str
     shape: str
@@ -108,6 +113,8 @@ class Result:
     first_call_s: float
     peak_memory_bytes: int | None = None
     ratio_to_torch: float | None = field(default=None)
+    engine: str = ""
+    engine_reason: str = ""
 
 
 def build_candidates(
@@ -130,7 +137,7 @@ def build_candidates(
     reference.engine = "reference"
     hoisted = copy.deepcopy(ours)
     hoisted.engine = "hoisted"
-    if isinstance(ours, LSTM) and type(ours).forward_cell is LSTM.forward_cell:
+    if isinstance(ours, LSTM) and not type(ours).step_source.overrides(LSTM):
         torch_lstm = ours.to_torch()
     else:
         torch_lstm = nn.LSTM(shape.input_size, shape.hidden_size, batch_first=True, dtype=dtype)
@@ -157,6 +164,15 @@ def make_step(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Non
         out.sum().backward()
 
     return train
+
+
+def engine_of(module: nn.Module, x: torch.Tensor, mode: str) -> tuple[str, str]:
+    """The engine ``module`` runs on ``x`` in ``mode`` (as :func:`make_step` calls it), and why."""
+    if not isinstance(module, Recurrent):
+        return "nn.LSTM", "torch's own module"
+    with torch.set_grad_enabled(mode == "train"):
+        engine = module.engine_for(x.detach().requires_grad_(mode == "train"))
+    return engine.name, engine.reason
 
 
 def time_interleaved(
@@ -287,33 +303,34 @@ def run_benchmark(
                 times = {name: pair[name] for name, pair in pairs.items()}
                 times["nn.LSTM"] = pairs["lstm"]["nn.LSTM"]
                 for name in names:
-                    torch_median = statistics.median(pairs.get(name, pairs["lstm"])["nn.LSTM"])
-                    quartiles = (
-                        statistics.quantiles(times[name], n=4)
-                        if len(times[name]) > 1
-                        else [0, 0, 0]
-                    )
-                    median = statistics.median(times[name])
-                    results.append(
-                        Result(
-                            cell=cell,
-                            shape=shape.name,
-                            dims=(shape.batch, shape.seq_len, shape.input_size, shape.hidden_size),
-                            mode=mode,
-                            candidate=name,
-                            median_s=median,
-                            iqr_s=quartiles[2] - quartiles[0],
-                            measurements=len(times[name]),
-                            first_call_s=first_call[name],
-                            peak_memory_bytes=(
-                                peak_training_memory(cell, shape, name, dtype)
-                                if memory and mode == "train" and name in ("lstm", "nn.LSTM")
-                                else None
-                            ),
-                            ratio_to_torch=median / torch_median,
-                        )
-                    )
+                    torch_times = pairs.get(name, pairs["lstm"])["nn.LSTM"]
+                    result = _summarise(cell, shape, mode, name, times[name], torch_times)
+                    result.first_call_s = first_call[name]
+                    result.engine, result.engine_reason = engine_of(modules[name], x, mode)
+                    if memory and mode == "train" and name in ("lstm", "nn.LSTM"):
+                        result.peak_memory_bytes = peak_training_memory(cell, shape, name, dtype)
+                    results.append(result)
     return results
+
+
+def _summarise(
+    cell: str, shape: Shape, mode: str, name: str, times: list[float], torch_times: list[float]
+) -> Result:
+    """One candidate's :class:`Result` from its times and nn.LSTM's in the same pair."""
+    quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [0.0, 0.0, 0.0]
+    median = statistics.median(times)
+    return Result(
+        cell=cell,
+        shape=shape.name,
+        dims=(shape.batch, shape.seq_len, shape.input_size, shape.hidden_size),
+        mode=mode,
+        candidate=name,
+        median_s=median,
+        iqr_s=quartiles[2] - quartiles[0],
+        measurements=len(times),
+        first_call_s=0.0,
+        ratio_to_torch=median / statistics.median(torch_times),
+    )
 
 
 def format_table(results: list[Result]) -> str:
@@ -322,13 +339,13 @@ def format_table(results: list[Result]) -> str:
     for result in results:
         rows.setdefault((result.cell, result.shape, result.mode), {})[result.candidate] = result
     names = [c for c in CANDIDATES if any(r.candidate == c for r in results)]
-    header = f"{'cell':<10} {'shape':<18} {'mode':<8}"
+    header = f"{'cell':<10} {'shape':<18} {'mode':<8} {'engine':<9}"
     header += "".join(f" {name + ' ms':>13}" for name in names)
     header += "".join(f" {name + '/torch':>15}" for name in names if name != "nn.LSTM")
     header += f" {'memory lstm/torch':>18}"
     lines = [header, "-" * len(header)]
     for (cell, shape, mode), by_name in rows.items():
-        line = f"{cell:<10} {shape:<18} {mode:<8}"
+        line = f"{cell:<10} {shape:<18} {mode:<8} {by_name['lstm'].engine:<9}"
         line += "".join(f" {by_name[name].median_s * 1e3:>13.2f}" for name in names)
         line += "".join(
             f" {by_name[name].ratio_to_torch or 0.0:>14.2f}x" for name in names if name != "nn.LSTM"
@@ -338,6 +355,11 @@ def format_table(results: list[Result]) -> str:
         if ours.peak_memory_bytes is not None and theirs.peak_memory_bytes:
             memory = f"{ours.peak_memory_bytes / theirs.peak_memory_bytes:.2f}x"
         lines.append(line + f" {memory:>18}")
+    reasons = {
+        (r.cell, r.mode, r.engine, r.engine_reason) for r in results if r.candidate == "lstm"
+    }
+    lines += ["", "engine of the lstm column (model.engine_for):"]
+    lines += [f"  {cell} {mode}: {name} -- {why}" for cell, mode, name, why in sorted(reasons)]
     return "\n".join(lines)
 
 

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lstm._checks import check_int
 from lstm.cells.lstm import LSTM, lstm_pointwise
-from lstm.driver import CellPart, State, linear_maps
+from lstm.checks import check_forward_cell, check_int
+from lstm.engines import FastPath
+from lstm.parameters import CellPart, linear_maps
 
 
 def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -99,6 +100,9 @@ class ArrayLSTM(LSTM):
     (torch.Size([2, 5, 16]), torch.Size([1, 2, 16]), torch.Size([4, 2, 16]))
     """
 
+    fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
+    """This class's own step runs with its input projection hoisted out of the loop."""
+
     def __init__(self, input_size: int, hidden_size: int, k: int, **options: Any) -> None:
         self.k = check_int(type(self).__name__, "k", k, 1)  # build_cell reads it
         super().__init__(input_size, hidden_size, **options)
@@ -119,7 +123,7 @@ class ArrayLSTM(LSTM):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H)."""
-        self._check_step_input(x, hidden, state, lead=(self.k,))
+        check_forward_cell(self, x, hidden, state, lead=(self.k,))
         return array_lstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
 
     def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -127,21 +131,9 @@ class ArrayLSTM(LSTM):
         batch = x.shape[0]
         return x.new_zeros(batch, self.hidden_size), x.new_zeros(self.k, batch, self.hidden_size)
 
-    def fused_forward(
-        self, inputs: Tensor, initial: list[tuple[Tensor, State]], lengths: Tensor | None
-    ) -> tuple[Tensor, list[tuple[Tensor, State]]] | None:
-        """The reference path with the input projection hoisted, for this class's own step.
-
-        Returns None (plain reference path) when a subclass overrides :meth:`forward_cell`
-        or :meth:`build_cell`.
-        """
-        cls = type(self)
-        if (
-            cls.forward_cell is not ArrayLSTM.forward_cell
-            or cls.build_cell is not ArrayLSTM.build_cell
-        ):
-            return None
-        return self._reference_forward(inputs, initial, lengths, hoist=True)
+    def forget_rows(self, rows: Tensor) -> Tensor:
+        """The forget-gate entries of every lane: ``(k, hidden_size, ...)`` of a ``(4Hk, ...)``."""
+        return rows.view(self.k, 4, self.hidden_size, *rows.shape[1:])[:, 0]
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", k={self.k}"
@@ -207,6 +199,6 @@ class StochasticArrayLSTM(ArrayLSTM):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: lanes update, one lane per unit gives the output."""
-        self._check_step_input(x, hidden, state, lead=(self.k,))
+        check_forward_cell(self, x, hidden, state, lead=(self.k,))
         gates = self.i2h(x) + self.h2h(hidden)
         return stochastic_output_pooling(gates, state, sample=self.training)

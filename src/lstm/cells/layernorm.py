@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lstm.driver import CellPart, Recurrent, linear_maps
+from lstm.checks import check_forward_cell
+from lstm.driver import Recurrent
+from lstm.parameters import CellPart, linear_maps
 
 
 class LayerNormLSTM(Recurrent):
@@ -70,7 +72,7 @@ class LayerNormLSTM(Recurrent):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden and state (batch, hidden_size)."""
-        self._check_step_input(x, hidden, state)
+        check_forward_cell(self, x, hidden, state)
         gates = self.ln_ih(self.i2h(x)) + self.ln_hh(self.h2h(hidden))  # (B, 4H)
         forget, input_gate, output, candidate = gates.chunk(4, dim=-1)
         state = torch.sigmoid(forget) * state + torch.sigmoid(input_gate) * torch.tanh(candidate)

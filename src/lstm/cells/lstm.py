@@ -18,7 +18,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstm.driver import CellPart, Recurrent, State, linear_maps
+from lstm.checks import check_forward_cell
+from lstm.driver import Recurrent
+from lstm.engines import FastPath
+from lstm.parameters import CellPart, linear_maps
+from lstm.state import CellState
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -101,14 +105,6 @@ path, medians of 3-9 interleaved steps): hidden 256 -- 0.4x at T=50, 0.7x at 200
 The crossover lies at 250-450 steps; below it the kernel is at most 2.5x faster, above it
 the hoisted path is faster without bound.
 """
-
-
-def _needs_grad(module: nn.Module, inputs: Tensor, initial: list[tuple[Tensor, State]]) -> bool:
-    """Whether autograd will record a forward of ``module`` on these inputs and states."""
-    tensors = [inputs, *(h for h, _ in initial), *(cast(Tensor, c) for _, c in initial)]
-    return any(t.requires_grad for t in tensors) or any(
-        p.requires_grad for p in module.parameters()
-    )
 
 
 def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
@@ -207,6 +203,13 @@ class LSTM(Recurrent):
     i2h: nn.Linear
     h2h: nn.Linear
 
+    fast_path = FastPath(
+        "kernel",
+        "torch.lstm, the kernel of nn.LSTM (plain nn.Linear maps, no hooks)",
+        ragged_training_max_len=PACKED_TRAINING_MAX_LEN,
+    )
+    """This class's own step runs on ``torch.lstm`` (:meth:`fused_forward`)."""
+
     def __init__(
         self,
         input_size: int,
@@ -288,7 +291,7 @@ class LSTM(Recurrent):
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the next cell state.
         """
-        self._check_step_input(x, hidden, state)
+        check_forward_cell(self, x, hidden, state)
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4H), blocks f, i, o, g
         return lstm_pointwise(gates, state)
 
@@ -300,15 +303,26 @@ class LSTM(Recurrent):
     def _apply_forget_bias(self) -> None:
         if self.forget_bias is None:
             return
-        hidden_size = self.hidden_size
         with torch.no_grad():
-            for layer, direction in self._cell_indices():
+            for layer, direction in self.cell_indices():
                 parts = self.cell_parts(layer, direction)
                 for name, value in (("i2h", self.forget_bias), ("h2h", 0.0)):
-                    bias = cast(nn.Linear, parts[name]).bias
-                    # Rows come in blocks of 4H laid out f, i, o, g (one block per Array-LSTM
-                    # lane), so the forget rows are the first H of every block.
-                    bias.view(-1, 4, hidden_size)[:, 0].fill_(value)
+                    self.forget_rows(cast(nn.Linear, parts[name]).bias).fill_(value)
+
+    def forget_rows(self, rows: Tensor) -> Tensor:
+        """The forget-gate entries of a ``(4 * hidden_size,)`` bias (or rows of a weight).
+
+        Parameters
+        ----------
+        rows : Tensor of shape (4 * hidden_size, ...)
+            Blocks f, i, o, g.
+
+        Returns
+        -------
+        Tensor of shape (hidden_size, ...)
+            A view of the first block, which writes through.
+        """
+        return rows.view(4, self.hidden_size, *rows.shape[1:])[0]
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
@@ -318,40 +332,27 @@ class LSTM(Recurrent):
 
     # ------------------------------------------------------------------ fast path
     def fused_forward(
-        self, inputs: Tensor, initial: list[tuple[Tensor, State]], lengths: Tensor | None
-    ) -> tuple[Tensor, list[tuple[Tensor, State]]] | None:
-        """Run the whole stack in one call of ATen's LSTM kernel, or return None.
+        self, inputs: Tensor, initial: list[CellState], lengths: Tensor | None
+    ) -> tuple[Tensor, list[CellState]]:
+        """Run the whole stack in one call of ATen's LSTM kernel.
 
         The kernel is the one ``torch.nn.LSTM`` calls (``torch.lstm``: oneDNN on CPU, cuDNN
         on CUDA), given this module's weights with the gate blocks permuted from f, i, o, g to
         i, f, g, o; the permutation is part of the autograd graph, so gradients reach
         ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
         driver's semantics (final states at each true end, zeros past it, the reverse
-        direction starting at each true end). A ragged batch longer than
-        :data:`PACKED_TRAINING_MAX_LEN` that needs gradients runs the hoisted per-step path
-        instead: its time stays linear in the total steps, where the kernel's packed backward
-        grows with seq_len x total steps.
-        Dropout between layers uses the kernel's own masks (same distribution as the reference
-        path, different random draws).
+        direction starting at each true end). Dropout between layers uses the kernel's own
+        masks (same distribution as the reference path, different random draws).
 
-        Returns None, so that the driver runs the reference path, when the class overrides
-        ``forward_cell`` or ``build_cell``, when a cell's ``i2h``/``h2h`` is not a plain
-        ``nn.Linear`` (replaced, parametrized, or with forward hooks), under autocast, for
-        float16 on the CPU, with zoneout, and with recurrent dropout in training mode. See
+        The driver calls it only where :func:`lstm.engines.choose_engine` chose the kernel:
+        for this class's own step, with plain ``nn.Linear`` maps, outside autocast, not for
+        float16 on the CPU, without zoneout or recurrent dropout in training, and not for a
+        ragged batch longer than :data:`PACKED_TRAINING_MAX_LEN` that needs gradients. See
         :meth:`lstm.driver.Recurrent.fused_forward`.
         """
-        if not self._fusable(inputs):
-            return None
-        if (
-            lengths is not None
-            and inputs.shape[1] > PACKED_TRAINING_MAX_LEN
-            and torch.is_grad_enabled()
-            and _needs_grad(self, inputs, initial)
-        ):
-            return self._reference_forward(inputs, initial, lengths, hoist=True)
         size = self.hidden_size
         weights: list[Tensor] = []
-        for layer, direction in self._cell_indices():
+        for layer, direction in self.cell_indices():
             parts = self.cell_parts(layer, direction)
             i2h, h2h = cast(nn.Linear, parts["i2h"]), cast(nn.Linear, parts["h2h"])
             weights += [_permute_gates(i2h.weight, size), _permute_gates(h2h.weight, size)]
@@ -380,35 +381,13 @@ class LSTM(Recurrent):
             output, _ = pad_packed_sequence(result, batch_first=True, total_length=inputs.shape[1])
             restore = packed.unsorted_indices.to(inputs.device)
             hidden_n, state_n = hidden_n.index_select(1, restore), state_n.index_select(1, restore)
-        finals: list[tuple[Tensor, State]] = list(
-            zip(hidden_n.unbind(0), state_n.unbind(0), strict=True)
-        )
+        finals: list[CellState] = list(zip(hidden_n.unbind(0), state_n.unbind(0), strict=True))
         return output, finals
-
-    def _fusable(self, inputs: Tensor) -> bool:
-        cls = type(self)
-        if cls.forward_cell is not LSTM.forward_cell or cls.build_cell is not LSTM.build_cell:
-            return False
-        if torch.is_autocast_enabled(inputs.device.type):
-            return False
-        if self.zoneout > 0 or (self.training and self.recurrent_dropout > 0):
-            return False  # the kernel has neither; the reference path applies them
-        if inputs.dtype == torch.float16 and inputs.device.type == "cpu":
-            return False
-        for layer, direction in self._cell_indices():
-            for part in self.cell_parts(layer, direction).values():
-                if type(part) is not nn.Linear or part._forward_hooks or part._forward_pre_hooks:
-                    return False
-        return True
 
     # ------------------------------------------------------------------ torch.nn.LSTM
     @classmethod
     def _check_convertible(cls, what: str) -> None:
-        overridden = [
-            name
-            for name in ("build_cell", "forward_cell", "init_hidden", "initHidden")
-            if getattr(cls, name) is not getattr(LSTM, name)
-        ]
+        overridden = cls.step_source.overrides(LSTM)
         if overridden:
             raise TypeError(
                 f"{what}: torch.nn.LSTM computes the plain LSTM; expected a class with LSTM's "
@@ -481,7 +460,7 @@ class LSTM(Recurrent):
         if self.bias:
             names += [("i2h", "bias", "bias_ih"), ("h2h", "bias", "bias_hh")]
         with torch.no_grad():
-            for layer, direction in self._cell_indices():
+            for layer, direction in self.cell_indices():
                 parts = self.cell_parts(layer, direction)
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
                 for part, attribute, torch_name in names:

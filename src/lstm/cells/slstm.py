@@ -8,7 +8,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from lstm.driver import CellPart, Recurrent, linear_maps
+from lstm.checks import check_forward_cell
+from lstm.driver import Recurrent
+from lstm.parameters import CellPart, linear_maps
 
 SLSTMState = tuple[Tensor, Tensor, Tensor]
 """(c, n, m): cell, normaliser and stabiliser states, each (batch, hidden_size)."""
@@ -97,7 +99,7 @@ class SLSTM(Recurrent):
         self, x: Tensor, hidden: Tensor, state: SLSTMState
     ) -> tuple[Tensor, SLSTMState]:
         """One step; see :func:`slstm_pointwise`."""
-        self._check_step_input(x, hidden, state, parts=3)
+        check_forward_cell(self, x, hidden, state, parts=3)
         return slstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
 
     def init_hidden(self, x: Tensor) -> tuple[Tensor, SLSTMState]:

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
-from lstm.driver import CellPart, Recurrent, linear_maps
+from lstm.checks import check_forward_cell
+from lstm.driver import Recurrent
+from lstm.parameters import CellPart, linear_maps
 
 
 def peephole_pointwise(gates: Tensor, state: Tensor, peephole: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,7 +88,7 @@ class PeepholeLSTM(LSTM):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`peephole_pointwise`."""
-        self._check_step_input(x, hidden, state)
+        check_forward_cell(self, x, hidden, state)
         return peephole_pointwise(self.i2h(x) + self.h2h(hidden), state, self.peephole)
 
     def reset_parameters(self) -> None:
@@ -94,7 +96,7 @@ class PeepholeLSTM(LSTM):
         super().reset_parameters()
         bound = 1 / math.sqrt(self.hidden_size)
         with torch.no_grad():
-            for layer, direction in self._cell_indices():
+            for layer, direction in self.cell_indices():
                 peephole = self.cell_parts(layer, direction)["peephole"]
                 assert isinstance(peephole, nn.Parameter)
                 peephole.uniform_(-bound, bound)
@@ -168,5 +170,5 @@ class CIFGLSTM(Recurrent):
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`cifg_pointwise`."""
-        self._check_step_input(x, hidden, state)
+        check_forward_cell(self, x, hidden, state)
         return cifg_pointwise(self.i2h(x) + self.h2h(hidden), state)

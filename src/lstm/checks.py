@@ -1,0 +1,407 @@
+"""Checks, as pure functions: constructor arguments, tensors, lengths and one step's
+arguments and results.
+
+Every check raises before any tensor is reshaped, and every message names the
+owner (the class), what was expected and what was given, e.g.
+``ValueError("LSTM: expected input of shape (batch, seq_len, 16), got (4, 7, 15)")``.
+
+The time loop checks ``forward``'s arguments once and then steps a cell inside
+:func:`stepping`, so that the cell's :meth:`~lstm.driver.Recurrent.forward_cell` skips the
+per-step checks that a direct call makes (they would cost more than a small cell's
+arithmetic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def shape_str(shape: Sequence[int | str]) -> str:
+    """Format a shape like ``(4, 7, 15)``; symbolic entries (``"batch"``) are kept as names."""
+    inner = ", ".join(str(size) for size in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def check_int(owner: str, name: str, value: Any, minimum: int) -> int:
+    """Return ``value`` if it is an ``int`` (not a ``bool``) of at least ``minimum``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an integer.
+    ValueError
+        If ``value < minimum``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"{owner}: expected {name} to be an int, got {type(value).__name__} {value!r}"
+        )
+    if value < minimum:
+        raise ValueError(f"{owner}: expected {name} >= {minimum}, got {value}")
+    return value
+
+
+def check_bool(owner: str, name: str, value: Any) -> bool:
+    """Return ``value`` if it is a ``bool``; raise ``TypeError`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{owner}: expected {name} to be a bool, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def check_probability(owner: str, name: str, value: Any) -> float:
+    """Return ``value`` as a float if it is a real number in ``[0, 1)``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not an ``int`` or ``float`` (``bool`` is refused).
+    ValueError
+        If ``value`` lies outside ``[0, 1)``.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"{owner}: expected {name} to be a float, got {type(value).__name__} {value!r}"
+        )
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{owner}: expected {name} in [0, 1), got {value}")
+    return float(value)
+
+
+def check_device(owner: str, device: Any) -> None:
+    """Raise unless ``device`` is None or something ``torch.device`` accepts.
+
+    Raises
+    ------
+    TypeError
+        If ``device`` is not a ``torch.device``, ``str`` or ``int`` (``bool`` is refused).
+    ValueError
+        If ``torch.device`` refuses it (``"gpu"``, a negative or huge index); torch's reason
+        is quoted.
+    """
+    if device is None or isinstance(device, torch.device):
+        return
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(
+            f"{owner}: expected device to be a torch.device, str or int, got "
+            f"{type(device).__name__} {device!r}"
+        )
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as error:  # ValueError: an index beyond int64
+        raise ValueError(
+            f"{owner}: expected device to be a device torch knows, got {device!r} ({error})"
+        ) from None
+
+
+def check_factory(owner: str, device: Any, dtype: Any) -> None:
+    """Check the ``device`` and ``dtype`` factory arguments (None, or what torch accepts).
+
+    Raises
+    ------
+    TypeError
+        If ``dtype`` is not a floating-point ``torch.dtype``, or for a wrong device type.
+    ValueError
+        If ``torch.device`` refuses ``device`` (see :func:`check_device`).
+    """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(
+            f"{owner}: expected dtype to be a floating-point torch.dtype, got {dtype!r}"
+        )
+    check_device(owner, device)
+
+
+def describe(value: Any) -> str:
+    """``tuple of length 2``, ``list of length 3`` or ``Tensor``: what an argument was."""
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__
+
+
+def check_tensor(owner: str, name: str, value: Any) -> Tensor:
+    """Return ``value`` if it is a dense floating-point tensor; raise ``TypeError`` otherwise."""
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"{owner}: expected {name} to be a torch.Tensor, got {type(value).__name__}"
+        )
+    if value.is_nested or value.layout != torch.strided:
+        kind = "a nested tensor" if value.is_nested else f"layout {value.layout}"
+        raise TypeError(f"{owner}: expected {name} to be a dense (strided) tensor, got {kind}")
+    if not torch.is_floating_point(value):
+        raise TypeError(
+            f"{owner}: expected {name} to be a floating-point tensor, got dtype {value.dtype}"
+        )
+    return value
+
+
+def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
+    """Validate per-sequence lengths and return them as an int64 tensor on the CPU.
+
+    Parameters
+    ----------
+    owner : str
+        Name used in error messages.
+    lengths : Any
+        Candidate lengths: must be a 1-D integer tensor of shape ``(batch,)`` whose
+        entries lie in ``1..seq_len``.
+    batch, seq_len : int
+        Batch size and padded sequence length of the input.
+
+    Returns
+    -------
+    Tensor of shape (batch,), dtype int64, on the CPU.
+    """
+    if not isinstance(lengths, Tensor):
+        raise TypeError(
+            f"{owner}: expected lengths to be a 1-D integer torch.Tensor, "
+            f"got {type(lengths).__name__}"
+        )
+    if torch.is_floating_point(lengths) or torch.is_complex(lengths) or lengths.dtype == torch.bool:
+        raise TypeError(f"{owner}: expected lengths to have an integer dtype, got {lengths.dtype}")
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(
+            f"{owner}: expected lengths of shape {shape_str([batch])} (one entry per sequence), "
+            f"got {shape_str(lengths.shape)}"
+        )
+    if lengths.is_meta:
+        raise ValueError(f"{owner}: expected lengths with values, got a tensor on the meta device")
+    checked: Tensor = lengths.to(device="cpu", dtype=torch.int64)
+    if batch > 0:
+        low, high = int(checked.min()), int(checked.max())
+        if low < 1 or high > seq_len:
+            raise ValueError(
+                f"{owner}: expected every length in 1..{seq_len} (the padded seq_len), "
+                f"got values in {low}..{high}"
+            )
+    return checked
+
+
+def check_cell_index(
+    owner: str, layer: Any, direction: Any, num_layers: int, num_directions: int
+) -> None:
+    """Raise ``ValueError`` unless layer and direction index an existing cell."""
+    if not 0 <= layer < num_layers:
+        raise ValueError(f"{owner}: expected layer in 0..{num_layers - 1}, got {layer}")
+    if not 0 <= direction < num_directions:
+        raise ValueError(f"{owner}: expected direction in 0..{num_directions - 1}, got {direction}")
+
+
+def check_like_parameters(
+    owner: str, tensors: Sequence[tuple[str, Tensor]], parameter: Tensor | None
+) -> None:
+    """Check that tensors sit on the parameters' device and, outside autocast, have their dtype.
+
+    Parameters
+    ----------
+    owner : str
+        Name used in error messages.
+    tensors : sequence of (name, Tensor)
+        The arguments to check, named as the messages should name them.
+    parameter : Tensor or None
+        Any parameter of the module (None for a module without parameters: nothing to check).
+
+    Raises
+    ------
+    ValueError
+        If a tensor is on another device (every device is checked before any dtype).
+    TypeError
+        If a tensor has another dtype while autocast is off on its device.
+    """
+    if parameter is None:
+        return
+    for name, value in tensors:
+        if value.device != parameter.device:
+            raise ValueError(
+                f"{owner}: expected {name} on {parameter.device} (where the parameters are), "
+                f"got {value.device}"
+            )
+    for name, value in tensors:
+        if value.dtype != parameter.dtype and not torch.is_autocast_enabled(value.device.type):
+            raise TypeError(
+                f"{owner}: expected {name} of dtype {parameter.dtype} (the parameters' dtype), "
+                f"got {value.dtype}"
+            )
+
+
+def check_step_arguments(
+    owner: str,
+    x: Any,
+    hidden: Any,
+    state: Any,
+    *,
+    input_size: int,
+    hidden_size: int,
+    lead: tuple[int, ...] = (),
+    parts: int = 0,
+    parameter: Tensor | None = None,
+) -> None:
+    """Check the arguments of one step before any arithmetic.
+
+    Parameters
+    ----------
+    owner : str
+        Name used in error messages, e.g. ``"LSTM.forward_cell"``.
+    x : Tensor of shape (batch, input_size)
+    hidden : Tensor of shape (batch, hidden_size)
+    state : Tensor of shape (*lead, batch, hidden_size), or a tuple of ``parts`` of them
+    input_size, hidden_size : int
+        Features of this cell's ``x`` and hidden output.
+    lead : tuple of int, default ()
+        Leading dimensions of each state tensor (``(k,)`` for k lanes).
+    parts : int, default 0
+        0 for a single state tensor, else the length of the state tuple.
+    parameter : Tensor, optional
+        Any parameter of the cell: every argument must share its device and (outside
+        autocast) its dtype.
+
+    Raises
+    ------
+    TypeError
+        For a non-tensor, a non-floating tensor, a state tuple of the wrong length or a dtype
+        other than the parameters'.
+    ValueError
+        For a wrong shape or device.
+    """
+    x = check_tensor(owner, "x", x)
+    if x.dim() != 2 or x.shape[1] != input_size:
+        wanted = shape_str(["batch", input_size])
+        raise ValueError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
+    size = (x.shape[0], hidden_size)
+    if parts:
+        if not isinstance(state, (tuple, list)) or len(state) != parts:
+            raise TypeError(
+                f"{owner}: expected state to be a tuple of {parts} tensors, got {describe(state)}"
+            )
+        states = [(f"state[{index}]", part) for index, part in enumerate(state)]
+    else:
+        states = [("state", state)]
+    arguments = [("hidden", hidden, size)] + [(name, part, (*lead, *size)) for name, part in states]
+    tensors = [("x", x)]
+    for name, value, shape in arguments:
+        value = check_tensor(owner, name, value)
+        if value.shape != shape:
+            raise ValueError(
+                f"{owner}: expected {name} of shape {shape_str(shape)}, "
+                f"got {shape_str(value.shape)}"
+            )
+        tensors.append((name, value))
+    check_like_parameters(owner, tensors, parameter)
+
+
+def check_forward_cell(
+    cell: Any, x: Any, hidden: Any, state: Any, *, lead: tuple[int, ...] = (), parts: int = 0
+) -> None:
+    """Check the arguments of a built-in ``cell.forward_cell`` call before any arithmetic.
+
+    :func:`check_step_arguments` with the sizes of the cell ``cell`` stands for (its
+    ``cell_index``: a :meth:`~lstm.driver.Recurrent.layer_cell` view of a deeper layer reads
+    ``num_directions * hidden_size`` features), the state ``(*lead, batch, hidden_size)`` or
+    a tuple of ``parts`` such tensors, and its parameters' device and dtype. Nothing is
+    checked while the time loop steps ``cell`` (:func:`stepping`).
+
+    Parameters
+    ----------
+    cell : Recurrent
+        The module (or view) whose ``forward_cell`` was called.
+    x, hidden, state
+        The call's arguments.
+    lead : tuple of int, default ()
+    parts : int, default 0
+    """
+    if is_stepping(cell):
+        return
+    check_step_arguments(
+        f"{type(cell).__name__}.forward_cell",
+        x,
+        hidden,
+        state,
+        input_size=cell.layer_input_size(cell.cell_index[0]),
+        hidden_size=cell.hidden_size,
+        lead=lead,
+        parts=parts,
+        parameter=next(cell.parameters(), None),
+    )
+
+
+def check_call_options(
+    owner: str, engine: Any, engines: Sequence[str], return_all_states: Any
+) -> None:
+    """Check the engine setting and ``return_all_states`` of a ``forward`` call."""
+    if not isinstance(engine, str) or engine not in engines:
+        raise ValueError(f"{owner}: expected engine in {tuple(engines)}, got {engine!r}")
+    if not isinstance(return_all_states, bool):
+        raise TypeError(
+            f"{owner}: expected return_all_states to be a bool, got "
+            f"{type(return_all_states).__name__}"
+        )
+
+
+def check_step_results(
+    owner: str, hidden: Any, state: Any, like_hidden: Tensor, like_state: Any
+) -> None:
+    """Check what one step returned against what it was given.
+
+    Parameters
+    ----------
+    owner : str
+        Name used in error messages, e.g. ``"CoupledGate.forward_cell"``.
+    hidden, state : Any
+        The step's results.
+    like_hidden : Tensor of shape (batch, hidden_size)
+    like_state : Tensor or tuple of Tensors
+        The step's arguments: the results must have the same structure and shapes.
+
+    Raises
+    ------
+    ValueError
+        If a result is not a tensor of the expected shape.
+    """
+    if not isinstance(hidden, Tensor) or hidden.shape != like_hidden.shape:
+        got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
+        raise ValueError(
+            f"{owner}: expected hidden of shape {shape_str(like_hidden.shape)}, got {got}"
+        )
+    new_parts = state if isinstance(state, tuple) else (state,)
+    old_parts = like_state if isinstance(like_state, tuple) else (like_state,)
+    if len(new_parts) != len(old_parts) or any(
+        not isinstance(new, Tensor) or new.shape != old.shape
+        for new, old in zip(new_parts, old_parts, strict=False)
+    ):
+        shapes = [
+            shape_str(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in new_parts
+        ]
+        raise ValueError(
+            f"{owner}: expected state shaped like {[shape_str(p.shape) for p in old_parts]}, "
+            f"got {shapes}"
+        )
+
+
+_STEPPING: ContextVar[object | None] = ContextVar("lstm_stepping", default=None)
+
+
+@contextmanager
+def stepping(cell: object) -> Iterator[None]:
+    """Within this block, ``cell`` is being stepped by the time loop.
+
+    The loop has checked ``forward``'s arguments once (and checks the first step's results),
+    so :func:`is_stepping` tells ``cell``'s own ``forward_cell`` to skip its per-step checks.
+    Only this very object is affected: any other module's ``forward_cell``, and the same
+    module called directly outside the loop, stay fully checked.
+    """
+    token = _STEPPING.set(cell)
+    try:
+        yield
+    finally:
+        _STEPPING.reset(token)
+
+
+def is_stepping(cell: object) -> bool:
+    """Whether the time loop is stepping ``cell`` now (see :func:`stepping`)."""
+    return _STEPPING.get() is cell

@@ -1,0 +1,301 @@
+"""Which engine runs a forward call, and why: the one place where that is decided.
+
+Three engines compute the same function (tested to 1e-10 in float64):
+
+``reference``
+    :func:`lstm.scan.run_stack`: ``forward_cell`` at every step, in Python. Every cell has it,
+    and it never goes away: the tests compare every other engine with it.
+``hoisted``
+    The same loop, but a plain ``nn.Linear`` ``i2h`` is applied to all steps in one matrix
+    product before it; ``self.i2h(x)`` inside ``forward_cell`` then returns the precomputed
+    row.
+``kernel``
+    The cell family's whole-stack :meth:`~lstm.driver.Recurrent.fused_forward` (for the LSTM:
+    ``torch.lstm``, the kernel of ``torch.nn.LSTM``).
+
+A family declares its fast path once, beside the ``forward_cell`` it speeds up, as a
+:class:`FastPath` class attribute. Which step a class runs is worked out once, when the class
+is created (:func:`step_source`): a fast path applies only to a class whose ``forward_cell``
+and ``build_cell`` both come from the class that declared it, so a subclass that rewrites the
+step runs its own code without opting out of anything. :func:`choose_engine` then applies the
+rules of the table in docs/architecture.md to one call, and returns the engine with its
+reason; ``model.engine_for(x)`` shows it to the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from lstm.parameters import cell_suffix, view_with
+from lstm.scan import run_stack
+from lstm.state import CellState, State, state_parts
+
+if TYPE_CHECKING:
+    from lstm.driver import Recurrent
+
+ENGINES = ("auto", "reference", "hoisted")
+"""Values of :attr:`Recurrent.engine <lstm.driver.Recurrent>`: the user's setting."""
+
+CONTRACT = ("build_cell", "forward_cell", "init_hidden", "initHidden")
+"""The methods a cell class defines (see :class:`lstm.driver.Recurrent`)."""
+
+
+class Engine(NamedTuple):
+    """The engine chosen for one call, and why.
+
+    Attributes
+    ----------
+    name : str
+        ``"kernel"``, ``"hoisted"`` or ``"reference"``.
+    reason : str
+        What made the choice: the class that declares or overrides the step, the setting,
+        or the condition that blocks a faster engine.
+    """
+
+    name: str
+    reason: str
+
+
+class FastPath(NamedTuple):
+    """A cell family's faster engine, declared as a class attribute next to its step.
+
+    Attributes
+    ----------
+    engine : str
+        ``"kernel"`` (the class's :meth:`~lstm.driver.Recurrent.fused_forward`) or
+        ``"hoisted"``.
+    description : str
+        What runs, for :class:`Engine`'s reason (e.g. "torch.lstm, nn.LSTM's kernel").
+    ragged_training_max_len : int or None
+        Kernel only: the longest ragged batch that trains on the kernel; longer ones that
+        need gradients run hoisted (see :data:`lstm.cells.lstm.PACKED_TRAINING_MAX_LEN`).
+    """
+
+    engine: str
+    description: str
+    ragged_training_max_len: int | None = None
+
+
+@dataclass(frozen=True)
+class StepSource:
+    """Where a cell class's step comes from, worked out once when the class is created.
+
+    Attributes
+    ----------
+    defined_by : Mapping of str to type
+        For each method of :data:`CONTRACT`, the class in the MRO that defines it.
+    fast_path : FastPath or None
+        The fast path that applies to the class, if any.
+    reason : str
+        Why: the class whose step runs, and what overrides a parent's step.
+    """
+
+    defined_by: Mapping[str, type]
+    fast_path: FastPath | None
+    reason: str
+
+    def overrides(self, base: type) -> list[str]:
+        """The contract methods that a class below ``base`` redefines, in :data:`CONTRACT` order."""
+        return [
+            name
+            for name in CONTRACT
+            if issubclass(self.defined_by[name], base) and self.defined_by[name] is not base
+        ]
+
+
+def step_source(cls: type) -> StepSource:
+    """Work out which step ``cls`` runs and whether a declared fast path applies to it."""
+    defined_by = {
+        name: next(klass for klass in cls.__mro__ if name in vars(klass)) for name in CONTRACT
+    }
+    step, builder = defined_by["forward_cell"], defined_by["build_cell"]
+    declared: FastPath | None = vars(step).get("fast_path")
+    if declared is not None and builder is step:
+        return StepSource(
+            defined_by, declared, f"{step.__name__}'s own step: {declared.description}"
+        )
+    if declared is not None:
+        reason = f"{builder.__name__} overrides build_cell of {step.__name__}"
+    else:
+        ancestor = next((k for k in step.__mro__[1:] if vars(k).get("fast_path")), None)
+        reason = (
+            f"{step.__name__} overrides forward_cell of {ancestor.__name__}"
+            if ancestor is not None
+            else f"{step.__name__}'s forward_cell has no fast path"
+        )
+    return StepSource(defined_by, None, reason + ": it runs step by step")
+
+
+def choose_engine(
+    module: Recurrent,
+    inputs: Tensor,
+    lengths: Tensor | None,
+    initial: list[CellState],
+    *,
+    all_states: bool = False,
+) -> Engine:
+    """The engine for one call, and its reason (the rule table of docs/architecture.md).
+
+    Parameters
+    ----------
+    module : Recurrent
+    inputs : Tensor of shape (batch, seq_len, input_size)
+    lengths : Tensor of shape (batch,), or None
+        None when every sequence runs to seq_len (see :attr:`lstm.layout.Batch.ragged`).
+    initial : list of (hidden, state)
+        The initial state of every cell (whether they need gradients matters).
+    all_states : bool, default False
+        Whether the call collects every step's state (``return_all_states=True``).
+
+    Returns
+    -------
+    Engine
+    """
+    setting = module.engine
+    if setting == "reference":
+        return Engine("reference", "engine='reference' is set on the module")
+    unhoistable = _unhoistable(module)
+    if setting == "hoisted":
+        if unhoistable is not None:
+            return Engine("reference", f"engine='hoisted' is set, but {unhoistable}")
+        return Engine("hoisted", "engine='hoisted' is set on the module")
+    if all_states:
+        return Engine("reference", "return_all_states=True collects every step's state")
+    source = type(module).step_source
+    fast = source.fast_path
+    if fast is None:
+        return Engine("reference", source.reason)
+    if fast.engine == "hoisted":
+        if unhoistable is not None:
+            return Engine("reference", f"{source.reason}, but {unhoistable}")
+        return Engine("hoisted", source.reason)
+    blocker = _kernel_blocker(module, inputs)
+    if blocker is not None:
+        return Engine("reference", f"the kernel does not apply: {blocker}")
+    limit = fast.ragged_training_max_len
+    long_ragged = lengths is not None and limit is not None and inputs.shape[1] > limit
+    if long_ragged and torch.is_grad_enabled() and _needs_grad(module, inputs, initial):
+        return Engine(
+            "hoisted",
+            f"a ragged batch of {inputs.shape[1]} steps (> {limit}) that needs gradients: "
+            "the kernel's packed backward grows with seq_len x steps",
+        )
+    return Engine("kernel", source.reason)
+
+
+def run_engine(
+    engine: Engine,
+    module: Recurrent,
+    inputs: Tensor,
+    initial: list[CellState],
+    lengths: Tensor | None,
+    collect: list[list[State]] | None = None,
+) -> tuple[Tensor, list[CellState]]:
+    """Run ``engine``: outputs ``(batch, seq_len, D*H)`` and the final state of every cell."""
+    if engine.name == "kernel":
+        result = module.fused_forward(inputs, initial, lengths)
+        if result is None:
+            raise TypeError(
+                f"{type(module).__name__}.fused_forward: expected (outputs, finals) from the "
+                "kernel its class declares, got None"
+            )
+        return result
+    prepare = hoist_input_projection if engine.name == "hoisted" else None
+    return run_stack(module, inputs, initial, lengths, prepare=prepare, collect=collect)
+
+
+def plain_linear_problem(name: str, part: object) -> str | None:
+    """None if ``part`` is a plain ``nn.Linear`` without hooks, else what is in the way.
+
+    Only such a map can be read as weights (the kernel) or applied to all steps at once (the
+    hoisted engine) with the same result: a subclass, a parametrization or a hook may do
+    anything.
+    """
+    if type(part) is not nn.Linear:
+        return f"{name} is a {type(part).__name__}, not a plain nn.Linear"
+    if part._forward_hooks or part._forward_pre_hooks:
+        return f"{name} has forward hooks"
+    return None
+
+
+def _unhoistable(module: Recurrent) -> str | None:
+    """Why ``i2h`` cannot be hoisted in some cell, or None."""
+    for layer, direction in module.cell_indices():
+        parts = module.cell_parts(layer, direction)
+        name = "i2h" + cell_suffix(layer, direction)
+        if "i2h" not in parts:
+            return f"{type(module).__name__} has no i2h to hoist"
+        problem = plain_linear_problem(name, parts["i2h"])
+        if problem is not None:
+            return problem
+    return None
+
+
+def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
+    """Why the whole-stack kernel cannot run this call, or None."""
+    if torch.is_autocast_enabled(inputs.device.type):
+        return f"autocast is on for {inputs.device.type}"
+    if inputs.dtype == torch.float16 and inputs.device.type == "cpu":
+        return "float16 on the CPU"
+    if module.zoneout > 0:
+        return f"zoneout={module.zoneout} acts at every step"
+    if module.training and module.recurrent_dropout > 0:
+        return f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
+    for layer, direction in module.cell_indices():
+        for name, part in module.cell_parts(layer, direction).items():
+            problem = plain_linear_problem(name + cell_suffix(layer, direction), part)
+            if problem is not None:
+                return problem
+    return None
+
+
+def _needs_grad(module: nn.Module, inputs: Tensor, initial: list[CellState]) -> bool:
+    """Whether autograd will record a forward of ``module`` on these inputs and states."""
+    tensors = [inputs, *(h for h, _ in initial)]
+    tensors += [part for _, state in initial for part in state_parts(state)]
+    return any(t.requires_grad for t in tensors) or any(
+        p.requires_grad for p in module.parameters()
+    )
+
+
+def hoist_input_projection(cell: Recurrent, inputs: Tensor, steps: tuple[Tensor, ...]) -> Recurrent:
+    """The hoisted engine: one matrix product for ``i2h`` over all steps.
+
+    Returns a view of ``cell`` whose ``i2h`` answers ``i2h(steps[t])`` with row ``t`` of
+    ``i2h(inputs)``, and computes anything else it is given as before. :func:`choose_engine`
+    picks this engine only where every ``i2h`` is a plain ``nn.Linear`` without hooks, which
+    acts on each step independently, so the batched call is the same function.
+    """
+    projection = cell._modules["i2h"]
+    assert projection is not None
+    projected = projection(inputs).unbind(1)  # T x (B, out_features)
+    return view_with(cell, {"i2h": _StepAnswers(projection, steps, projected)}, cell.cell_index)
+
+
+class _StepAnswers(nn.Module):
+    """Stands in for ``i2h`` on the hoisted engine: ``i2h(steps[t])`` is ``projected[t]``.
+
+    The step tensor is recognised by identity, never by value; any other input is passed to
+    the real module, so a cell that applies ``i2h`` to something else stays correct.
+    """
+
+    projection: nn.Module
+
+    def __init__(
+        self, projection: nn.Module, steps: tuple[Tensor, ...], projected: tuple[Tensor, ...]
+    ) -> None:
+        super().__init__()
+        self.__dict__["projection"] = projection  # not registered: the view owns no parameters
+        self._answers = {id(step): (step, row) for step, row in zip(steps, projected, strict=True)}
+
+    def forward(self, x: Tensor) -> Tensor:
+        answer = self._answers.get(id(x))
+        if answer is not None and answer[0] is x:
+            return answer[1]
+        result: Tensor = self.projection(x)
+        return result

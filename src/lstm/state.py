@@ -1,0 +1,199 @@
+"""The state a cell carries, as the driver handles it without looking inside.
+
+A state is a tensor, or a tuple of tensors, whose second-to-last dimension is the batch:
+``(batch, hidden_size)`` for the LSTM, ``(k, batch, hidden_size)`` for an Array-LSTM with k
+lanes, ``(c, n, m)`` for the sLSTM. This module maps functions over its parts, stacks the
+states of all cells (layers x directions) the way ``torch.nn.LSTM`` returns them, and builds
+the initial state of every cell: from :meth:`~lstm.driver.Recurrent.init_hidden`, or from the
+stacked tensors a caller passes to ``forward``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import torch
+from torch import Tensor
+
+from lstm.checks import check_tensor, describe, shape_str
+
+if TYPE_CHECKING:
+    from lstm.driver import Recurrent
+
+State: TypeAlias = Tensor | tuple[Tensor, ...]
+"""What a cell carries besides its hidden output: a tensor or tuple of tensors, batch at dim -2."""
+
+CellState: TypeAlias = tuple[Tensor, State]
+"""``(hidden, state)`` of one cell: hidden ``(batch, hidden_size)``, the state as above."""
+
+
+def map_state(fn: Callable[[Tensor], Tensor], state: State) -> State:
+    """Apply ``fn`` to the tensor, or to each tensor of the tuple, that makes up ``state``."""
+    if isinstance(state, tuple):
+        return tuple(fn(part) for part in state)
+    return fn(state)
+
+
+def state_parts(state: State) -> tuple[Tensor, ...]:
+    """The tensors of ``state``: itself alone, or the tuple's members."""
+    return state if isinstance(state, tuple) else (state,)
+
+
+def from_parts(parts: Sequence[Tensor], like: State) -> State:
+    """The inverse of :func:`state_parts`: a tuple if ``like`` is one, else the single tensor."""
+    return tuple(parts) if isinstance(like, tuple) else parts[0]
+
+
+def combine_states(fn: Callable[[Tensor, Tensor], Tensor], old: State, new: State) -> State:
+    """``fn(old_part, new_part)`` for each tensor of two states of the same structure."""
+    parts = zip(state_parts(old), state_parts(new), strict=True)
+    return from_parts([fn(old_part, new_part) for old_part, new_part in parts], new)
+
+
+def stack_states(states: Sequence[State], batch: int) -> State:
+    """Concatenate per-cell states ``(*lead, B, X)`` into ``(cells * prod(lead), B, X)``."""
+    columns = zip(*(state_parts(state) for state in states), strict=True)
+    stacked = [
+        torch.cat([part.reshape(-1, batch, part.shape[-1]) for part in column])
+        for column in columns
+    ]
+    return from_parts(stacked, states[0])
+
+
+def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:
+    """Per-step states ``(*lead, B, X)`` of each direction into ``(*lead, B, T, D*X)``."""
+    first = per_direction[0][0]
+    columns = []
+    for index in range(len(state_parts(first))):
+        directions = [
+            torch.stack([state_parts(state)[index] for state in steps], dim=-2)
+            for steps in per_direction
+        ]  # each (*lead, B, T, X)
+        columns.append(directions[0] if len(directions) == 1 else torch.cat(directions, -1))
+    return from_parts(columns, first)
+
+
+def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellState:
+    """``cell.initHidden(inputs)``, checked: hidden ``(B, H)``, state parts batch at dim -2.
+
+    ``initHidden``, not ``init_hidden``: a subclass may override either name, and the base
+    ``initHidden`` defers to ``init_hidden``.
+    """
+    owner = type(module).__name__
+    result = cell.initHidden(inputs)
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(
+            f"{owner}.init_hidden: expected a (hidden, state) pair, got {type(result).__name__}"
+        )
+    hidden, state = result
+    batch = inputs.shape[0]
+    if not isinstance(hidden, Tensor) or hidden.shape != (batch, module.hidden_size):
+        got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
+        raise ValueError(
+            f"{owner}.init_hidden: expected hidden of shape "
+            f"{shape_str([batch, module.hidden_size])}, got {got}"
+        )
+    if isinstance(state, list):
+        state = tuple(state)
+    for part in state_parts(state):
+        if not isinstance(part, Tensor) or part.dim() < 2 or part.shape[-2] != batch:
+            got = shape_str(part.shape) if isinstance(part, Tensor) else type(part).__name__
+            raise ValueError(
+                f"{owner}.init_hidden: expected state tensors of shape "
+                f"(..., {batch}, features) (batch at dim -2), got {got}"
+            )
+    return hidden, state
+
+
+def initial_states(
+    module: Recurrent, inputs: Tensor, hidden: Any, unbatched: bool
+) -> list[CellState]:
+    """Initial ``(hidden, state)`` of every cell, in the order layer 0 fwd, layer 0 rev, ...
+
+    Parameters
+    ----------
+    module : Recurrent
+    inputs : Tensor of shape (batch, seq_len, input_size)
+    hidden : None or (hidden, state)
+        None for every cell's :meth:`~lstm.driver.Recurrent.init_hidden`; else the stacked
+        tensors ``forward`` was given (see :func:`split_stacked`), checked against the
+        shapes that ``init_hidden`` gives one cell.
+    unbatched : bool
+        Whether ``forward``'s input had no batch dimension (nor then do the given states).
+    """
+    template = default_state(module, module, inputs)
+    cells = list(module.cell_indices())
+    if hidden is None:
+        rest = [default_state(module, module.layer_cell(*index), inputs) for index in cells[1:]]
+        return [template, *rest]
+    owner = type(module).__name__
+    if not isinstance(hidden, (tuple, list)) or len(hidden) != 2:
+        raise TypeError(
+            f"{owner}: expected hidden to be a (hidden, state) tuple, got {describe(hidden)}"
+        )
+    count = len(cells)
+    hidden_parts = split_stacked(owner, "hidden", hidden[0], template[0], count, inputs, unbatched)
+    like, given = template[1], hidden[1]
+    if not isinstance(like, tuple):
+        states = split_stacked(owner, "state", given, like, count, inputs, unbatched)
+        return list(zip(hidden_parts, states, strict=True))
+    if not isinstance(given, (tuple, list)) or len(given) != len(like):
+        raise TypeError(
+            f"{owner}: expected state to be a tuple of {len(like)} tensors, got {describe(given)}"
+        )
+    columns = [
+        split_stacked(owner, f"state[{i}]", part, like_part, count, inputs, unbatched)
+        for i, (part, like_part) in enumerate(zip(given, like, strict=True))
+    ]
+    rows: list[State] = [tuple(row) for row in zip(*columns, strict=True)]
+    return list(zip(hidden_parts, rows, strict=True))
+
+
+def split_stacked(
+    owner: str, name: str, given: Any, like: Tensor, count: int, inputs: Tensor, unbatched: bool
+) -> list[Tensor]:
+    """Check a caller's stacked state tensor against one cell's and split it per cell.
+
+    ``like`` is one cell's tensor, shape ``(*lead, B, X)``; the stacked form is
+    ``(count * prod(lead), B, X)``, without ``B`` for unbatched input. The per-cell form
+    ``like`` itself is accepted when there is a single cell.
+
+    Raises
+    ------
+    TypeError
+        If ``given`` is not a floating-point tensor of the input's dtype.
+    ValueError
+        If its shape or device is not the expected one.
+    """
+    given = check_tensor(owner, name, given)
+    lead = math.prod(like.shape[:-2])
+    batch, features = like.shape[-2], like.shape[-1]
+    accepted: list[tuple[int, ...]]
+    if unbatched:
+        accepted = [(count * lead, features)]
+        meaning = "(num_layers*num_directions, hidden_size) for unbatched input"
+    else:
+        accepted = [(count * lead, batch, features)]
+        meaning = "(num_layers*num_directions, batch, hidden_size)"
+        if count == 1 and tuple(like.shape) not in accepted:
+            accepted.append(tuple(like.shape))
+    if tuple(given.shape) not in accepted:
+        options = " or ".join(shape_str(shape) for shape in accepted)
+        raise ValueError(
+            f"{owner}: expected {name} of shape {options} {meaning}, got {shape_str(given.shape)}"
+        )
+    if given.dtype != inputs.dtype:
+        raise TypeError(
+            f"{owner}: expected {name} of dtype {inputs.dtype} (the input's), got {given.dtype}"
+        )
+    if given.device != inputs.device:
+        raise ValueError(
+            f"{owner}: expected {name} on {inputs.device} (the input's), got {given.device}"
+        )
+    if unbatched:
+        given = given.unsqueeze(-2)  # (count*lead, 1, X)
+    if tuple(given.shape) == tuple(like.shape):
+        return [given]
+    return [chunk.reshape(like.shape) for chunk in given.split(lead)]
