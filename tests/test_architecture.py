@@ -17,7 +17,9 @@ def runtime_imports(module: str) -> set[str]:
     tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
     found: set[str] = set()
     for node in tree.body:  # module level only: no import hides in a function of the core
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lstm."):
+        if isinstance(node, ast.ImportFrom) and node.module == "lstm":  # from lstm import state
+            found |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lstm."):
             found.add(node.module.removeprefix("lstm."))
         elif isinstance(node, ast.Import):
             found |= {

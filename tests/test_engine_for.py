@@ -250,7 +250,7 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
 def test_a_declared_kernel_that_returns_nothing_is_refused() -> None:
     class Broken(lstm.Recurrent):
         fast_path = lstm.engines.FastPath("kernel", "a kernel that forgets to answer")
-        build_cell = LSTM.build_cell
+        gate_blocks = 4
         forward_cell = LSTM.forward_cell
 
     model = Broken(3, 4)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
+from lstm import parameters
 from lstm.checks import (
     check_bool,
     check_call_options,
@@ -31,19 +32,12 @@ from lstm.checks import (
 )
 from lstm.engines import ENGINES, Engine, StepSource, choose_engine, run_engine, step_source
 from lstm.layout import Batch, read_input, write_output
-from lstm.parameters import (
-    CellPart,
-    cell_parts,
-    cell_suffix,
-    linear_maps,
-    register_cell,
-    view_with,
-)
+from lstm.parameters import CellPart, Device, DType, cell_suffix, linear_maps
 from lstm.state import CellState, State, initial_states, map_state
 
-# Names that lived here before the driver was split, kept importable from here.
-__all__ = ["ENGINES", "CellPart", "Engine", "Recurrent", "State", "cell_suffix", "linear_maps"]
-__all__ += ["map_state"]
+# Recurrent, and names that lived here before the driver was split (still importable).
+__all__ = ["ENGINES", "CellPart", "Engine", "Recurrent", "State", "cell_suffix"]
+__all__ += ["linear_maps", "map_state"]
 
 _DEFAULTS = {"num_layers": 1, "bias": True, "batch_first": True, "dropout": 0.0}
 _DEFAULTS |= {"bidirectional": False, "recurrent_dropout": 0.0, "zoneout": 0.0}
@@ -107,6 +101,9 @@ class Recurrent(nn.Module):
     """
 
     step_source: ClassVar[StepSource]
+    gate_blocks: ClassVar[int] = 0
+    """Blocks of ``hidden_size`` rows of ``i2h`` and ``h2h`` made by the default
+    :meth:`build_cell` (4 for the LSTM); 0 for a class that defines its own."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -153,21 +150,19 @@ class Recurrent(nn.Module):
             width = self.layer_input_size(layer)
             parts = self.build_cell(width, self.hidden_size, device=device, dtype=dtype)
             suffix = cell_suffix(layer, direction)
-            self.cell_names = register_cell(self, owner, parts, self.cell_names, suffix)
+            self.cell_names = parameters.register_cell(self, owner, parts, self.cell_names, suffix)
 
     # ------------------------------------------------------------------ what a cell says
     def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
     ) -> dict[str, CellPart]:
         """Create the parameters of one cell (one layer, one direction).
 
         Called by the constructor once per layer and direction; attributes it reads (such as
-        a subclass's ``self.k``) must be set before ``super().__init__``.
+        a subclass's ``self.k``) must be set before ``super().__init__``. By default, for a
+        class that sets :attr:`gate_blocks`: the reference page's ``i2h`` and ``h2h``,
+        ``nn.Linear`` maps to ``gate_blocks * hidden_size`` features
+        (:func:`~lstm.parameters.linear_maps`).
 
         Parameters
         ----------
@@ -185,7 +180,12 @@ class Recurrent(nn.Module):
             The same names for every cell; inside :meth:`forward_cell` they are reachable as
             ``self.<name>``.
         """
-        raise NotImplementedError(f"{type(self).__name__} must define build_cell()")
+        if not self.gate_blocks:
+            raise NotImplementedError(f"{type(self).__name__} must define build_cell()")
+        size = self.gate_blocks * hidden_size
+        return linear_maps(
+            input_size, hidden_size, size, bias=self.bias, device=device, dtype=dtype
+        )
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Any) -> tuple[Tensor, Any]:
         """Advance one cell by one step.
@@ -260,7 +260,7 @@ class Recurrent(nn.Module):
         """
         owner, layers, directions = type(self).__name__, self.num_layers, self.num_directions
         check_cell_index(owner, layer, direction, layers, directions)
-        return cell_parts(self, self.cell_names, cell_suffix(layer, direction))
+        return parameters.cell_parts(self, self.cell_names, cell_suffix(layer, direction))
 
     def layer_cell(self, layer: int = 0, direction: int = 0) -> Recurrent:
         """This module as seen by one cell: ``self.<name>`` is that cell's part.
@@ -273,7 +273,7 @@ class Recurrent(nn.Module):
         """
         if (layer, direction) == (0, 0):
             return self
-        return view_with(self, self.cell_parts(layer, direction), (layer, direction))
+        return parameters.view_with(self, self.cell_parts(layer, direction), (layer, direction))
 
     def reset_parameters(self) -> None:
         """Re-initialise every cell part that has a ``reset_parameters`` method.

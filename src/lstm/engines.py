@@ -113,6 +113,10 @@ def step_source(cls: type) -> StepSource:
     defined_by = {
         name: next(klass for klass in cls.__mro__ if name in vars(klass)) for name in CONTRACT
     }
+    # The parameters come from build_cell, or from gate_blocks for the default build_cell.
+    defined_by["build_cell"] = next(
+        klass for klass in cls.__mro__ if {"build_cell", "gate_blocks"} & set(vars(klass))
+    )
     step, builder = defined_by["forward_cell"], defined_by["build_cell"]
     declared: FastPath | None = vars(step).get("fast_path")
     if declared is not None and builder is step:

@@ -19,6 +19,12 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 CellPart: TypeAlias = nn.Module | nn.Parameter
 """One named part of a cell: a module (``nn.Linear``, ``nn.LayerNorm``, ...) or a parameter."""
 
+Device: TypeAlias = torch.device | str | None
+"""The ``device`` factory argument of :meth:`~lstm.driver.Recurrent.build_cell`."""
+
+DType: TypeAlias = torch.dtype | None
+"""The ``dtype`` factory argument of :meth:`~lstm.driver.Recurrent.build_cell`."""
+
 
 def cell_suffix(layer: int, direction: int) -> str:
     """Suffix of the parameter names of one cell, in ``torch.nn.LSTM``'s convention.

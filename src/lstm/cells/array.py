@@ -17,7 +17,7 @@ from torch import Tensor
 from lstm.cells.lstm import LSTM, lstm_pointwise
 from lstm.checks import check_forward_cell, check_int
 from lstm.engines import FastPath
-from lstm.parameters import CellPart, linear_maps
+from lstm.parameters import CellPart, Device, DType, linear_maps
 
 
 def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,12 +108,7 @@ class ArrayLSTM(LSTM):
         super().__init__(input_size, hidden_size, **options)
 
     def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
     ) -> dict[str, CellPart]:
         """``i2h``: Linear(input_size, 4Hk) and ``h2h``: Linear(hidden_size, 4Hk)."""
         width = 4 * hidden_size * self.k

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
-from lstm.parameters import CellPart, linear_maps
+from lstm.parameters import CellPart, Device, DType, linear_maps
 
 
 class LayerNormLSTM(Recurrent):
@@ -50,12 +50,7 @@ class LayerNormLSTM(Recurrent):
     ln_cell: nn.LayerNorm
 
     def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
     ) -> dict[str, CellPart]:
         """Bias-free ``i2h``, ``h2h`` and the three layer norms."""
         width = 4 * hidden_size

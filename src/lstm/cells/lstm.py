@@ -21,7 +21,6 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
 from lstm.engines import FastPath
-from lstm.parameters import CellPart, linear_maps
 from lstm.state import CellState
 
 GATES = ("forget", "input", "output", "candidate")
@@ -203,6 +202,8 @@ class LSTM(Recurrent):
     i2h: nn.Linear
     h2h: nn.Linear
 
+    gate_blocks = 4
+
     fast_path = FastPath(
         "kernel",
         "torch.lstm, the kernel of nn.LSTM (plain nn.Linear maps, no hooks)",
@@ -254,23 +255,6 @@ class LSTM(Recurrent):
         )
         self.forget_bias = None if forget_bias is None else float(forget_bias)
         self._apply_forget_bias()
-
-    def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> dict[str, CellPart]:
-        """``i2h``: Linear(input_size, 4H) and ``h2h``: Linear(hidden_size, 4H), H = hidden_size.
-
-        See :meth:`lstm.driver.Recurrent.build_cell` for the contract.
-        """
-        width = 4 * hidden_size
-        return linear_maps(
-            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
-        )
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Perform a single forward pass through the network.

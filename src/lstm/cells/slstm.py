@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
-from lstm.parameters import CellPart, linear_maps
 
 SLSTMState = tuple[Tensor, Tensor, Tensor]
 """(c, n, m): cell, normaliser and stabiliser states, each (batch, hidden_size)."""
@@ -81,19 +80,7 @@ class SLSTM(Recurrent):
     i2h: nn.Linear
     h2h: nn.Linear
 
-    def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> dict[str, CellPart]:
-        """``i2h``: Linear(input_size, 4H) and ``h2h``: Linear(hidden_size, 4H)."""
-        width = 4 * hidden_size
-        return linear_maps(
-            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
-        )
+    gate_blocks = 4
 
     def forward_cell(
         self, x: Tensor, hidden: Tensor, state: SLSTMState

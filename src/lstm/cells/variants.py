@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lstm.cells.lstm import LSTM
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
-from lstm.parameters import CellPart, linear_maps
+from lstm.parameters import CellPart, Device, DType
 
 
 def peephole_pointwise(gates: Tensor, state: Tensor, peephole: Tensor) -> tuple[Tensor, Tensor]:
@@ -72,12 +72,7 @@ class PeepholeLSTM(LSTM):
     peephole: nn.Parameter
 
     def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
     ) -> dict[str, CellPart]:
         """``i2h`` and ``h2h`` as in :class:`lstm.LSTM`, and ``peephole`` (3, hidden_size)."""
         parts = super().build_cell(input_size, hidden_size, device=device, dtype=dtype)
@@ -153,20 +148,7 @@ class CIFGLSTM(Recurrent):
 
     i2h: nn.Linear
     h2h: nn.Linear
-
-    def build_cell(
-        self,
-        input_size: int,
-        hidden_size: int,
-        *,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> dict[str, CellPart]:
-        """``i2h``: Linear(input_size, 3H) and ``h2h``: Linear(hidden_size, 3H)."""
-        width = 3 * hidden_size
-        return linear_maps(
-            input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
-        )
+    gate_blocks = 3
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`cifg_pointwise`."""
