@@ -202,7 +202,7 @@ def check_like_parameters(
     ----------
     owner : str
         Name used in error messages.
-    tensors : sequence of (name, Tensor)
+    tensors : sequence of (str, Tensor) pairs
         The arguments to check, named as the messages should name them.
     parameter : Tensor or None
         Any parameter of the module (None for a module without parameters: nothing to check).
@@ -250,7 +250,7 @@ def check_step_arguments(
         Name used in error messages, e.g. ``"LSTM.forward_cell"``.
     x : Tensor of shape (batch, input_size)
     hidden : Tensor of shape (batch, hidden_size)
-    state : Tensor of shape (*lead, batch, hidden_size), or a tuple of ``parts`` of them
+    state : Tensor of shape ``(*lead, batch, hidden_size)``, or a tuple of ``parts`` of them
     input_size, hidden_size : int
         Features of this cell's ``x`` and hidden output.
     lead : tuple of int, default ()

@@ -36,7 +36,7 @@ from lstm.parameters import CellPart, Device, DType, cell_suffix, linear_maps
 from lstm.state import CellState, State, initial_states, map_state
 
 # Recurrent, and names that lived here before the driver was split (still importable).
-__all__ = ["ENGINES", "CellPart", "Engine", "Recurrent", "State", "cell_suffix"]
+__all__ = ["ENGINES", "CellPart", "Recurrent", "State", "cell_suffix"]
 __all__ += ["linear_maps", "map_state"]
 
 _DEFAULTS = {"num_layers": 1, "bias": True, "batch_first": True, "dropout": 0.0}

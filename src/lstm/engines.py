@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import Tensor, nn
 
+import lstm.state
 from lstm.parameters import cell_suffix, view_with
 from lstm.scan import run_stack
-from lstm.state import CellState, State, state_parts
+from lstm.state import CellState, state_parts
 
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
@@ -48,37 +49,27 @@ CONTRACT = ("build_cell", "forward_cell", "init_hidden", "initHidden")
 class Engine(NamedTuple):
     """The engine chosen for one call, and why.
 
-    Attributes
-    ----------
-    name : str
-        ``"kernel"``, ``"hoisted"`` or ``"reference"``.
-    reason : str
-        What made the choice: the class that declares or overrides the step, the setting,
-        or the condition that blocks a faster engine.
+    ``name`` is ``"kernel"``, ``"hoisted"`` or ``"reference"``; ``reason`` says what made the
+    choice: the class that declares or overrides the step, the setting, or the condition
+    that blocks a faster engine.
     """
 
     name: str
+    """``"kernel"``, ``"hoisted"`` or ``"reference"``."""
     reason: str
+    """What made the choice, naming the class or the condition."""
 
 
 class FastPath(NamedTuple):
-    """A cell family's faster engine, declared as a class attribute next to its step.
-
-    Attributes
-    ----------
-    engine : str
-        ``"kernel"`` (the class's :meth:`~lstm.driver.Recurrent.fused_forward`) or
-        ``"hoisted"``.
-    description : str
-        What runs, for :class:`Engine`'s reason (e.g. "torch.lstm, nn.LSTM's kernel").
-    ragged_training_max_len : int or None
-        Kernel only: the longest ragged batch that trains on the kernel; longer ones that
-        need gradients run hoisted (see :data:`lstm.cells.lstm.PACKED_TRAINING_MAX_LEN`).
-    """
+    """A cell family's faster engine, declared as a class attribute next to its step."""
 
     engine: str
+    """``"kernel"`` (the class's :meth:`~lstm.driver.Recurrent.fused_forward`) or ``"hoisted"``."""
     description: str
+    """What runs, for :class:`Engine`'s reason (e.g. "torch.lstm, the kernel of nn.LSTM")."""
     ragged_training_max_len: int | None = None
+    """Kernel only: the longest ragged batch that trains on the kernel; longer ones that need
+    gradients run hoisted (:data:`lstm.cells.lstm.PACKED_TRAINING_MAX_LEN`)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +189,7 @@ def run_engine(
     inputs: Tensor,
     initial: list[CellState],
     lengths: Tensor | None,
-    collect: list[list[State]] | None = None,
+    collect: list[list[lstm.state.State]] | None = None,
 ) -> tuple[Tensor, list[CellState]]:
     """Run ``engine``: outputs ``(batch, seq_len, D*H)`` and the final state of every cell."""
     if engine.name == "kernel":
