@@ -154,8 +154,8 @@ def choose_engine(
     setting = module.engine
     if setting == "reference":
         return Engine("reference", "engine='reference' is set on the module")
-    unhoistable = _unhoistable(module)
     if setting == "hoisted":
+        unhoistable = _unhoistable(module)
         if unhoistable is not None:
             return Engine("reference", f"engine='hoisted' is set, but {unhoistable}")
         return Engine("hoisted", "engine='hoisted' is set on the module")
@@ -166,6 +166,7 @@ def choose_engine(
     if fast is None:
         return Engine("reference", source.reason)
     if fast.engine == "hoisted":
+        unhoistable = _unhoistable(module)
         if unhoistable is not None:
             return Engine("reference", f"{source.reason}, but {unhoistable}")
         return Engine("hoisted", source.reason)
