@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lstm import cli
+from lstm.lm.config import TrainConfig, flags
 from lstm.lm.corpus import read_corpus, split
 from lstm.lm.files import load_tensors
 from lstm.lm.sample import MODEL_KIND, bits_per_character, load_run
@@ -443,6 +444,21 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for command in ("train", "evaluate", "generate", "compare", "bench"):
         assert command in printed
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "evaluate", "generate"])
+def test_the_configuration_flags_are_the_fields_of_train_config(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, printed, _ = run([command, "--help"], capsys)
+    assert code == 0
+    for option in flags(command):
+        assert option.option_string in printed
+    if command in ("train", "compare"):  # no flags given: the fields' defaults
+        args = cli.build_parser().parse_args([command])
+        steps = 400 if command == "train" else 300
+        assert TrainConfig.from_flags(vars(args), command) == TrainConfig(steps=steps)
+    assert "--clip" not in printed  # a field without a flag
 
 
 # ------------------------------------------------------------------------------ many processes

@@ -1,4 +1,4 @@
-"""The run configuration, the process layout and device choice of the training command."""
+"""The run configuration (its checks, its JSON, its flags), processes and device choice."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
+from lstm import CELLS
 from lstm.lm.compare import plan
-from lstm.lm.config import RESUMABLE, TrainConfig, flag
+from lstm.lm.config import RESUMABLE, TrainConfig, flag, flags
 from lstm.lm.train import Processes, resolve_device
 
 
@@ -79,3 +80,34 @@ def test_a_budget_a_cell_cannot_meet_is_refused() -> None:
     # At hidden 1 the LSTM model is mostly embedding and head; four lanes cannot come close.
     with pytest.raises(ValueError, match=r"cell 'array': expected a parameter count within 5%"):
         plan(TrainConfig(cell="array", hidden=1, k=64), ["lstm", "array"])
+
+
+def test_k_is_checked_once_and_named_as_the_flag() -> None:
+    for cell in ("array", "lstm"):  # below 1 comes first, before whether the cell has lanes
+        with pytest.raises(ValueError, match=r"^expected --k >= 1, got 0$"):
+            TrainConfig(cell=cell, k=0)
+    with pytest.raises(ValueError, match=r"^cell 'lstm' has no lanes; expected no k, got k=2$"):
+        TrainConfig(k=2)
+
+
+def test_flags_come_from_the_fields() -> None:
+    train = {option.name: option for option in flags("train")}
+    compare = {option.name: option for option in flags("compare")}
+    assert list(train) == [name for name in TrainConfig().to_json() if name != "clip"]
+    assert set(train) - set(compare) == {"checkpoint_every", "eval_every", "eval_bytes", "impl"}
+    assert [option.name for option in flags("evaluate")] == ["device"]
+    assert (train["steps"].default, compare["steps"].default) == (400, 300)
+    assert (train["k"].value_type, train["k"].default, train["lr"].value_type) == (int, None, float)
+    assert train["device"].choices == ("auto", "cpu", "cuda")
+    assert train["seq_len"].option_string == "--seq-len"
+    assert all(cell in train["cell"].help for cell in CELLS)  # the registry when asked
+    assert all("%(default)s" in option.help for name, option in train.items() if name != "k")
+
+
+def test_from_flags_takes_the_command_flags_and_the_command_fields() -> None:
+    values = {**TrainConfig(hidden=12).to_json(), "out": "elsewhere", "clip": 5.0}
+    config = TrainConfig.from_flags(values, "compare", eval_every=3)
+    assert (config.hidden, config.eval_every) == (12, 3)
+    assert config.clip == 1.0  # not a flag of compare: the default
+    with pytest.raises(KeyError, match="data"):  # every flag of the command is needed
+        TrainConfig.from_flags({"hidden": 12}, "train")

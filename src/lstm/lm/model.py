@@ -104,8 +104,24 @@ class ByteModel(nn.Module):
         return logits, (hidden, *final) if isinstance(final, tuple) else (hidden, final)
 
 
-def check_model_options(cell: str, k: int | None, impl: str) -> None:
-    """Raise ``ValueError`` for an unknown cell or impl, or ``k`` where it does not apply."""
+def check_model_options(cell: str, k: int | None, impl: str, *, k_name: str = "k") -> None:
+    """Raise ``ValueError`` for an unknown cell or impl, or a ``k`` that is invalid or unused.
+
+    Parameters
+    ----------
+    cell, k, impl
+        As :class:`ByteModel` takes them.
+    k_name : str
+        How the message names ``k`` (the command line says ``--k``).
+
+    Raises
+    ------
+    ValueError
+        Naming the first problem: ``k < 1``, an unknown cell, an unknown impl, ``impl="torch"``
+        with another cell than ``"lstm"``, or ``k`` for a cell without lanes.
+    """
+    if k is not None and k < 1:
+        raise ValueError(f"expected {k_name} >= 1, got {k}")
     cls = get_cell(cell)
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; expected one of {list(IMPLS)}")
@@ -113,8 +129,6 @@ def check_model_options(cell: str, k: int | None, impl: str) -> None:
         raise ValueError(f"impl 'torch' is torch.nn.LSTM: expected cell 'lstm', got {cell!r}")
     if k is not None and not takes_lanes(cls):
         raise ValueError(f"cell {cell!r} has no lanes; expected no k, got k={k}")
-    if k is not None and k < 1:
-        raise ValueError(f"expected k >= 1, got {k}")
 
 
 def parameter_count(module: nn.Module) -> int:
