@@ -154,7 +154,7 @@ def trained(trained_run: Path, tmp_path: Path) -> Path:
 def weights(folder: Path) -> dict[str, Tensor]:
     """The tensors of a run folder's ``model.safetensors``."""
     from lstm.lm.files import load_tensors
-    from lstm.lm.sample import MODEL_FILE, MODEL_KIND
+    from lstm.lm.run_folder import MODEL_FILE, MODEL_KIND
 
     return load_tensors(folder / MODEL_FILE, kind=MODEL_KIND)[0]
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, assert_same_weights, metrics, run_cli, snapshot, train_args, weights
+from conftest import TINY, assert_same_weights, metrics, run_cli, train_args, weights
 from lstm import cli
 from lstm.lm.config import TrainConfig, flags
 from lstm.lm.corpus import read_corpus, split
 from lstm.lm.files import load_tensors
-from lstm.lm.sample import bits_per_character, load_run
-from lstm.lm.train import RUN_FILES, STATE_FILE
+from lstm.lm.run_folder import RUN_FILES, STATE_FILE, load_run
+from lstm.lm.sample import bits_per_character
 
 # ------------------------------------------------------------------------------ train
 
@@ -115,63 +115,6 @@ def test_validation_follows_eval_every_not_the_log_interval(
     assert [r["step"] for r in records if "train_bpc" in r] == [10, 15, 20, 30]
 
 
-def test_an_existing_run_is_never_overwritten(
-    corpus_file: Path, trained: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = trained  # trained for 2 steps
-    before = snapshot(out)
-    code, _, error = run_cli(train_args(corpus_file, out, "--steps", "3"), capsys)
-    assert code == 2
-    assert error == (
-        f"python -m lstm train: error: run folder {out} already exists and is not empty; "
-        "pass --resume to continue it or --force to replace it\n"
-    )
-    assert snapshot(out) == before
-    (out / "notes.txt").write_text("mine")
-    code, _, _ = run_cli(
-        train_args(corpus_file, out, "--steps", "3", "--seed", "5", "--force"), capsys
-    )
-    assert code == 0
-    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 5
-    assert (out / "notes.txt").read_text() == "mine"  # --force replaces only the run's files
-
-
-def test_resume_refuses_another_configuration_and_writes_nothing(
-    corpus_file: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = trained  # trained for 2 steps
-    before = snapshot(out)
-    code, _, error = run_cli(
-        train_args(corpus_file, out, "--steps", "4", "--lr", "0.1", "--resume"), capsys
-    )
-    assert code == 2
-    assert error == (
-        f"python -m lstm train: error: cannot resume {out} with a different configuration: "
-        "--lr: 0.003 -> 0.1\n"
-    )
-    other = tmp_path / "other.txt"
-    other.write_bytes(corpus_file.read_bytes()[::-1])
-    code, _, error = run_cli(
-        ["train", "--data", str(other), "--out", str(out), *TINY, "--steps", "4", "--resume"],
-        capsys,
-    )
-    assert code == 2
-    assert "with a different configuration: --data" in error
-    assert snapshot(out) == before
-
-
-def test_resume_of_a_folder_without_checkpoint_starts_at_step_zero(
-    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A run killed before its first checkpoint leaves only config.json (or nothing).
-    straight, out = tmp_path / "straight", tmp_path / "run"
-    assert run_cli(train_args(corpus_file, straight, "--steps", "3"), capsys)[0] == 0
-    out.mkdir()
-    (out / "config.json").write_bytes((straight / "config.json").read_bytes())
-    assert run_cli(train_args(corpus_file, out, "--steps", "3", "--resume"), capsys)[0] == 0
-    assert_same_weights(straight, out)
-
-
 def test_impl_torch_follows_the_same_loss_trajectory(
     corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,79 +190,6 @@ def test_bad_training_values(
     assert error.startswith("python -m lstm train: error: ")
     assert re.search(message, error), error
     assert not out.exists()  # nothing written
-
-
-def _truncate(folder: Path) -> None:
-    data = (folder / "model.safetensors").read_bytes()
-    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
-
-
-def _flip_a_bit(folder: Path) -> None:
-    data = bytearray((folder / "model.safetensors").read_bytes())
-    data[-3] ^= 0x01
-    (folder / "model.safetensors").write_bytes(bytes(data))
-
-
-def _change_the_config(folder: Path) -> None:
-    saved = json.loads((folder / "config.json").read_text())
-    saved["train"]["hidden"] = 9
-    (folder / "config.json").write_text(json.dumps(saved))
-
-
-def _break_the_config(folder: Path) -> None:
-    (folder / "config.json").write_text('{"train": {"hidden": "wide"}}')
-
-
-def _remove_the_weights(folder: Path) -> None:
-    (folder / "model.safetensors").unlink()
-
-
-def _plant_a_pickle(folder: Path) -> None:
-    from test_lm_files import plant_pickle
-
-    plant_pickle(folder / "model.safetensors", folder / "pickle-ran")
-
-
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (_truncate, "model.safetensors: damaged or truncated"),
-        (_flip_a_bit, "model.safetensors: the tensors fail their SHA-256 check"),
-        (_change_the_config, "model.safetensors was not written with .*config.json"),
-        (_break_the_config, "config.json: not a valid run configuration"),
-        (_remove_the_weights, "model.safetensors does not exist"),
-        (_plant_a_pickle, "model.safetensors: not a safetensors file"),
-    ],
-)
-@pytest.mark.parametrize("command", ["evaluate", "generate"])
-def test_damaged_checkpoints_are_refused(
-    trained: Path,
-    capsys: pytest.CaptureFixture[str],
-    damage: object,
-    message: str,
-    command: str,
-) -> None:
-    damage(trained)  # type: ignore[operator]
-    before = snapshot(trained)
-    code, printed, error = run_cli([command, "--checkpoint", str(trained)], capsys)
-    assert code == 2
-    assert printed == ""
-    assert len(error.splitlines()) == 1, error
-    assert re.search(f"python -m lstm {command}: error: .*{message}", error), error
-    assert not (trained / "pickle-ran").exists()
-    assert snapshot(trained) == before
-
-
-def test_resume_refuses_a_damaged_training_state(
-    trained: Path, corpus_file: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    state = trained / STATE_FILE
-    state.write_bytes(state.read_bytes()[:-10])
-    before = snapshot(trained)
-    code, _, error = run_cli(train_args(corpus_file, trained, "--steps", "4", "--resume"), capsys)
-    assert code == 2
-    assert "training-state.safetensors: damaged or truncated" in error
-    assert snapshot(trained) == before
 
 
 @pytest.mark.parametrize(

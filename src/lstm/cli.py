@@ -158,16 +158,18 @@ def _add_compare(commands: _Commands) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from lstm.lm.run_folder import default_path
     from lstm.lm.train import train
 
     config = TrainConfig.from_flags(vars(args), "train")
-    out = args.out or Path("runs") / f"{config.cell}-h{config.hidden}-s{config.seed}"
+    out = args.out or default_path(config)
     train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from lstm.lm.corpus import load_corpus, split
-    from lstm.lm.sample import bits_per_character, load_run
+    from lstm.lm.run_folder import load_run
+    from lstm.lm.sample import bits_per_character
     from lstm.lm.train import Processes, resolve_device
 
     run = load_run(args.checkpoint, resolve_device(args.device, Processes()))
@@ -189,7 +191,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     import torch
 
-    from lstm.lm.sample import generate, load_run
+    from lstm.lm.run_folder import load_run
+    from lstm.lm.sample import generate
     from lstm.lm.train import Processes, resolve_device
 
     run = load_run(args.checkpoint, resolve_device(args.device, Processes()))

@@ -12,12 +12,15 @@ can be trained side by side from one seed.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
 from lstm.registry import create, get_cell, takes_lanes
+
+if TYPE_CHECKING:  # lstm.lm.config imports this module
+    from lstm.lm.config import TrainConfig
 
 VOCABULARY = 256
 """Symbols: the byte values."""
@@ -129,6 +132,13 @@ def check_model_options(cell: str, k: int | None, impl: str, *, k_name: str = "k
         raise ValueError(f"impl 'torch' is torch.nn.LSTM: expected cell 'lstm', got {cell!r}")
     if k is not None and not takes_lanes(cls):
         raise ValueError(f"cell {cell!r} has no lanes; expected no k, got k={k}")
+
+
+def build_model(config: TrainConfig) -> ByteModel:
+    """The model a configuration describes, freshly initialised from the global RNG."""
+    return ByteModel(
+        config.cell, config.hidden, config.layers, config.k, config.dropout, config.impl
+    )
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -4,17 +4,9 @@ One step of :func:`train` reads window ``(step - 1) % windows`` of every stream 
 :class:`lstm.lm.corpus.Streams`), starting from the state the previous window ended in (reset
 to zeros at the start of each pass), and takes one Adam step on the mean cross-entropy.
 
-A run folder holds:
-
-* ``config.json`` -- the :class:`~lstm.lm.config.TrainConfig`, the corpus's digest, the world
-  size and the versions;
-* ``model.safetensors`` -- the weights (what ``evaluate`` and ``generate`` read);
-* ``training-state.safetensors`` -- everything a resume needs, self-contained: weights, Adam's
-  state, every process's RNG state and carried state, the step and the metrics so far;
-* ``metrics.jsonl`` -- one JSON record per report; ``curves.png`` -- training and validation BPC.
-
-Every file is written atomically, and the training state first, so a run killed at any moment
-resumes from its last checkpoint and ends with the same weights as a run never interrupted.
+The run folder and its files are :mod:`lstm.lm.run_folder`'s. Every file is written
+atomically, and the training state first, so a run killed at any moment resumes from its last
+checkpoint and ends with the same weights as a run never interrupted.
 Under ``torchrun`` every process trains on its own streams with ``DistributedDataParallel``
 (gloo on the CPU, nccl on CUDA); process 0 alone reports and writes. Every process reads the
 checkpoint on resume, so ``--out`` must be a folder they all see.
@@ -22,10 +14,8 @@ checkpoint on resume, so ``--out`` must be a folder they all see.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -39,29 +29,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-import lstm
-from lstm._atomic import write_figure, write_json, write_text
 from lstm.lm.config import TrainConfig
 from lstm.lm.corpus import Corpus, Splits, Streams, check_size, load_corpus, split
-from lstm.lm.files import CheckpointError, load_tensors, save_tensors
-from lstm.lm.model import VOCABULARY, ByteModel, State, parameter_count
-from lstm.lm.sample import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    MODEL_KIND,
-    bits_per_character,
-    build_model,
-    load_weights,
-    read_config,
-)
+from lstm.lm.model import VOCABULARY, ByteModel, State, build_model, parameter_count
+from lstm.lm.run_folder import STATE_FILE, Checkpoint, RunFolder, load_weights, reading
+from lstm.lm.sample import bits_per_character
 
-STATE_FILE = "training-state.safetensors"
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
-RUN_FILES = (CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, CURVES_FILE)
-"""The files a run writes; ``--force`` removes exactly these."""
-
-STATE_KIND = "lstm-training-state/1"
 LOG_EVERY = 10
 """Steps per training-loss record (and per validation report, if ``eval_every`` is smaller)."""
 
@@ -181,7 +154,11 @@ def train(
     streams_total = config.batch_size * processes.world_size
     check_size(corpus, config.seq_len, streams_total)
     splits = split(corpus.data)
-    saved = _check_folder(folder, config, corpus, processes, resume=resume, force=force)
+    if resume:
+        saved = RunFolder(folder).check_resumable(config, corpus, processes.world_size)
+    else:
+        RunFolder(folder).check_new(force=force)
+        saved = None
 
     torch.manual_seed(config.seed)
     model = build_model(config)
@@ -229,79 +206,23 @@ def train(
             dist.destroy_process_group()
 
 
-def _check_folder(
-    folder: Path,
-    config: TrainConfig,
-    corpus: Corpus,
-    processes: Processes,
-    *,
-    resume: bool,
-    force: bool,
-) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-    """Refuse to overwrite a run; on resume, check and read its checkpoint (nothing written)."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {folder} exists and is not a folder")
-    if not resume:
-        if folder.is_dir() and any(folder.iterdir()) and not force:
-            raise ValueError(
-                f"run folder {folder} already exists and is not empty; pass --resume to "
-                "continue it or --force to replace it"
-            )
-        return None
-    if not (folder / CONFIG_FILE).exists():
-        return None  # killed before it wrote anything: resuming starts from step 0
-    saved_config, saved = read_config(folder)
-    changed = config.differences(saved_config)
-    if changed:
-        raise ValueError(
-            f"cannot resume {folder} with a different configuration: {'; '.join(changed)}"
-        )
-    if saved.get("corpus", {}).get("sha256") != corpus.sha256:
-        raise ValueError(
-            f"cannot resume {folder}: its data was {saved.get('corpus', {}).get('description')}"
-            f" with another SHA-256 than {corpus.description}"
-        )
-    if saved.get("world_size") != processes.world_size:
-        raise ValueError(
-            f"cannot resume {folder}: it ran on {saved.get('world_size')} process(es), "
-            f"expected the same, got {processes.world_size}"
-        )
-    if not (folder / STATE_FILE).exists():
-        return None
-    return load_tensors(folder / STATE_FILE, kind=STATE_KIND)
-
-
 def _restore(
-    saved: tuple[dict[str, Tensor], dict[str, Any]],
+    saved: Checkpoint,
     model: ByteModel,
     optimiser: torch.optim.Optimizer,
     processes: Processes,
     batch_size: int,
 ) -> tuple[int, State | None, list[dict[str, Any]], list[float]]:
     """Load a training state into the model and optimiser; return where training stands."""
-    tensors, info = saved
-    try:
-        load_weights(model, _prefixed(tensors, "model/"), Path(STATE_FILE))
-        optimiser_state: dict[int, dict[str, Tensor]] = {}
-        for key, tensor in _prefixed(tensors, "optimiser/").items():  # "3/exp_avg" -> state[3]
-            index, name = key.split("/")
-            optimiser_state.setdefault(int(index), {})[name] = tensor
-        optimiser.load_state_dict({"state": optimiser_state, "param_groups": info["param_groups"]})
+    with reading(STATE_FILE):
+        load_weights(model, saved.weights, Path(STATE_FILE))
+        optimiser.load_state_dict(saved.optimiser)
         rows = slice(processes.rank * batch_size, (processes.rank + 1) * batch_size)
-        torch.set_rng_state(tensors["rng/cpu"][processes.rank].clone())
-        if "rng/cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng/cuda"][processes.rank].clone())
-        carried = [tensors[f"carry/{index}"] for index in range(int(info["carry"]))]
-        carry = tuple(tensor[..., rows, :].clone() for tensor in carried) if carried else None
-        return int(info["step"]), carry, list(info["metrics"]), list(info["pending"])
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
-        if isinstance(error, CheckpointError):
-            raise
-        raise CheckpointError(f"{STATE_FILE}: incomplete or incompatible ({error!r})") from None
-
-
-def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+        torch.set_rng_state(saved.rng["cpu"][processes.rank].clone())
+        if "cuda" in saved.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved.rng["cuda"][processes.rank].clone())
+        carry = tuple(tensor[..., rows, :].clone() for tensor in saved.carry) or None
+        return saved.step, carry, list(saved.metrics), list(saved.pending)
 
 
 def _move_optimiser_state(optimiser: torch.optim.Optimizer, device: torch.device) -> None:
@@ -321,32 +242,10 @@ def _prepare_folder(
     start: int,
     force: bool,
 ) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if force:
-            (folder / name).unlink(missing_ok=True)
-        for leftover in folder.glob(f".{name}.*.tmp"):  # a write cut short by a kill
-            leftover.unlink()
-    if start == 0 or not (folder / CONFIG_FILE).exists():
-        write_json(
-            folder / CONFIG_FILE,
-            {
-                "train": config.to_json(),
-                "corpus": {
-                    "source": corpus.source,
-                    "description": corpus.description,
-                    "sha256": corpus.sha256,
-                    "bytes": corpus.data.numel(),
-                },
-                "world_size": processes.world_size,
-                "device": str(device),  # what --device auto resolved to
-                "versions": {
-                    "lstm": lstm.__version__,
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                },
-            },
-        )
+    run = RunFolder(folder)
+    run.prepare(force=force)
+    if start == 0 or not run.has_config():
+        run.write_config(config, corpus, processes.world_size, device)
 
 
 def _loop(
@@ -461,8 +360,7 @@ def _loop(
             *records,
             {"step": config.steps, "final_validation_bpc": validation_bpc, "test_bpc": test_bpc},
         ]
-        _write_metrics(folder, final)
-        _plot(folder / CURVES_FILE, final, f"{config.cell} on {corpus.description}")
+        RunFolder(folder).write_results(final, f"{config.cell} on {corpus.description}")
     tokens_per_second = trained * tokens_per_step / elapsed if trained else math.nan
     speed = (
         f"{tokens_per_second:,.0f} tokens/s over this run's {trained} steps in {elapsed:.1f}s"
@@ -496,60 +394,23 @@ def _checkpoint(
     step: int,
     processes: Processes,
 ) -> None:
-    """Write the training state, then the weights, then the metrics (all processes gather)."""
+    """Save the state of every process (all of them gather; process 0 writes)."""
     device = next(model.parameters()).device
     # (world, n) each: one row per process, gathered through the device the backend uses
-    rng = {"rng/cpu": _gather_rows(torch.get_rng_state().to(device)[None], processes)}
+    rng = {"cpu": _gather_rows(torch.get_rng_state().to(device)[None], processes)}
     if device.type == "cuda":
         cuda_state = torch.cuda.get_rng_state(device).to(device)[None]
-        rng["rng/cuda"] = _gather_rows(cuda_state, processes)
+        rng["cuda"] = _gather_rows(cuda_state, processes)
     carried = [] if carry is None else [_gather_rows(tensor, processes) for tensor in carry]
     if not processes.leader:
         return
-    weights = model.state_dict()
-    optimiser_state = optimiser.state_dict()
-    tensors = {f"model/{name}": tensor for name, tensor in weights.items()}
-    for index, state in optimiser_state["state"].items():
-        tensors.update({f"optimiser/{index}/{name}": value for name, value in state.items()})
-    tensors.update({name: value.cpu() for name, value in rng.items()})
-    tensors.update({f"carry/{index}": tensor for index, tensor in enumerate(carried)})
-    info = {
-        "step": step,
-        "param_groups": optimiser_state["param_groups"],
-        "carry": len(carried),
-        "metrics": records,
-        "pending": pending,
-    }
-    save_tensors(folder / STATE_FILE, tensors, kind=STATE_KIND, info=info)
-    save_tensors(
-        folder / MODEL_FILE,
-        weights,
-        kind=MODEL_KIND,
-        info={"step": step, "train": config.to_json()},
+    checkpoint = Checkpoint(
+        step=step,
+        weights=model.state_dict(),
+        optimiser=optimiser.state_dict(),
+        rng=rng,
+        carry=tuple(carried),
+        metrics=records,
+        pending=(pending[0], int(pending[1])),
     )
-    _write_metrics(folder, records)
-
-
-def _write_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
-    write_text(folder / METRICS_FILE, "".join(json.dumps(record) + "\n" for record in records))
-
-
-def _plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
-    """Training and validation BPC against the step, as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for key, label in [("train_bpc", "training"), ("validation_bpc", "validation")]:
-        points = [(record["step"], record[key]) for record in records if key in record]
-        if points:
-            steps, values = zip(*points, strict=True)
-            axes.plot(steps, values, marker="o" if key == "validation_bpc" else None, label=label)
-    axes.set_xlabel("step")
-    axes.set_ylabel("bits per character")
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    write_figure(path, figure)
+    RunFolder(folder).save_checkpoint(checkpoint, config)
