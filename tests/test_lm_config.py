@@ -1,16 +1,14 @@
-"""The run configuration (its checks, its JSON, its flags), processes and device choice."""
+"""The run configuration: its checks, its JSON, and the command-line flags made from it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
-import torch
 
 from lstm import CELLS
 from lstm.lm.compare import plan
 from lstm.lm.config import RESUMABLE, TrainConfig, flag, flags
-from lstm.lm.train import Processes, resolve_device
 
 
 def test_json_round_trip() -> None:
@@ -49,31 +47,6 @@ def test_differences_list_what_shapes_the_weights_only() -> None:
     assert given.differences(saved) == ["--seq-len: 100 -> 50", "--lr: 0.003 -> 0.1"]
     assert {"steps", "device", "eval_every"} <= RESUMABLE
     assert flag("checkpoint_every") == "--checkpoint-every"
-
-
-def test_processes_read_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Processes.from_environment() == Processes(0, 1, 0)
-    assert not Processes().distributed
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    processes = Processes.from_environment()
-    assert processes == Processes(3, 4, 1)
-    assert processes.distributed
-    assert not processes.leader
-    monkeypatch.setenv("WORLD_SIZE", "four")
-    with pytest.raises(ValueError, match="expected integer RANK/WORLD_SIZE/LOCAL_RANK"):
-        Processes.from_environment()
-
-
-def test_resolve_device() -> None:
-    assert resolve_device("cpu", Processes()) == torch.device("cpu")
-    if torch.cuda.is_available():
-        assert resolve_device("auto", Processes(1, 2, 1)) == torch.device("cuda", 1)
-    else:
-        assert resolve_device("auto", Processes()) == torch.device("cpu")
-        with pytest.raises(ValueError, match="expected --device cuda to find a CUDA device"):
-            resolve_device("cuda", Processes())
 
 
 def test_a_budget_a_cell_cannot_meet_is_refused() -> None:
