@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shutil
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +99,79 @@ def linear_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
 
     monkeypatch.setattr(nn.Linear, "forward", counting)
     return calls
+
+
+# ------------------------------------------------------------------------------ the command line
+# test_cli.py, test_lm_*.py and test_fuzz_cli.py train tiny byte models on one small text file.
+
+TINY = ["--hidden", "8", "--seq-len", "8", "--batch-size", "2", "--quiet", "--device", "cpu"]
+"""Flags of a byte model small enough to train in a moment."""
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 kB of text with some structure to learn (words from a small vocabulary)."""
+    generator = torch.Generator().manual_seed(0)
+    words = ["the", "cell", "state", "gate", "forget", "input", "output", "lstm", "array", "."]
+    picks = torch.randint(0, len(words), (2400,), generator=generator).tolist()
+    path = tmp_path_factory.mktemp("data") / "corpus.txt"
+    path.write_text(" ".join(words[index] for index in picks))
+    return path
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``python -m lstm ARGV`` in this process: the exit status, stdout and stderr."""
+    from lstm import cli
+
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def train_args(corpus_file: Path, out: Path, *extra: str) -> list[str]:
+    """``train`` of a :data:`TINY` model on ``corpus_file`` into ``out``, then ``extra``."""
+    return ["train", "--data", str(corpus_file), "--out", str(out), *TINY, *extra]
+
+
+@pytest.fixture(scope="session")
+def trained_run(corpus_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder of a :data:`TINY` model trained for 2 steps. Read it; never change it."""
+    from lstm import cli
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert cli.main(train_args(corpus_file, out, "--steps", "2")) == 0
+    return out
+
+
+@pytest.fixture
+def trained(trained_run: Path, tmp_path: Path) -> Path:
+    """A copy of :func:`trained_run` of this test's own, to damage or extend."""
+    copy = tmp_path / "trained"
+    shutil.copytree(trained_run, copy)
+    return copy
+
+
+def weights(folder: Path) -> dict[str, Tensor]:
+    """The tensors of a run folder's ``model.safetensors``."""
+    from lstm.lm.files import load_tensors
+    from lstm.lm.run_folder import MODEL_FILE, MODEL_KIND
+
+    return load_tensors(folder / MODEL_FILE, kind=MODEL_KIND)[0]
+
+
+def assert_same_weights(first: Path, second: Path) -> None:
+    """The two run folders hold bit for bit the same weights."""
+    ours, theirs = weights(first), weights(second)
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        assert torch.equal(ours[name], theirs[name]), name
+
+
+def metrics(folder: Path) -> list[dict[str, float]]:
+    """The records of a run folder's ``metrics.jsonl``."""
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file of a folder by name, with its bytes: equal snapshots, nothing written."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}

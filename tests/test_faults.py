@@ -22,8 +22,7 @@ import pytest
 import torch
 
 from lstm.lm.files import load_tensors
-from lstm.lm.sample import MODEL_KIND
-from lstm.lm.train import STATE_FILE, STATE_KIND
+from lstm.lm.run_folder import MODEL_KIND, STATE_FILE, STATE_KIND
 
 ARGS = [
     "train", "--hidden", "8", "--seq-len", "8", "--batch-size", "2", "--steps", "30",

@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,14 +76,6 @@ bad_choice_option = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    generator = torch.Generator().manual_seed(0)
-    path = tmp_path_factory.mktemp("fuzz") / "data.txt"
-    path.write_bytes(bytes(torch.randint(97, 123, (4000,), generator=generator).tolist()))
-    return path
-
-
 def assert_refused(argv: list[str], out: Path) -> str:
     """Run the command; check the refusal and return its one line."""
     printed, error = io.StringIO(), io.StringIO()
@@ -139,22 +130,15 @@ def test_bad_train_options_slow(corpus_file: Path, option: tuple[str, str]) -> N
     _check_train_option(corpus_file, option)
 
 
-@pytest.fixture(scope="module")
-def trained(corpus_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("trained") / "run"
-    assert cli.main(["train", "--data", str(corpus_file), "--out", str(out), *TINY]) == 0
-    return out
-
-
 @given(argv=generate_cases)
 @counted
-def test_bad_generate_options(trained: Path, argv: list[str]) -> None:
-    _check_generate_option(trained, argv)
+def test_bad_generate_options(trained_run: Path, argv: list[str]) -> None:
+    _check_generate_option(trained_run, argv)
 
 
 @pytest.mark.slow
 @settings(SLOW)
 @given(argv=generate_cases)
 @counted
-def test_bad_generate_options_slow(trained: Path, argv: list[str]) -> None:
-    _check_generate_option(trained, argv)
+def test_bad_generate_options_slow(trained_run: Path, argv: list[str]) -> None:
+    _check_generate_option(trained_run, argv)

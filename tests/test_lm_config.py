@@ -1,15 +1,14 @@
-"""The run configuration, the process layout and device choice of the training command."""
+"""The run configuration: its checks, its JSON, and the command-line flags made from it."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
-import torch
 
+from lstm import CELLS
 from lstm.lm.compare import plan
-from lstm.lm.config import RESUMABLE, TrainConfig, flag
-from lstm.lm.train import Processes, resolve_device
+from lstm.lm.config import RESUMABLE, TrainConfig, flag, flags
 
 
 def test_json_round_trip() -> None:
@@ -50,32 +49,38 @@ def test_differences_list_what_shapes_the_weights_only() -> None:
     assert flag("checkpoint_every") == "--checkpoint-every"
 
 
-def test_processes_read_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert Processes.from_environment() == Processes(0, 1, 0)
-    assert not Processes().distributed
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    processes = Processes.from_environment()
-    assert processes == Processes(3, 4, 1)
-    assert processes.distributed
-    assert not processes.leader
-    monkeypatch.setenv("WORLD_SIZE", "four")
-    with pytest.raises(ValueError, match="expected integer RANK/WORLD_SIZE/LOCAL_RANK"):
-        Processes.from_environment()
-
-
-def test_resolve_device() -> None:
-    assert resolve_device("cpu", Processes()) == torch.device("cpu")
-    if torch.cuda.is_available():
-        assert resolve_device("auto", Processes(1, 2, 1)) == torch.device("cuda", 1)
-    else:
-        assert resolve_device("auto", Processes()) == torch.device("cpu")
-        with pytest.raises(ValueError, match="expected --device cuda to find a CUDA device"):
-            resolve_device("cuda", Processes())
-
-
 def test_a_budget_a_cell_cannot_meet_is_refused() -> None:
     # At hidden 1 the LSTM model is mostly embedding and head; four lanes cannot come close.
     with pytest.raises(ValueError, match=r"cell 'array': expected a parameter count within 5%"):
         plan(TrainConfig(cell="array", hidden=1, k=64), ["lstm", "array"])
+
+
+def test_k_is_checked_once_and_named_as_the_flag() -> None:
+    for cell in ("array", "lstm"):  # below 1 comes first, before whether the cell has lanes
+        with pytest.raises(ValueError, match=r"^expected --k >= 1, got 0$"):
+            TrainConfig(cell=cell, k=0)
+    with pytest.raises(ValueError, match=r"^cell 'lstm' has no lanes; expected no k, got k=2$"):
+        TrainConfig(k=2)
+
+
+def test_flags_come_from_the_fields() -> None:
+    train = {option.name: option for option in flags("train")}
+    compare = {option.name: option for option in flags("compare")}
+    assert list(train) == [name for name in TrainConfig().to_json() if name != "clip"]
+    assert set(train) - set(compare) == {"checkpoint_every", "eval_every", "eval_bytes", "impl"}
+    assert [option.name for option in flags("evaluate")] == ["device"]
+    assert (train["steps"].default, compare["steps"].default) == (400, 300)
+    assert (train["k"].value_type, train["k"].default, train["lr"].value_type) == (int, None, float)
+    assert train["device"].choices == ("auto", "cpu", "cuda")
+    assert train["seq_len"].option_string == "--seq-len"
+    assert all(cell in train["cell"].help for cell in CELLS)  # the registry when asked
+    assert all("%(default)s" in option.help for name, option in train.items() if name != "k")
+
+
+def test_from_flags_takes_the_command_flags_and_the_command_fields() -> None:
+    values = {**TrainConfig(hidden=12).to_json(), "out": "elsewhere", "clip": 5.0}
+    config = TrainConfig.from_flags(values, "compare", eval_every=3)
+    assert (config.hidden, config.eval_every) == (12, 3)
+    assert config.clip == 1.0  # not a flag of compare: the default
+    with pytest.raises(KeyError, match="data"):  # every flag of the command is needed
+        TrainConfig.from_flags({"hidden": 12}, "train")

@@ -20,9 +20,10 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn, TypeAlias
 
 from lstm import __version__, bench
+from lstm.lm.config import TrainConfig, flags
 from lstm.registry import CELLS
 
 EXTRAS = {"safetensors": "cli", "tqdm": "cli", "matplotlib": "plot"}
@@ -36,31 +37,46 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m lstm``, with one sub-parser per command."""
+    """The argument parser of ``python -m lstm``, with one sub-parser per command.
+
+    The flags that configure a model come from :class:`lstm.lm.config.TrainConfig`'s fields
+    (their names, types, defaults and help), the others are the commands' own.
+    """
     parser = _Parser(prog="python -m lstm", description="lstm: the LSTM you can change")
     parser.add_argument("--version", action="version", version=f"lstm {__version__}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_generate(commands)
+    _add_compare(commands)
+    bench_parser = commands.add_parser("bench", help="time the cells beside torch.nn.LSTM")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(handler=_bench)
+    return parser
 
+
+def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add the flags ``command`` takes from :class:`TrainConfig`, as its fields describe them."""
+    for option in flags(command):
+        parser.add_argument(
+            option.option_string,
+            type=option.value_type,
+            default=option.default,
+            help=option.help,
+            metavar=option.metavar,
+            choices=option.choices,
+        )
+
+
+def _add_train(commands: _Commands) -> None:
     train = commands.add_parser("train", help="train a byte-level language model")
-    _model_arguments(train, steps=400)
-    train.add_argument("--checkpoint-every", type=int, default=100, metavar="N")
-    train.add_argument(
-        "--eval-every",
-        type=int,
-        default=100,
-        metavar="N",
-        help="steps between validation reports (default 100)",
-    )
-    train.add_argument(
-        "--eval-bytes",
-        type=int,
-        default=65_536,
-        metavar="N",
-        help="validation bytes per report; the final report reads all",
-    )
+    _add_config_flags(train, "train")
     train.add_argument(
         "--out",
         type=Path,
@@ -71,36 +87,57 @@ def build_parser() -> argparse.ArgumentParser:
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out")
     again.add_argument("--force", action="store_true", help="replace the run in --out")
-    train.add_argument(
-        "--impl",
-        choices=["lstm", "torch"],
-        default="lstm",
-        help="torch: the same model on torch.nn.LSTM (cell lstm only)",
-    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
+
+def _add_evaluate(commands: _Commands) -> None:
     evaluate = commands.add_parser("evaluate", help="print the test BPC of a trained run")
-    evaluate.add_argument("--checkpoint", type=Path, required=True, metavar="DIR")
+    _add_checkpoint_flag(evaluate)
     evaluate.add_argument(
         "--data", default=None, metavar="FILE", help="default: the run's training data"
     )
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_config_flags(evaluate, "evaluate")
     evaluate.set_defaults(handler=_evaluate)
 
+
+def _add_generate(commands: _Commands) -> None:
     generate = commands.add_parser("generate", help="sample text from a trained run")
-    generate.add_argument("--checkpoint", type=Path, required=True, metavar="DIR")
-    generate.add_argument("--prompt", default="", metavar="TEXT")
-    generate.add_argument("--length", type=int, default=300, metavar="N")
-    generate.add_argument("--temperature", type=float, default=0.8, metavar="F")
-    generate.add_argument("--seed", type=int, default=0, metavar="N")
-    generate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_checkpoint_flag(generate)
+    generate.add_argument(
+        "--prompt",
+        default="",
+        metavar="TEXT",
+        help="the text the sample continues (default: none, a newline)",
+    )
+    generate.add_argument(
+        "--length", type=int, default=300, metavar="N", help="bytes to sample (default %(default)s)"
+    )
+    generate.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        metavar="F",
+        help="below 1: likelier bytes, above 1: more varied (default %(default)s)",
+    )
+    generate.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seeds the draws (default %(default)s)"
+    )
+    _add_config_flags(generate, "generate")
     generate.set_defaults(handler=_generate)
 
+
+def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="DIR", help="the run folder to read"
+    )
+
+
+def _add_compare(commands: _Commands) -> None:
     compare = commands.add_parser(
         "compare", help="LSTM vs the Array-LSTM variants at one parameter budget"
     )
-    _model_arguments(compare, steps=300)
+    _add_config_flags(compare, "compare")
     compare.add_argument(
         "--cells",
         nargs="+",
@@ -108,81 +145,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: lstm array stochastic-array",
     )
-    compare.add_argument("--out", type=Path, default=Path("runs/compare"), metavar="DIR")
+    compare.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/compare"),
+        metavar="DIR",
+        help="folder of the results and one run folder per cell (default %(default)s)",
+    )
     compare.add_argument("--force", action="store_true", help="replace the results in --out")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_compare)
 
-    bench_parser = commands.add_parser("bench", help="time the cells beside torch.nn.LSTM")
-    bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(handler=_bench)
-    return parser
-
-
-def _model_arguments(parser: argparse.ArgumentParser, *, steps: int) -> None:
-    parser.add_argument(
-        "--data",
-        default="stdlib",
-        metavar="FILE",
-        help="bytes to model (default: the embedded standard-library corpus)",
-    )
-    parser.add_argument(
-        "--cell",
-        default="lstm",
-        metavar="NAME",
-        help=f"one of {', '.join(sorted(CELLS))} (default lstm)",
-    )
-    parser.add_argument("--hidden", type=int, default=256, metavar="N")
-    parser.add_argument("--layers", type=int, default=1, metavar="N")
-    parser.add_argument(
-        "--k", type=int, default=None, metavar="N", help="lanes of the Array-LSTM cells (default 4)"
-    )
-    parser.add_argument("--dropout", type=float, default=0.0, metavar="F")
-    parser.add_argument("--seq-len", type=int, default=100, metavar="N")
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N")
-    parser.add_argument("--steps", type=int, default=steps, metavar="N")
-    parser.add_argument("--lr", type=float, default=3e-3, metavar="F")
-    parser.add_argument("--seed", type=int, default=0, metavar="N")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-
-
-def _config(args: argparse.Namespace, **fields: Any) -> Any:
-    from lstm.lm.config import TrainConfig
-
-    return TrainConfig(
-        data=args.data,
-        cell=args.cell,
-        hidden=args.hidden,
-        layers=args.layers,
-        k=args.k,
-        dropout=args.dropout,
-        seq_len=args.seq_len,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        lr=args.lr,
-        seed=args.seed,
-        device=args.device,
-        **fields,
-    )
-
 
 def _train(args: argparse.Namespace) -> None:
+    from lstm.lm.run_folder import default_path
     from lstm.lm.train import train
 
-    config = _config(
-        args,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-        eval_bytes=args.eval_bytes,
-        impl=args.impl,
-    )
-    out = args.out or Path("runs") / f"{config.cell}-h{config.hidden}-s{config.seed}"
+    config = TrainConfig.from_flags(vars(args), "train")
+    out = args.out or default_path(config)
     train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from lstm.lm.corpus import load_corpus, split
-    from lstm.lm.sample import bits_per_character, load_run
+    from lstm.lm.run_folder import load_run
+    from lstm.lm.sample import bits_per_character
     from lstm.lm.train import Processes, resolve_device
 
     run = load_run(args.checkpoint, resolve_device(args.device, Processes()))
@@ -204,7 +191,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     import torch
 
-    from lstm.lm.sample import generate, load_run
+    from lstm.lm.run_folder import load_run
+    from lstm.lm.sample import generate
     from lstm.lm.train import Processes, resolve_device
 
     run = load_run(args.checkpoint, resolve_device(args.device, Processes()))
@@ -222,7 +210,9 @@ def _generate(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     from lstm.lm.compare import DEFAULT_CELLS, compare
 
-    config = _config(args, eval_every=max(1, args.steps // 6), checkpoint_every=args.steps)
+    config = TrainConfig.from_flags(
+        vars(args), "compare", eval_every=max(1, args.steps // 6), checkpoint_every=args.steps
+    )
     compare(
         config, args.cells or DEFAULT_CELLS, args.out, force=args.force, progress=not args.quiet
     )

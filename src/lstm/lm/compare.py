@@ -10,18 +10,16 @@ them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from lstm._atomic import write_figure, write_json
 from lstm.lm.config import TrainConfig
-from lstm.lm.model import parameter_count
-from lstm.lm.sample import build_model
+from lstm.lm.model import build_model, parameter_count
+from lstm.lm.run_folder import RunFolder
 from lstm.lm.train import train
 from lstm.registry import DEFAULT_LANES, get_cell, takes_lanes
 
@@ -177,10 +175,7 @@ def _chart(path: Path, entries: Sequence[Entry], folder: Path) -> None:
 
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4))
     for entry in entries:
-        records: list[dict[str, Any]] = [
-            json.loads(line)
-            for line in (folder / entry.cell / "metrics.jsonl").read_text().splitlines()
-        ]
+        records = RunFolder(folder / entry.cell).read_metrics()
         points = [(r["step"], r["validation_bpc"]) for r in records if "validation_bpc" in r]
         if points:
             steps, values = zip(*points, strict=True)

@@ -12,12 +12,15 @@ can be trained side by side from one seed.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
 from lstm.registry import create, get_cell, takes_lanes
+
+if TYPE_CHECKING:  # lstm.lm.config imports this module
+    from lstm.lm.config import TrainConfig
 
 VOCABULARY = 256
 """Symbols: the byte values."""
@@ -104,8 +107,24 @@ class ByteModel(nn.Module):
         return logits, (hidden, *final) if isinstance(final, tuple) else (hidden, final)
 
 
-def check_model_options(cell: str, k: int | None, impl: str) -> None:
-    """Raise ``ValueError`` for an unknown cell or impl, or ``k`` where it does not apply."""
+def check_model_options(cell: str, k: int | None, impl: str, *, k_name: str = "k") -> None:
+    """Raise ``ValueError`` for an unknown cell or impl, or a ``k`` that is invalid or unused.
+
+    Parameters
+    ----------
+    cell, k, impl
+        As :class:`ByteModel` takes them.
+    k_name : str
+        How the message names ``k`` (the command line says ``--k``).
+
+    Raises
+    ------
+    ValueError
+        Naming the first problem: ``k < 1``, an unknown cell, an unknown impl, ``impl="torch"``
+        with another cell than ``"lstm"``, or ``k`` for a cell without lanes.
+    """
+    if k is not None and k < 1:
+        raise ValueError(f"expected {k_name} >= 1, got {k}")
     cls = get_cell(cell)
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; expected one of {list(IMPLS)}")
@@ -113,8 +132,13 @@ def check_model_options(cell: str, k: int | None, impl: str) -> None:
         raise ValueError(f"impl 'torch' is torch.nn.LSTM: expected cell 'lstm', got {cell!r}")
     if k is not None and not takes_lanes(cls):
         raise ValueError(f"cell {cell!r} has no lanes; expected no k, got k={k}")
-    if k is not None and k < 1:
-        raise ValueError(f"expected k >= 1, got {k}")
+
+
+def build_model(config: TrainConfig) -> ByteModel:
+    """The model a configuration describes, freshly initialised from the global RNG."""
+    return ByteModel(
+        config.cell, config.hidden, config.layers, config.k, config.dropout, config.impl
+    )
 
 
 def parameter_count(module: nn.Module) -> int:

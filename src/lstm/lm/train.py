@@ -4,32 +4,24 @@ One step of :func:`train` reads window ``(step - 1) % windows`` of every stream 
 :class:`lstm.lm.corpus.Streams`), starting from the state the previous window ended in (reset
 to zeros at the start of each pass), and takes one Adam step on the mean cross-entropy.
 
-A run folder holds:
-
-* ``config.json`` -- the :class:`~lstm.lm.config.TrainConfig`, the corpus's digest, the world
-  size and the versions;
-* ``model.safetensors`` -- the weights (what ``evaluate`` and ``generate`` read);
-* ``training-state.safetensors`` -- everything a resume needs, self-contained: weights, Adam's
-  state, every process's RNG state and carried state, the step and the metrics so far;
-* ``metrics.jsonl`` -- one JSON record per report; ``curves.png`` -- training and validation BPC.
-
-Every file is written atomically, and the training state first, so a run killed at any moment
-resumes from its last checkpoint and ends with the same weights as a run never interrupted.
-Under ``torchrun`` every process trains on its own streams with ``DistributedDataParallel``
-(gloo on the CPU, nccl on CUDA); process 0 alone reports and writes. Every process reads the
-checkpoint on resume, so ``--out`` must be a folder they all see.
+Everything that changes from step to step is a :class:`TrainingState`; a checkpoint saves all
+of it (with every process's RNG state) in the run folder (:mod:`lstm.lm.run_folder`), training
+state first, so a run killed at any moment resumes from its last checkpoint and ends with the
+same weights as a run never interrupted. Under ``torchrun`` every process trains on its own
+streams with ``DistributedDataParallel`` (gloo on the CPU, nccl on CUDA); process 0 alone
+reports and writes. Every process reads the checkpoint on resume, so ``--out`` must be a
+folder they all see.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,29 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-import lstm
-from lstm._atomic import write_figure, write_json, write_text
 from lstm.lm.config import TrainConfig
 from lstm.lm.corpus import Corpus, Splits, Streams, check_size, load_corpus, split
-from lstm.lm.files import CheckpointError, load_tensors, save_tensors
-from lstm.lm.model import VOCABULARY, ByteModel, State, parameter_count
-from lstm.lm.sample import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    MODEL_KIND,
-    bits_per_character,
-    build_model,
-    load_weights,
-    read_config,
-)
+from lstm.lm.model import VOCABULARY, ByteModel, State, build_model, parameter_count
+from lstm.lm.run_folder import STATE_FILE, Checkpoint, RunFolder, load_weights, reading
+from lstm.lm.sample import bits_per_character
 
-STATE_FILE = "training-state.safetensors"
-METRICS_FILE = "metrics.jsonl"
-CURVES_FILE = "curves.png"
-RUN_FILES = (CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, CURVES_FILE)
-"""The files a run writes; ``--force`` removes exactly these."""
-
-STATE_KIND = "lstm-training-state/1"
 LOG_EVERY = 10
 """Steps per training-loss record (and per validation report, if ``eval_every`` is smaller)."""
 
@@ -108,6 +83,10 @@ class Processes:
         """Whether this process reports and writes files."""
         return self.rank == 0
 
+    def rows(self, batch_size: int) -> slice:
+        """This process's streams among all processes' ``batch_size`` streams each."""
+        return slice(self.rank * batch_size, (self.rank + 1) * batch_size)
+
     @classmethod
     def from_environment(cls) -> Processes:
         """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` as ``torchrun`` sets them."""
@@ -128,6 +107,85 @@ def resolve_device(choice: str, processes: Processes) -> torch.device:
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda", processes.local_rank)
+
+
+@dataclass
+class TrainingState:
+    """Everything that changes from one step to the next; a checkpoint saves all of it.
+
+    Attributes
+    ----------
+    model : ByteModel
+    optimiser : torch.optim.Optimizer
+    carry : tuple of Tensor or None
+        This process's recurrent state at the end of the last window (``None``: zeros).
+    step : int
+        Steps taken so far.
+    metrics : list of dict
+        The records so far, one per report.
+    pending_bits : float
+        Training bits per character summed over the steps since the last record.
+    pending_steps : int
+        Those steps.
+    """
+
+    model: ByteModel
+    optimiser: torch.optim.Optimizer
+    carry: State | None = None
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    pending_bits: float = 0.0
+    pending_steps: int = 0
+
+    def add_loss(self, bits: float) -> None:
+        """Count one more step's training loss (in bits per character)."""
+        self.pending_bits += bits
+        self.pending_steps += 1
+
+    def take_pending(self) -> float:
+        """The mean training loss since the last record; the sums start again from zero."""
+        mean = self.pending_bits / self.pending_steps
+        self.pending_bits, self.pending_steps = 0.0, 0
+        return mean
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What stays the same throughout one invocation of :func:`train`."""
+
+    config: TrainConfig
+    folder: RunFolder
+    corpus: Corpus
+    splits: Splits
+    streams: Streams
+    processes: Processes
+    device: torch.device
+    log: Callable[[str], None]
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Bytes predicted per step by all processes together."""
+        return self.config.batch_size * self.config.seq_len * self.processes.world_size
+
+    def bpc(self, model: ByteModel, data: Tensor) -> float:
+        """Bits per character of ``data``, read as in training."""
+        return bits_per_character(model, data, self.config.seq_len, self.config.batch_size)
+
+
+@dataclass
+class _Meter:
+    """Throughput: time since the start, and since the last record."""
+
+    started: float = field(default_factory=time.perf_counter)
+    interval_start: float = field(default_factory=time.perf_counter)
+    interval_steps: int = 0
+
+    def lap(self, tokens_per_step: int) -> float:
+        """Tokens per second since the last lap; a new interval starts."""
+        elapsed = time.perf_counter() - self.interval_start
+        speed = self.interval_steps * tokens_per_step / max(elapsed, 1e-9)
+        self.interval_start, self.interval_steps = time.perf_counter(), 0
+        return speed
 
 
 def train(
@@ -174,218 +232,103 @@ def train(
     """
     if resume and force:
         raise ValueError("expected at most one of --resume and --force, got both")
+    run = _open_run(config, Path(out), log)
+    if resume:
+        saved = run.folder.check_resumable(config, run.corpus, run.processes.world_size)
+    else:
+        run.folder.check_new(force=force)
+        saved = None
+    state = _initial_state(config, run.processes, saved)
+    _to_device(state, run.device)
+    with _process_group(run.processes, run.device):
+        if run.processes.leader:
+            run.folder.prepare(force=force)
+            if state.step == 0 or not run.folder.has_config():
+                run.folder.write_config(config, run.corpus, run.processes.world_size, run.device)
+        if run.processes.distributed:
+            dist.barrier()
+        return _loop(run, state, progress=progress and run.processes.leader)
+
+
+def _open_run(config: TrainConfig, folder: Path, log: Callable[[str], None]) -> _Run:
+    """Find this process's place and device, and load and check the data (nothing written)."""
     processes = Processes.from_environment()
     device = resolve_device(config.device, processes)
-    folder = Path(out)
     corpus = load_corpus(config.data)
-    streams_total = config.batch_size * processes.world_size
-    check_size(corpus, config.seq_len, streams_total)
+    streams = config.batch_size * processes.world_size
+    check_size(corpus, config.seq_len, streams)
     splits = split(corpus.data)
-    saved = _check_folder(folder, config, corpus, processes, resume=resume, force=force)
+    return _Run(
+        config,
+        RunFolder(folder),
+        corpus,
+        splits,
+        Streams(splits.train, streams, config.seq_len),
+        processes,
+        device,
+        log if processes.leader else lambda line: None,
+    )
 
+
+def _initial_state(
+    config: TrainConfig, processes: Processes, saved: Checkpoint | None
+) -> TrainingState:
+    """A fresh model and optimiser from the seed, then the checkpoint's state if there is one."""
     torch.manual_seed(config.seed)
     model = build_model(config)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = TrainingState(model, torch.optim.Adam(model.parameters(), lr=config.lr))
     torch.manual_seed(config.seed + processes.rank)  # each process draws its own dropout masks
-    start, carry = 0, None
-    records: list[dict[str, Any]] = []
-    pending: list[float] = [0.0, 0]  # training bits summed since the last record, and steps
     if saved is not None:
-        start, carry, records, pending = _restore(
-            saved, model, optimiser, processes, config.batch_size
-        )
-    model.to(device)
-    _move_optimiser_state(optimiser, device)
-    carry = None if carry is None else tuple(tensor.to(device) for tensor in carry)
+        _restore(state, saved, processes.rows(config.batch_size), processes.rank)
+    return state
 
+
+def _restore(state: TrainingState, saved: Checkpoint, rows: slice, rank: int) -> None:
+    """Load a checkpoint into the model, optimiser and RNG; take this process's carried rows."""
+    with reading(STATE_FILE):
+        load_weights(state.model, saved.weights, Path(STATE_FILE))
+        state.optimiser.load_state_dict(saved.optimiser)
+        torch.set_rng_state(saved.rng["cpu"][rank].clone())
+        if "cuda" in saved.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved.rng["cuda"][rank].clone())
+        carry = tuple(tensor[..., rows, :].clone() for tensor in saved.carry)
+        state.carry = carry or None
+        state.step, state.metrics = saved.step, list(saved.metrics)
+        state.pending_bits, state.pending_steps = saved.pending
+
+
+def _to_device(state: TrainingState, device: torch.device) -> None:
+    """Move the model, the optimiser's state and the carried state to ``device``."""
+    state.model.to(device)
+    for parameter_state in state.optimiser.state.values():
+        for name, value in parameter_state.items():
+            if isinstance(value, Tensor) and name != "step":
+                parameter_state[name] = value.to(device)
+    if state.carry is not None:
+        state.carry = tuple(tensor.to(device) for tensor in state.carry)
+
+
+@contextmanager
+def _process_group(processes: Processes, device: torch.device) -> Iterator[None]:
+    """Join the other processes for the duration (alone: nothing to join)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl's collectives (and barrier) use the current GPU
     if processes.distributed:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        if processes.leader:
-            _prepare_folder(folder, config, corpus, processes, device, start=start, force=force)
-        if processes.distributed:
-            dist.barrier()
-        return _loop(
-            config,
-            folder,
-            model,
-            optimiser,
-            Streams(splits.train, streams_total, config.seq_len),
-            splits,
-            corpus,
-            processes,
-            device,
-            start=start,
-            carry=carry,
-            records=records,
-            pending=pending,
-            progress=progress and processes.leader,
-            log=log if processes.leader else lambda line: None,
-        )
+        yield
     finally:
         if processes.distributed:
             dist.destroy_process_group()
 
 
-def _check_folder(
-    folder: Path,
-    config: TrainConfig,
-    corpus: Corpus,
-    processes: Processes,
-    *,
-    resume: bool,
-    force: bool,
-) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-    """Refuse to overwrite a run; on resume, check and read its checkpoint (nothing written)."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"--out {folder} exists and is not a folder")
-    if not resume:
-        if folder.is_dir() and any(folder.iterdir()) and not force:
-            raise ValueError(
-                f"run folder {folder} already exists and is not empty; pass --resume to "
-                "continue it or --force to replace it"
-            )
-        return None
-    if not (folder / CONFIG_FILE).exists():
-        return None  # killed before it wrote anything: resuming starts from step 0
-    saved_config, saved = read_config(folder)
-    changed = config.differences(saved_config)
-    if changed:
-        raise ValueError(
-            f"cannot resume {folder} with a different configuration: {'; '.join(changed)}"
-        )
-    if saved.get("corpus", {}).get("sha256") != corpus.sha256:
-        raise ValueError(
-            f"cannot resume {folder}: its data was {saved.get('corpus', {}).get('description')}"
-            f" with another SHA-256 than {corpus.description}"
-        )
-    if saved.get("world_size") != processes.world_size:
-        raise ValueError(
-            f"cannot resume {folder}: it ran on {saved.get('world_size')} process(es), "
-            f"expected the same, got {processes.world_size}"
-        )
-    if not (folder / STATE_FILE).exists():
-        return None
-    return load_tensors(folder / STATE_FILE, kind=STATE_KIND)
-
-
-def _restore(
-    saved: tuple[dict[str, Tensor], dict[str, Any]],
-    model: ByteModel,
-    optimiser: torch.optim.Optimizer,
-    processes: Processes,
-    batch_size: int,
-) -> tuple[int, State | None, list[dict[str, Any]], list[float]]:
-    """Load a training state into the model and optimiser; return where training stands."""
-    tensors, info = saved
-    try:
-        load_weights(model, _prefixed(tensors, "model/"), Path(STATE_FILE))
-        optimiser_state: dict[int, dict[str, Tensor]] = {}
-        for key, tensor in _prefixed(tensors, "optimiser/").items():  # "3/exp_avg" -> state[3]
-            index, name = key.split("/")
-            optimiser_state.setdefault(int(index), {})[name] = tensor
-        optimiser.load_state_dict({"state": optimiser_state, "param_groups": info["param_groups"]})
-        rows = slice(processes.rank * batch_size, (processes.rank + 1) * batch_size)
-        torch.set_rng_state(tensors["rng/cpu"][processes.rank].clone())
-        if "rng/cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng/cuda"][processes.rank].clone())
-        carried = [tensors[f"carry/{index}"] for index in range(int(info["carry"]))]
-        carry = tuple(tensor[..., rows, :].clone() for tensor in carried) if carried else None
-        return int(info["step"]), carry, list(info["metrics"]), list(info["pending"])
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
-        if isinstance(error, CheckpointError):
-            raise
-        raise CheckpointError(f"{STATE_FILE}: incomplete or incompatible ({error!r})") from None
-
-
-def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
-
-
-def _move_optimiser_state(optimiser: torch.optim.Optimizer, device: torch.device) -> None:
-    for state in optimiser.state.values():
-        for name, value in state.items():
-            if isinstance(value, Tensor) and name != "step":
-                state[name] = value.to(device)
-
-
-def _prepare_folder(
-    folder: Path,
-    config: TrainConfig,
-    corpus: Corpus,
-    processes: Processes,
-    device: torch.device,
-    *,
-    start: int,
-    force: bool,
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        if force:
-            (folder / name).unlink(missing_ok=True)
-        for leftover in folder.glob(f".{name}.*.tmp"):  # a write cut short by a kill
-            leftover.unlink()
-    if start == 0 or not (folder / CONFIG_FILE).exists():
-        write_json(
-            folder / CONFIG_FILE,
-            {
-                "train": config.to_json(),
-                "corpus": {
-                    "source": corpus.source,
-                    "description": corpus.description,
-                    "sha256": corpus.sha256,
-                    "bytes": corpus.data.numel(),
-                },
-                "world_size": processes.world_size,
-                "device": str(device),  # what --device auto resolved to
-                "versions": {
-                    "lstm": lstm.__version__,
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                },
-            },
-        )
-
-
-def _loop(
-    config: TrainConfig,
-    folder: Path,
-    model: ByteModel,
-    optimiser: torch.optim.Optimizer,
-    streams: Streams,
-    splits: Splits,
-    corpus: Corpus,
-    processes: Processes,
-    device: torch.device,
-    *,
-    start: int,
-    carry: State | None,
-    records: list[dict[str, Any]],
-    pending: list[float],
-    progress: bool,
-    log: Callable[[str], None],
-) -> Summary:
+def _loop(run: _Run, state: TrainingState, *, progress: bool) -> Summary:
+    """Train from ``state.step`` to ``config.steps``, reporting and checkpointing as asked."""
     from tqdm import tqdm
 
-    network: nn.Module = (
-        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        if processes.distributed
-        else model
-    )
-    rows = slice(processes.rank * config.batch_size, (processes.rank + 1) * config.batch_size)
-    tokens_per_step = config.batch_size * config.seq_len * processes.world_size
-    parameters = parameter_count(model)
-    log(
-        f"training {config.cell} ({config.layers} x {config.hidden}"
-        + (f", k={config.k}" if config.k else "")
-        + f", {parameters:,} parameters, impl {config.impl}) on {corpus.description} "
-        f"with {processes.world_size} process(es) on {device.type}; run folder {folder}"
-    )
-    if start:
-        log(f"resuming at step {start} of {config.steps}")
-    report_every = min(LOG_EVERY, config.eval_every)
+    config, start = run.config, state.step
+    network = _network(state.model, run)
+    _log_start(run, state)
     bar = tqdm(
         total=config.steps,
         initial=start,
@@ -394,86 +337,130 @@ def _loop(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    model.train()
-    started = interval_start = time.perf_counter()
-    interval_steps = 0
-    last_checkpoint = start
-    for step in range(start + 1, config.steps + 1):
-        if streams.starts_pass(step):
-            carry = None
-        inputs, targets = (part.to(device) for part in streams.window(step, rows))
-        logits, carry = network(inputs, carry)  # (B, T, 256)
-        loss = F.cross_entropy(logits.reshape(-1, VOCABULARY), targets.reshape(-1))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        optimiser.step()
-        carry = tuple(tensor.detach() for tensor in carry)
-        mean_loss = loss.detach()
-        if processes.distributed:
-            dist.all_reduce(mean_loss)
-            mean_loss /= processes.world_size
-        pending[0] += float(mean_loss) / math.log(2)
-        pending[1] += 1
-        interval_steps += 1
-        evaluate = step % config.eval_every == 0
-        if evaluate or step % report_every == 0 or step == config.steps:
-            elapsed = time.perf_counter() - interval_start
-            record: dict[str, Any] = {
-                "step": step,
-                "train_bpc": pending[0] / pending[1],
-                "tokens_per_second": interval_steps * tokens_per_step / max(elapsed, 1e-9),
-            }
-            pending[:] = [0.0, 0]
-            interval_start, interval_steps = time.perf_counter(), 0
-            if evaluate and processes.leader:
-                validation = splits.validation[: config.eval_bytes]
-                record["validation_bpc"] = bits_per_character(
-                    model, validation, config.seq_len, config.batch_size
-                )
-                log(
-                    f"step {step}/{config.steps}: train {record['train_bpc']:.3f} bpc, "
-                    f"validation {record['validation_bpc']:.3f} bpc, "
-                    f"{record['tokens_per_second']:,.0f} tokens/s"
-                )
-            records.append(record)
-            bar.set_postfix(
-                loss=f"{record['train_bpc'] * math.log(2):.3f}",  # nats, as cross_entropy gives
-                bpc=f"{record['train_bpc']:.3f}",
-                tokens_per_s=f"{record['tokens_per_second']:,.0f}",
-            )
+    meter = _Meter()
+    state.model.train()
+    while state.step < config.steps:
+        _train_step(run, network, state)
+        meter.interval_steps += 1
+        if _records_at(config, state.step):
+            _show(bar, _record(run, state, meter))
         bar.update()
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            _checkpoint(folder, config, model, optimiser, carry, records, pending, step, processes)
-            last_checkpoint = step
+        if state.step % config.checkpoint_every == 0 or state.step == config.steps:
+            _checkpoint(run, state)
     bar.close()
-    elapsed = time.perf_counter() - started
-    trained = config.steps - start
-    if last_checkpoint != config.steps:  # resumed a finished run: nothing trained
-        _checkpoint(folder, config, model, optimiser, carry, records, pending, start, processes)
-    validation_bpc = test_bpc = math.nan
-    if processes.leader:
-        validation_bpc = bits_per_character(
-            model, splits.validation, config.seq_len, config.batch_size
+    elapsed = time.perf_counter() - meter.started
+    if state.step != config.steps:  # resumed beyond --steps: nothing trained
+        _checkpoint(run, state)
+    return _finish(run, state, config.steps - start, elapsed)
+
+
+def _network(model: ByteModel, run: _Run) -> nn.Module:
+    """The model, wrapped in ``DistributedDataParallel`` when there are other processes."""
+    if not run.processes.distributed:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[run.device] if run.device.type == "cuda" else None
+    )
+
+
+def _log_start(run: _Run, state: TrainingState) -> None:
+    """The first line: the model, the data, the processes and the folder; where it resumes."""
+    config = run.config
+    run.log(
+        f"training {config.cell} ({config.layers} x {config.hidden}"
+        + (f", k={config.k}" if config.k else "")
+        + f", {parameter_count(state.model):,} parameters, impl {config.impl}) on "
+        f"{run.corpus.description} with {run.processes.world_size} process(es) on "
+        f"{run.device.type}; run folder {run.folder.path}"
+    )
+    if state.step:
+        run.log(f"resuming at step {state.step} of {config.steps}")
+
+
+def _train_step(run: _Run, network: nn.Module, state: TrainingState) -> None:
+    """One Adam step on the next window of every stream."""
+    step = state.step + 1
+    if run.streams.starts_pass(step):
+        state.carry = None
+    rows = run.processes.rows(run.config.batch_size)
+    inputs, targets = (part.to(run.device) for part in run.streams.window(step, rows))
+    logits, carry = network(inputs, state.carry)  # (B, T, 256)
+    loss = F.cross_entropy(logits.reshape(-1, VOCABULARY), targets.reshape(-1))
+    state.optimiser.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    nn.utils.clip_grad_norm_(state.model.parameters(), run.config.clip)
+    state.optimiser.step()
+    state.carry = tuple(tensor.detach() for tensor in carry)
+    state.add_loss(_mean_over_processes(loss.detach(), run.processes) / math.log(2))
+    state.step = step
+
+
+def _mean_over_processes(value: Tensor, processes: Processes) -> float:
+    """The mean of a scalar over every process (the value itself when alone)."""
+    if processes.distributed:
+        dist.all_reduce(value)
+        value /= processes.world_size
+    return float(value)
+
+
+def _records_at(config: TrainConfig, step: int) -> bool:
+    """Whether ``step`` ends with a record (every :data:`LOG_EVERY` steps, and validations)."""
+    report_every = min(LOG_EVERY, config.eval_every)
+    return step % config.eval_every == 0 or step % report_every == 0 or step == config.steps
+
+
+def _record(run: _Run, state: TrainingState, meter: _Meter) -> dict[str, Any]:
+    """Append a record of the training loss since the last, validating where it is due."""
+    config = run.config
+    record: dict[str, Any] = {
+        "step": state.step,
+        "train_bpc": state.take_pending(),
+        "tokens_per_second": meter.lap(run.tokens_per_step),
+    }
+    if state.step % config.eval_every == 0 and run.processes.leader:
+        record["validation_bpc"] = run.bpc(state.model, run.splits.validation[: config.eval_bytes])
+        run.log(
+            f"step {state.step}/{config.steps}: train {record['train_bpc']:.3f} bpc, "
+            f"validation {record['validation_bpc']:.3f} bpc, "
+            f"{record['tokens_per_second']:,.0f} tokens/s"
         )
-        test_bpc = bits_per_character(model, splits.test, config.seq_len, config.batch_size)
-        final = [
-            *records,
-            {"step": config.steps, "final_validation_bpc": validation_bpc, "test_bpc": test_bpc},
-        ]
-        _write_metrics(folder, final)
-        _plot(folder / CURVES_FILE, final, f"{config.cell} on {corpus.description}")
-    tokens_per_second = trained * tokens_per_step / elapsed if trained else math.nan
+    state.metrics.append(record)
+    return record
+
+
+def _show(bar: Any, record: dict[str, Any]) -> None:
+    """Put a record's loss, BPC and speed on the progress bar."""
+    bar.set_postfix(
+        loss=f"{record['train_bpc'] * math.log(2):.3f}",  # nats, as cross_entropy gives
+        bpc=f"{record['train_bpc']:.3f}",
+        tokens_per_s=f"{record['tokens_per_second']:,.0f}",
+    )
+
+
+def _finish(run: _Run, state: TrainingState, trained: int, elapsed: float) -> Summary:
+    """Validation and test BPC over the whole splits; the final metrics, curves and line."""
+    config = run.config
+    validation_bpc = test_bpc = math.nan
+    if run.processes.leader:
+        validation_bpc = run.bpc(state.model, run.splits.validation)
+        test_bpc = run.bpc(state.model, run.splits.test)
+        final = {"step": config.steps, "final_validation_bpc": validation_bpc, "test_bpc": test_bpc}
+        title = f"{config.cell} on {run.corpus.description}"
+        run.folder.write_results([*state.metrics, final], title)
+    tokens_per_second = trained * run.tokens_per_step / elapsed if trained else math.nan
     speed = (
         f"{tokens_per_second:,.0f} tokens/s over this run's {trained} steps in {elapsed:.1f}s"
         if trained
         else "no steps left to train"
     )
-    log(
+    run.log(
         f"done: step {config.steps}, validation {validation_bpc:.3f} bpc, test {test_bpc:.3f} "
         f"bpc (uniform guessing: 8.000), {speed}"
     )
-    return Summary(folder, config.steps, validation_bpc, test_bpc, tokens_per_second, parameters)
+    parameters = parameter_count(state.model)
+    return Summary(
+        run.folder.path, config.steps, validation_bpc, test_bpc, tokens_per_second, parameters
+    )
 
 
 def _gather_rows(tensor: Tensor, processes: Processes) -> Tensor:
@@ -485,71 +472,24 @@ def _gather_rows(tensor: Tensor, processes: Processes) -> Tensor:
     return torch.cat(parts, dim=-2)
 
 
-def _checkpoint(
-    folder: Path,
-    config: TrainConfig,
-    model: ByteModel,
-    optimiser: torch.optim.Optimizer,
-    carry: State | None,
-    records: list[dict[str, Any]],
-    pending: list[float],
-    step: int,
-    processes: Processes,
-) -> None:
-    """Write the training state, then the weights, then the metrics (all processes gather)."""
-    device = next(model.parameters()).device
+def _checkpoint(run: _Run, state: TrainingState) -> None:
+    """Save the state of every process (all of them gather; process 0 writes)."""
+    processes = run.processes
+    device = next(state.model.parameters()).device
     # (world, n) each: one row per process, gathered through the device the backend uses
-    rng = {"rng/cpu": _gather_rows(torch.get_rng_state().to(device)[None], processes)}
+    rng = {"cpu": _gather_rows(torch.get_rng_state().to(device)[None], processes)}
     if device.type == "cuda":
-        cuda_state = torch.cuda.get_rng_state(device).to(device)[None]
-        rng["rng/cuda"] = _gather_rows(cuda_state, processes)
-    carried = [] if carry is None else [_gather_rows(tensor, processes) for tensor in carry]
+        rng["cuda"] = _gather_rows(torch.cuda.get_rng_state(device).to(device)[None], processes)
+    carry = () if state.carry is None else tuple(_gather_rows(t, processes) for t in state.carry)
     if not processes.leader:
         return
-    weights = model.state_dict()
-    optimiser_state = optimiser.state_dict()
-    tensors = {f"model/{name}": tensor for name, tensor in weights.items()}
-    for index, state in optimiser_state["state"].items():
-        tensors.update({f"optimiser/{index}/{name}": value for name, value in state.items()})
-    tensors.update({name: value.cpu() for name, value in rng.items()})
-    tensors.update({f"carry/{index}": tensor for index, tensor in enumerate(carried)})
-    info = {
-        "step": step,
-        "param_groups": optimiser_state["param_groups"],
-        "carry": len(carried),
-        "metrics": records,
-        "pending": pending,
-    }
-    save_tensors(folder / STATE_FILE, tensors, kind=STATE_KIND, info=info)
-    save_tensors(
-        folder / MODEL_FILE,
-        weights,
-        kind=MODEL_KIND,
-        info={"step": step, "train": config.to_json()},
+    checkpoint = Checkpoint(
+        step=state.step,
+        weights=state.model.state_dict(),
+        optimiser=state.optimiser.state_dict(),
+        rng=rng,
+        carry=carry,
+        metrics=state.metrics,
+        pending=(state.pending_bits, state.pending_steps),
     )
-    _write_metrics(folder, records)
-
-
-def _write_metrics(folder: Path, records: list[dict[str, Any]]) -> None:
-    write_text(folder / METRICS_FILE, "".join(json.dumps(record) + "\n" for record in records))
-
-
-def _plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
-    """Training and validation BPC against the step, as a PNG (atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for key, label in [("train_bpc", "training"), ("validation_bpc", "validation")]:
-        points = [(record["step"], record[key]) for record in records if key in record]
-        if points:
-            steps, values = zip(*points, strict=True)
-            axes.plot(steps, values, marker="o" if key == "validation_bpc" else None, label=label)
-    axes.set_xlabel("step")
-    axes.set_ylabel("bits per character")
-    axes.set_title(title, fontsize=9)
-    axes.grid(alpha=0.3)
-    axes.legend()
-    write_figure(path, figure)
+    run.folder.save_checkpoint(checkpoint, run.config)

@@ -1,0 +1,72 @@
+"""The training loop's parts: the state it carries, the processes, the device, a whole run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstm.lm.config import TrainConfig
+from lstm.lm.model import build_model, parameter_count
+from lstm.lm.train import Processes, TrainingState, resolve_device, train
+
+
+def test_training_state_sums_the_loss_until_a_record_takes_it() -> None:
+    model = build_model(TrainConfig(hidden=4))
+    state = TrainingState(model, torch.optim.Adam(model.parameters()))
+    assert (state.step, state.carry, state.metrics) == (0, None, [])
+    state.add_loss(8.0)
+    state.add_loss(7.0)
+    assert (state.pending_bits, state.pending_steps) == (15.0, 2)
+    assert state.take_pending() == 7.5
+    assert (state.pending_bits, state.pending_steps) == (0.0, 0)
+    assert isinstance(state.pending_bits, float)  # saved as 0.0, as before
+
+
+def test_processes_read_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Processes.from_environment() == Processes(0, 1, 0)
+    assert not Processes().distributed
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    processes = Processes.from_environment()
+    assert processes == Processes(3, 4, 1)
+    assert processes.distributed
+    assert not processes.leader
+    monkeypatch.setenv("WORLD_SIZE", "four")
+    with pytest.raises(ValueError, match="expected integer RANK/WORLD_SIZE/LOCAL_RANK"):
+        Processes.from_environment()
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu", Processes()) == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto", Processes(1, 2, 1)) == torch.device("cuda", 1)
+    else:
+        assert resolve_device("auto", Processes()) == torch.device("cpu")
+        with pytest.raises(ValueError, match="expected --device cuda to find a CUDA device"):
+            resolve_device("cuda", Processes())
+
+
+def test_processes_take_their_own_rows_of_the_streams() -> None:
+    assert Processes().rows(4) == slice(0, 4)
+    assert Processes(2, 3, 0).rows(4) == slice(8, 12)
+
+
+def test_train_reports_through_log_and_returns_a_summary(corpus_file: Path, tmp_path: Path) -> None:
+    config = TrainConfig(
+        data=str(corpus_file), hidden=4, seq_len=4, batch_size=2, steps=3, eval_every=2,
+        device="cpu",
+    )  # fmt: skip
+    lines: list[str] = []
+    summary = train(config, tmp_path / "run", progress=False, log=lines.append)
+    assert (summary.folder, summary.step) == (tmp_path / "run", 3)
+    assert summary.parameters == parameter_count(build_model(config))
+    assert 7.0 < summary.test_bpc < 9.0
+    assert summary.tokens_per_second > 0
+    assert lines[0].startswith("training lstm (1 x 4, 2,")
+    assert lines[1].startswith("step 2/3: train ")
+    assert lines[-1].startswith(f"done: step 3, validation {summary.validation_bpc:.3f} bpc")
+    with pytest.raises(ValueError, match="expected at most one of --resume and --force"):
+        train(config, tmp_path / "run", resume=True, force=True)
