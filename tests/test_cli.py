@@ -125,6 +125,8 @@ def test_impl_torch_follows_the_same_loss_trajectory(
     )
     assert code == 0
     assert "impl torch" in torch_printed
+    assert "\nengine: kernel (LSTM's own step: torch.lstm" in ours_printed
+    assert "\nengine: torch.nn.LSTM (--impl torch" in torch_printed
     assert "tokens/s" in torch_printed
     assert "tokens/s" in ours_printed
     ours, theirs = metrics(tmp_path / "lstm"), metrics(tmp_path / "torch")

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeAlias
 
+import torch
 from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
+from lstm.driver import Recurrent
 from lstm.registry import create, get_cell, takes_lanes
 
 if TYPE_CHECKING:  # lstm.lm.config imports this module
@@ -80,6 +82,21 @@ class ByteModel(nn.Module):
             self.rnn: nn.Module = rnn.to_torch()
         else:
             self.rnn = rnn
+
+    def engine(self, batch: int, seq_len: int) -> tuple[str, str]:
+        """The engine a training step on ``(batch, seq_len)`` tokens runs, and why.
+
+        ``engine_for`` of the recurrent layer (see :meth:`lstm.driver.Recurrent.engine_for`),
+        asked in training mode with gradients on; ``("torch.nn.LSTM", ...)`` for
+        ``impl="torch"``.
+        """
+        if not isinstance(self.rnn, Recurrent):
+            return "torch.nn.LSTM", "--impl torch runs torch.nn.LSTM itself"
+        weight = self.embed.weight
+        sample = weight.new_zeros(batch, seq_len, weight.shape[1])
+        with torch.enable_grad():
+            engine = self.rnn.engine_for(sample)
+        return engine.name, engine.reason
 
     def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Logits for the next byte at every position, and the state after the last.

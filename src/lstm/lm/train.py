@@ -373,6 +373,8 @@ def _log_start(run: _Run, state: TrainingState) -> None:
         f"{run.corpus.description} with {run.processes.world_size} process(es) on "
         f"{run.device.type}; run folder {run.folder.path}"
     )
+    name, reason = state.model.engine(config.batch_size, config.seq_len)
+    run.log(f"engine: {name} ({reason})")
     if state.step:
         run.log(f"resuming at step {state.step} of {config.steps}")
 
