@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -61,6 +61,32 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+COMMAND_LINE_TESTS = ("test_cli", "test_fuzz_cli", "test_faults", "test_lm_")
+"""Files of the command line's tests (``lstm.cli``, ``lstm.lm``), by name prefix."""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The core's tests run torch on one thread.
+
+    Their tensors are tiny (a few dozen numbers), so intra-op threads never help them, and on
+    a machine whose cores are shared every parallel region (MKL's float64 matrix products,
+    ``layer_norm``) waits for a thread that another process holds: the gradcheck of the
+    layer-normalised cell took 86 s on two threads under load, 7 s on one. The command line's
+    tests keep torch's default: they compare in-process runs bitwise with runs in
+    subprocesses, which use the default.
+    """
+    if request.node.path.name.startswith(COMMAND_LINE_TESTS):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def reference_weights(model: Recurrent) -> dict[tuple[int, int], CellWeights]:
