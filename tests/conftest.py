@@ -13,11 +13,6 @@ import torch
 from hypothesis import settings
 from torch import Tensor, nn
 
-from lstm import LSTM, Recurrent
-from reference import CellWeights
-
-DOUBLE = torch.float64
-
 # Hypothesis profiles. "ci", the default, keeps every property test to a few dozen cases and
 # draws them from a fixed seed, so that a run is deterministic and quick. "slow" is for the
 # twins marked @pytest.mark.slow (deselected by default; `python -m pytest -m slow`), which
@@ -89,27 +84,6 @@ def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def reference_weights(model: Recurrent) -> dict[tuple[int, int], CellWeights]:
-    """The (W_ih, W_hh, b_ih, b_hh) of every cell of an LSTM-layout model."""
-    weights = {}
-    for layer in range(model.num_layers):
-        for direction in range(model.num_directions):
-            parts = model.cell_parts(layer, direction)
-            i2h, h2h = parts["i2h"], parts["h2h"]
-            weights[(layer, direction)] = (i2h.weight, h2h.weight, i2h.bias, h2h.bias)
-    return weights
-
-
-def make_lstm(**options: object) -> LSTM:
-    options.setdefault("dtype", DOUBLE)
-    return LSTM(3, 4, **options)  # type: ignore[arg-type]
-
-
-def projection(probes: list[torch.Tensor], tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """A random linear function of several outputs, to compare all their gradients at once."""
-    return torch.stack([(p * t).sum() for p, t in zip(probes, tensors, strict=True)]).sum()
-
-
 @pytest.fixture
 def linear_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
     """How often each ``nn.Linear`` (by ``id``) runs its forward during the test."""
@@ -121,4 +95,18 @@ def linear_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
         return original(self, x)
 
     monkeypatch.setattr(nn.Linear, "forward", counting)
+    return calls
+
+
+@pytest.fixture
+def torch_lstm_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per call of ``torch.lstm`` (the fast path's kernel) during the test."""
+    calls: list[int] = []
+    original = torch.lstm
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "lstm", counting)
     return calls

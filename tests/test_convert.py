@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from conftest import DOUBLE, projection
+from builders import DOUBLE, projection
 from lstm import LSTM
 from lstm.cells.lstm import _permute_gates
 

@@ -1,4 +1,9 @@
-"""The LSTM family: the reference page's API, the f, i, o, g layout, and the equations."""
+"""The LSTM family (``lstm.cells.lstm``): the reference page's API, the f, i, o, g layout,
+and the equations against the independent reference, on every engine.
+
+Conversion to and from ``torch.nn.LSTM`` (also in ``lstm.cells.lstm``) is in
+``test_convert.py``; the engines' agreement with each other in ``test_engines.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ import torch
 from torch import nn
 
 import lstm
-from conftest import DOUBLE, make_lstm, projection, reference_weights
+from builders import DOUBLE, assert_matches_reference, build, close, lstm_weights
 from lstm import LSTM, lstm_cell, lstm_pointwise
-from reference import lstm_step, run_reference
+from reference import given_initial, lstm_reference, lstm_step, lstm_steps
 
 
 def test_documented_attributes_and_state_dict_keys() -> None:
@@ -51,7 +56,7 @@ def test_forward_returns_documented_shapes() -> None:
 
 
 def test_forward_cell_matches_documented_equations() -> None:
-    model = make_lstm()
+    model = build("lstm")
     x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, 4, 4))
     new_hidden, new_state = model.forward_cell(x, hidden, state)
     weights = (model.i2h.weight, model.h2h.weight, model.i2h.bias, model.h2h.bias)
@@ -62,7 +67,7 @@ def test_forward_cell_matches_documented_equations() -> None:
 
 
 def test_pure_functions_agree_with_the_module() -> None:
-    model = make_lstm()
+    model = build("lstm")
     x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, 4, 4))
     expected = model.forward_cell(x, hidden, state)
     got = lstm_cell(
@@ -87,7 +92,7 @@ def _saturate(
 
 
 def test_gate_layout_is_forget_input_output_candidate() -> None:
-    model = make_lstm()
+    model = build("lstm")
     state = torch.randn(2, 4, dtype=DOUBLE)
     hidden = torch.zeros(2, 4, dtype=DOUBLE)
     x = torch.zeros(2, 3, dtype=DOUBLE)
@@ -115,26 +120,14 @@ def test_gate_layout_is_forget_input_output_candidate() -> None:
 def test_matches_step_by_step_reference(
     num_layers: int, bidirectional: bool, bias: bool, engine: str
 ) -> None:
-    model = make_lstm(num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+    model = build("lstm", num_layers=num_layers, bidirectional=bidirectional, bias=bias)
     model.engine = engine
-    x = torch.randn(4, 6, 3, dtype=DOUBLE, requires_grad=True)
-    lengths = [6, 2, 5, 1]
     cells = num_layers * model.num_directions
     h0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
     c0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
-    out, (h_n, c_n) = model(x, (h0, c0), lengths=torch.tensor(lengths))
-    ref_out, ref_h, ref_c = run_reference(
-        x, reference_weights(model), 4, num_layers, bidirectional, lengths, h0, c0
-    )
-    for got, want in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    # Gradients of a random projection of everything, with respect to input and weights.
-    probes = [torch.randn_like(t) for t in (out, h_n, c_n)]
-    inputs = [x, *model.parameters()]
-    ours = torch.autograd.grad(projection(probes, (out, h_n, c_n)), inputs)
-    theirs = torch.autograd.grad(projection(probes, (ref_out, ref_h, ref_c)), inputs)
-    for got, want in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    steps = lstm_steps(lstm_weights(model))
+    assert_matches_reference(model, x, steps, given_initial(h0, c0), [6, 2, 5, 1], (h0, c0))
 
 
 def test_original_checkpoint_loads_unchanged() -> None:
@@ -145,10 +138,9 @@ def test_original_checkpoint_loads_unchanged() -> None:
         "h2h.weight": torch.randn(16, 4, dtype=DOUBLE),
         "h2h.bias": torch.randn(16, dtype=DOUBLE),
     }
-    model = make_lstm()
+    model = build("lstm")
     model.load_state_dict(checkpoint, strict=True)
     x = torch.randn(2, 5, 3, dtype=DOUBLE)
-    out, (h_n, c_n) = model(x)
     weights = {
         (0, 0): (
             checkpoint["i2h.weight"],
@@ -157,10 +149,8 @@ def test_original_checkpoint_loads_unchanged() -> None:
             checkpoint["h2h.bias"],
         )
     }
-    ref_out, ref_h, ref_c = run_reference(x, weights, 4, 1, False)
-    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
-    torch.testing.assert_close(h_n, ref_h, rtol=0, atol=1e-12)
-    torch.testing.assert_close(c_n, ref_c, rtol=0, atol=1e-12)
+    out, (h_n, c_n) = model(x)
+    close((out, h_n, c_n), lstm_reference(x, weights))
 
 
 def test_default_initialisation_is_linear_default() -> None:
@@ -206,8 +196,8 @@ def test_overriding_either_initial_state_hook_changes_default_state(hook: str) -
         return filled, filled.clone()
 
     custom = type("Custom", (LSTM,), {hook: ones})(3, 4, dtype=DOUBLE)
-    custom.load_state_dict(make_lstm().state_dict())
-    plain = make_lstm()
+    custom.load_state_dict(build("lstm").state_dict())
+    plain = build("lstm")
     plain.load_state_dict(custom.state_dict())
     x = torch.randn(2, 3, 3, dtype=DOUBLE)
     expected = plain(x, (torch.ones(1, 2, 4, dtype=DOUBLE), torch.ones(1, 2, 4, dtype=DOUBLE)))

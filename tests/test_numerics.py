@@ -15,29 +15,23 @@ import pytest
 import torch
 from torch import Tensor
 
-from lstm import CELLS, SLSTM, ArrayLSTM, Recurrent, StochasticArrayLSTM, create
-from lstm.registry import takes_lanes
+from builders import LANES, NAMES, build, parts
+from lstm import SLSTM, ArrayLSTM, Recurrent, StochasticArrayLSTM
 
-NAMES = sorted(CELLS)
 STEPS = 2_000
 LONG_STEPS = 10_000
-BATCH, INPUT, HIDDEN, LANES = 2, 4, 8, 3
+BATCH, INPUT, HIDDEN = 2, 4, 8
 SATURATING = 1e4
 
 
-def build(name: str, **options: Any) -> Recurrent:
-    lanes = {"k": LANES} if takes_lanes(CELLS[name]) else {}
-    return create(name, INPUT, HIDDEN, **lanes, **options).eval()
+def make(name: str) -> Recurrent:
+    return build(name, INPUT, HIDDEN, dtype=torch.float32)
 
 
 def bound(model: Recurrent) -> float:
     """The largest ``|h|`` the cell's equations allow."""
     summed_lanes = isinstance(model, ArrayLSTM) and not isinstance(model, StochasticArrayLSTM)
     return float(LANES) if summed_lanes else 1.0
-
-
-def parts(state: Any) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
 
 
 def assert_finite_and_bounded(
@@ -57,7 +51,7 @@ def saturating_input(steps: int) -> Tensor:
 
 
 def run_long(name: str, steps: int) -> None:
-    model = build(name)
+    model = make(name)
     with torch.no_grad():
         out, (hidden, state) = model(torch.randn(BATCH, steps, INPUT))
     assert out.shape == (BATCH, steps, HIDDEN)
@@ -77,7 +71,7 @@ def test_very_long_sequence_stays_finite(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_saturating_inputs_give_finite_results_and_gradients(name: str) -> None:
-    model = build(name)
+    model = make(name)
     x = saturating_input(STEPS // 4).requires_grad_()
     out, (hidden, state) = model(x, lengths=torch.tensor([STEPS // 4, STEPS // 8]))
     assert_finite_and_bounded(model, out, hidden, state)
@@ -90,7 +84,7 @@ def test_saturating_inputs_give_finite_results_and_gradients(name: str) -> None:
 
 
 def run_bf16_autocast(name: str, steps: int) -> None:
-    model = build(name)
+    model = make(name)
     x = torch.randn(BATCH, steps, INPUT)
     x[:, ::2] *= SATURATING  # long and saturated, in bf16 matrix products
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
