@@ -4,7 +4,8 @@ Each test checks that outputs and states stay finite and that the hidden output 
 the bound its equations give: ``|h| <= 1`` (an output gate in (0, 1) times a tanh, or the
 sLSTM's ``c / n`` with ``|c| <= n``), ``|h| <= k`` for the Array-LSTM, whose output sums its
 ``k`` lanes. The default suite runs sequences of ``STEPS`` steps; the tests marked ``slow``
-run ``LONG_STEPS`` (``python -m pytest -m slow``).
+run ``LONG_STEPS`` (``python -m pytest -m slow``). The sLSTM's stabiliser has its own
+saturation tests in ``test_slstm.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from builders import LANES, NAMES, build, parts
-from lstm import SLSTM, ArrayLSTM, Recurrent, StochasticArrayLSTM
+from lstm import ArrayLSTM, Recurrent, StochasticArrayLSTM
 
 STEPS = 2_000
 LONG_STEPS = 10_000
@@ -102,59 +103,3 @@ def test_bf16_autocast_stays_finite(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_bf16_autocast_stays_finite_over_a_very_long_sequence(name: str) -> None:
     run_bf16_autocast(name, LONG_STEPS)
-
-
-# ------------------------------------------------------------------ the sLSTM's stabiliser
-
-# Biases of the forget and input gates (blocks 0 and 1 of i2h.bias), and the scale of the
-# input: each gate saturated open, shut, or both, far beyond what exp() can represent in
-# float32 (exp(89) = inf, exp(-104) = 0); the last case saturates through the input instead.
-GATE_BIASES = [
-    (1e4, -1e4, 1.0),
-    (-1e4, 1e4, 1.0),
-    (1e4, 1e4, 1.0),
-    (-1e4, -1e4, 1.0),
-    (200.0, -200.0, 1.0),
-    (0.0, 0.0, SATURATING),
-]
-
-
-def unstabilised_first_step(gates: Tensor) -> Tensor:
-    """h_1 from the paper's gates without the stabiliser: i = exp(ĩ), n_0 = c_0 = 0."""
-    _, input_gate, output, candidate = gates.chunk(4, dim=-1)
-    input_gate = torch.exp(input_gate)
-    return torch.sigmoid(output) * (input_gate * torch.tanh(candidate)) / input_gate
-
-
-def run_stabilised(forget_bias: float, input_bias: float, scale: float, steps: int) -> None:
-    model = SLSTM(INPUT, HIDDEN).eval()
-    with torch.no_grad():
-        blocks = model.i2h.bias.view(4, HIDDEN)  # f, i, o, z
-        blocks[0], blocks[1] = forget_bias, input_bias
-    x = scale * torch.randn(BATCH, steps, INPUT)
-    with torch.no_grad():
-        gates = model.i2h(x[:, 0]) + model.h2h(torch.zeros(BATCH, HIDDEN))
-        # Without the stabiliser the first step already gives inf/inf or 0/0.
-        assert not torch.isfinite(unstabilised_first_step(gates)).all()
-        out, (hidden, state), (cell, normaliser, stabiliser) = model(x, return_all_states=True)
-    assert_finite_and_bounded(model, out, hidden, state)
-    for name, tensor in [("c", cell), ("n", normaliser), ("m", stabiliser)]:
-        assert torch.isfinite(tensor).all(), f"{name} is not finite"
-    # The invariants behind the stabiliser, at every step: n >= 1 and |c| <= n.
-    assert normaliser.min() >= 1.0
-    assert (cell.abs() <= normaliser).all()
-
-
-@pytest.mark.parametrize(("forget_bias", "input_bias", "scale"), GATE_BIASES)
-def test_slstm_stabiliser_keeps_exponential_gates_finite(
-    forget_bias: float, input_bias: float, scale: float
-) -> None:
-    run_stabilised(forget_bias, input_bias, scale, STEPS)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("forget_bias", "input_bias", "scale"), GATE_BIASES)
-def test_slstm_stabiliser_over_a_very_long_sequence(
-    forget_bias: float, input_bias: float, scale: float
-) -> None:
-    run_stabilised(forget_bias, input_bias, scale, LONG_STEPS)
