@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from builders import DOUBLE, close, gradients
 from lstm import LSTM
-from lstm.cells import lstm as lstm_module
+from lstm.cells.lstm import PACKED_TRAINING_MAX_LEN
 from toy_cells import CoupledGateLSTM
 
 LENGTHS = torch.tensor([6, 2, 5, 1])
@@ -22,12 +22,14 @@ CASES = list(
 )
 
 
-def _run(model: LSTM, x: Tensor, hidden: Any, kind: str) -> tuple[Tensor, Tensor, Tensor]:
+def _run(
+    model: LSTM, x: Tensor, hidden: Any, kind: str, lengths: Tensor = LENGTHS
+) -> tuple[Tensor, Tensor, Tensor]:
     if kind == "lengths":
-        out, (h, c) = model(x, hidden, lengths=LENGTHS)
+        out, (h, c) = model(x, hidden, lengths=lengths)
     elif kind == "packed":
         out, (h, c) = model(
-            pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False), hidden
+            pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False), hidden
         )
         out = out.data
     else:
@@ -36,16 +38,23 @@ def _run(model: LSTM, x: Tensor, hidden: Any, kind: str) -> tuple[Tensor, Tensor
 
 
 def assert_engines_agree(
-    cls: type[LSTM], engine: str, kind: str, hidden: Any = None, **options: Any
+    cls: type[LSTM],
+    engine: str,
+    kind: str,
+    hidden: Any = None,
+    x: Tensor | None = None,
+    lengths: Tensor = LENGTHS,
+    **options: Any,
 ) -> None:
     """``engine`` and the reference path: same outputs, states and gradients, to 1e-10."""
     model = cls(3, 5, dtype=DOUBLE, **options)
     reference = cls(3, 5, dtype=DOUBLE, **options)
     reference.load_state_dict(model.state_dict())
     model.engine, reference.engine = engine, "reference"
-    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    x = torch.randn(4, 6, 3, dtype=DOUBLE) if x is None else x
     x_model, x_reference = x.clone().requires_grad_(), x.clone().requires_grad_()
-    got, want = _run(model, x_model, hidden, kind), _run(reference, x_reference, hidden, kind)
+    got = _run(model, x_model, hidden, kind, lengths)
+    want = _run(reference, x_reference, hidden, kind, lengths)
     close(got, want, atol=1e-10)
     close(
         gradients(got, [x_model, *model.parameters()]),
@@ -94,7 +103,7 @@ def test_long_ragged_batches_that_need_gradients_step_instead(
     # The kernel's packed backward costs seq_len x total steps (PACKED_TRAINING_MAX_LEN); the
     # hoisted per-step path is linear. Short, full-length or inference batches keep the kernel.
     model = LSTM(3, 4)
-    limit = lstm_module.PACKED_TRAINING_MAX_LEN
+    limit = PACKED_TRAINING_MAX_LEN
     long = limit + 1
     model(torch.randn(2, long, 3), lengths=torch.tensor([long, 3]))
     assert len(torch_lstm_calls) == 0
@@ -111,11 +120,18 @@ def test_long_ragged_batches_that_need_gradients_step_instead(
 
 
 def test_the_stepped_long_ragged_batch_matches_the_reference_path(
-    monkeypatch: pytest.MonkeyPatch,
+    torch_lstm_calls: list[int],
 ) -> None:
-    monkeypatch.setattr(lstm_module, "PACKED_TRAINING_MAX_LEN", 2)  # LENGTHS reach 6
+    # A batch just past the limit, ragged, with gradients: the stepped path, in both
+    # directions of a 2-layer model (the reverse direction starts each sequence at its end).
+    long = PACKED_TRAINING_MAX_LEN + 1
+    x = torch.randn(4, long, 3, dtype=DOUBLE)
+    lengths = torch.tensor([3, long, 1, 100])
     for bidirectional in (False, True):
-        assert_engines_agree(LSTM, "auto", "lengths", num_layers=2, bidirectional=bidirectional)
+        assert_engines_agree(
+            LSTM, "auto", "lengths", None, x, lengths, num_layers=2, bidirectional=bidirectional
+        )
+    assert torch_lstm_calls == []  # neither run took the kernel
 
 
 @pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True), (3, True)])

@@ -36,7 +36,6 @@ from builders import NAMES, build, takes_lanes
 from builders import parts as state_parts
 from conftest import SLOW, counted
 from lstm import CELLS, LSTM, Recurrent, create
-from lstm._checks import shape_str
 from lstm.driver import ENGINES
 
 INPUT, HIDDEN, LANES = 3, 4, 2
@@ -95,6 +94,12 @@ def described(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"{type(value).__name__} of length {len(value)}"
     return type(value).__name__
+
+
+def shape_str(shape: Any) -> str:
+    """How a message renders a shape: ``(4, 7, 15)``, ``(3,)``, ``(batch, 16)``."""
+    inner = ", ".join(str(size) for size in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def typed(value: Any) -> str:
