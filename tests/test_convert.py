@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-import itertools
+from typing import Any
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from builders import DOUBLE, close, gradients
 from lstm import LSTM
+from pairwise import case_id, pairwise, product, unmet_pairs
 
 BATCH, SEQ_LEN, INPUT, HIDDEN = 4, 6, 3, 5
 LENGTHS = torch.tensor([6, 2, 5, 1])
@@ -20,9 +21,32 @@ TORCH_BLOCK = [1, 0, 3, 2]
 """Our gate blocks are f, i, o, g; nn.LSTM's are i, f, g, o: our block j is torch's
 block TORCH_BLOCK[j] (from the two documented layouts, not from the package)."""
 
-INPUT_KINDS = ["full", "lengths", "packed", "unbatched"]
+# Each engine runs its own loop over layers, directions and ragged lengths: those are crossed
+# in full with the engine (``ragged``: a lengths tensor or a PackedSequence, else a full batch
+# or an unbatched sequence). The other axes are normalised before any engine runs, so every
+# value of each meets every value of every other axis (pairwise), not every combination:
+# batch_first is a transpose of the input, an unbatched sequence a batch of one, a
+# PackedSequence a padded batch with lengths, and bias=False a cell without bias terms.
+FULL_MATRIX = [
+    case
+    for case in product(
+        engine=["auto", "reference"],
+        num_layers=[1, 2, 3],
+        bidirectional=[False, True],
+        ragged=[False, True],
+        kind=["full", "unbatched", "lengths", "packed"],
+        batch_first=[True, False],
+        bias=[True, False],
+    )
+    if case["ragged"] == (case["kind"] in ("lengths", "packed"))
+]
+MATRIX = pairwise(FULL_MATRIX, crossed=["engine", "num_layers", "bidirectional", "ragged"])
 
-CASES = list(itertools.product([1, 2, 3], [False, True], [True, False], INPUT_KINDS, [True, False]))
+
+def test_the_conversion_matrix_meets_every_pair() -> None:
+    assert len(FULL_MATRIX) == 192  # the matrix this file once ran in full
+    assert unmet_pairs(MATRIX, FULL_MATRIX) == set()
+    assert len(MATRIX) == 24  # 2 engines x 3 layer counts x 2 directions x ragged or not
 
 
 def as_torch_layout(tensor: torch.Tensor, hidden_size: int) -> torch.Tensor:
@@ -40,19 +64,9 @@ def our_parameter(model: LSTM, torch_name: str) -> torch.Tensor:
     return getattr(model.cell_parts(layer, direction)["i2h" if which == "ih" else "h2h"], kind)
 
 
-@pytest.mark.parametrize("engine", ["auto", "reference"])
-@pytest.mark.parametrize(
-    ("num_layers", "bidirectional", "batch_first", "kind", "bias"),
-    CASES,
-    ids=[
-        f"L{c[0]}-{'bi' if c[1] else 'uni'}-{'bf' if c[2] else 'tf'}-{c[3]}"
-        f"-{'bias' if c[4] else 'nobias'}"
-        for c in CASES
-    ],
-)
-def test_from_torch_matches_torch(
-    num_layers: int, bidirectional: bool, batch_first: bool, kind: str, bias: bool, engine: str
-) -> None:
+@pytest.mark.parametrize("case", MATRIX, ids=case_id)
+def test_from_torch_matches_torch(case: dict[str, Any]) -> None:
+    engine, num_layers, bidirectional, _, kind, batch_first, bias = case.values()
     reference = nn.LSTM(
         INPUT,
         HIDDEN,
