@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,6 @@ import pytest
 import torch
 from hypothesis import settings
 from torch import Tensor, nn
-
-from lstm import LSTM, Recurrent
-from reference import CellWeights
-
-DOUBLE = torch.float64
 
 # Hypothesis profiles. "ci", the default, keeps every property test to a few dozen cases and
 # draws them from a fixed seed, so that a run is deterministic and quick. "slow" is for the
@@ -66,25 +61,30 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def reference_weights(model: Recurrent) -> dict[tuple[int, int], CellWeights]:
-    """The (W_ih, W_hh, b_ih, b_hh) of every cell of an LSTM-layout model."""
-    weights = {}
-    for layer in range(model.num_layers):
-        for direction in range(model.num_directions):
-            parts = model.cell_parts(layer, direction)
-            i2h, h2h = parts["i2h"], parts["h2h"]
-            weights[(layer, direction)] = (i2h.weight, h2h.weight, i2h.bias, h2h.bias)
-    return weights
+COMMAND_LINE_TESTS = ("test_cli", "test_fuzz_cli", "test_faults", "test_lm_")
+"""Files of the command line's tests (``lstm.cli``, ``lstm.lm``), by name prefix."""
 
 
-def make_lstm(**options: object) -> LSTM:
-    options.setdefault("dtype", DOUBLE)
-    return LSTM(3, 4, **options)  # type: ignore[arg-type]
+@pytest.fixture(autouse=True)
+def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The core's tests run torch on one thread.
 
-
-def projection(probes: list[torch.Tensor], tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """A random linear function of several outputs, to compare all their gradients at once."""
-    return torch.stack([(p * t).sum() for p, t in zip(probes, tensors, strict=True)]).sum()
+    Their tensors are tiny (a few dozen numbers), so intra-op threads never help them, and on
+    a machine whose cores are shared every parallel region (MKL's float64 matrix products,
+    ``layer_norm``) waits for a thread that another process holds: the gradcheck of the
+    layer-normalised cell took 86 s on two threads under load, 7 s on one. The command line's
+    tests keep torch's default: they compare in-process runs bitwise with runs in
+    subprocesses, which use the default.
+    """
+    if request.node.path.name.startswith(COMMAND_LINE_TESTS):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -98,6 +98,20 @@ def linear_calls(monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
         return original(self, x)
 
     monkeypatch.setattr(nn.Linear, "forward", counting)
+    return calls
+
+
+@pytest.fixture
+def torch_lstm_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per call of ``torch.lstm`` (the fast path's kernel) during the test."""
+    calls: list[int] = []
+    original = torch.lstm
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "lstm", counting)
     return calls
 
 

@@ -8,57 +8,37 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import DOUBLE, projection
+from builders import DOUBLE, assert_matches_reference
 from lstm import LSTM, ArrayLSTM, StochasticArrayLSTM, create, stochastic_output_pooling
+from reference import Step, zeros_initial
 
 K = 3
 
 
-def array_reference(
-    model: ArrayLSTM, x: Tensor, lengths: list[int]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Sequence by sequence, step by step, lane by lane, on 1-D vectors.
+def array_step(model: ArrayLSTM) -> Step:
+    """One step of one cell, lane by lane, on 1-D vectors; the state is the lanes' (k, H).
 
     Lane j of a cell uses rows [4Hj, 4H(j+1)) of i2h and h2h, blocks f, i, o, g;
     c^j = f^j c^j + i^j g^j and h = sum_j o^j tanh(c^j).
     """
-    size, lanes, directions = model.hidden_size, model.k, model.num_directions
-    cells = model.num_layers * directions
-    outputs = x.new_zeros(x.shape[0], x.shape[1], directions * size)
-    h_n = x.new_zeros(cells, x.shape[0], size)
-    c_n = x.new_zeros(cells * lanes, x.shape[0], size)
-    for b, n in enumerate(lengths):
-        layer_input = [x[b, t] for t in range(n)]
-        for layer in range(model.num_layers):
-            per_direction = []
-            for direction in range(directions):
-                parts = model.cell_parts(layer, direction)
-                i2h, h2h = parts["i2h"], parts["h2h"]
-                h = x.new_zeros(size)
-                c = [x.new_zeros(size) for _ in range(lanes)]
-                out = [h] * n
-                for t in reversed(range(n)) if direction else range(n):
-                    a = i2h.weight @ layer_input[t] + i2h.bias + h2h.weight @ h + h2h.bias
-                    new_h = x.new_zeros(size)
-                    for j in range(lanes):
-                        block = a[4 * size * j : 4 * size * (j + 1)]
-                        f = torch.sigmoid(block[:size])
-                        i = torch.sigmoid(block[size : 2 * size])
-                        o = torch.sigmoid(block[2 * size : 3 * size])
-                        g = torch.tanh(block[3 * size :])
-                        c[j] = f * c[j] + i * g
-                        new_h = new_h + o * torch.tanh(c[j])
-                    h = new_h
-                    out[t] = h
-                per_direction.append(out)
-                index = layer * directions + direction
-                h_n[index, b] = h
-                for j in range(lanes):
-                    c_n[index * lanes + j, b] = c[j]
-            layer_input = [torch.cat([d[t] for d in per_direction]) for t in range(n)]
-        for t in range(n):
-            outputs[b, t] = layer_input[t]
-    return outputs, h_n, c_n
+
+    def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        parts = model.cell_parts(layer, direction)
+        i2h, h2h = parts["i2h"], parts["h2h"]
+        size = h.shape[0]
+        a = i2h.weight @ x + i2h.bias + h2h.weight @ h + h2h.bias
+        new_h, lanes = x.new_zeros(size), []
+        for j in range(c.shape[0]):
+            block = a[4 * size * j : 4 * size * (j + 1)]
+            f = torch.sigmoid(block[:size])
+            i = torch.sigmoid(block[size : 2 * size])
+            o = torch.sigmoid(block[2 * size : 3 * size])
+            g = torch.tanh(block[3 * size :])
+            lanes.append(f * c[j] + i * g)
+            new_h = new_h + o * torch.tanh(lanes[j])
+        return new_h, torch.stack(lanes)
+
+    return step
 
 
 @pytest.mark.parametrize("engine", ["auto", "reference"])
@@ -66,18 +46,9 @@ def array_reference(
 def test_matches_reference_equations(num_layers: int, bidirectional: bool, engine: str) -> None:
     model = ArrayLSTM(3, 4, K, num_layers=num_layers, bidirectional=bidirectional, dtype=DOUBLE)
     model.engine = engine
-    x = torch.randn(4, 5, 3, dtype=DOUBLE, requires_grad=True)
-    lengths = [5, 2, 4, 1]
-    out, (hidden, state) = model(x, lengths=torch.tensor(lengths))
-    want = array_reference(model, x, lengths)
-    for got, expected in zip((out, hidden, state), want, strict=True):
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
-    probes = [torch.randn_like(t) for t in want]
-    inputs = [x, *model.parameters()]
-    ours = torch.autograd.grad(projection(probes, (out, hidden, state)), inputs)
-    theirs = torch.autograd.grad(projection(probes, want), inputs)
-    for got, expected in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    initial = zeros_initial(x, 4, (K, 4))
+    assert_matches_reference(model, x, array_step(model), initial, [5, 2, 4, 1])
 
 
 def test_one_lane_is_the_lstm() -> None:
@@ -100,11 +71,11 @@ def test_original_checkpoint_loads_and_k_is_recoverable() -> None:
     model = ArrayLSTM(3, hidden_size, k, dtype=DOUBLE)
     model.load_state_dict(checkpoint, strict=True)
     x = torch.randn(2, 5, 3, dtype=DOUBLE)
-    out, (hidden, state) = model(x)
+    _, (hidden, state) = model(x)
     assert hidden.shape == (1, 2, hidden_size)
     assert state.shape == (K, 2, hidden_size)
-    want = array_reference(model, x, [5, 5])
-    torch.testing.assert_close((out, hidden, state), want, rtol=0, atol=1e-12)
+    initial = zeros_initial(x, hidden_size, (K, hidden_size))
+    assert_matches_reference(model, x, array_step(model), initial)
 
 
 def test_input_projection_is_hoisted_unless_forward_cell_is_overridden(

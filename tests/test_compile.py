@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstm import CELLS, create
+from builders import NAMES, build, parts
 
-CASES = [(name, "auto") for name in sorted(CELLS)] + [("lstm", "reference")]
+CASES = [(name, "auto") for name in NAMES] + [("lstm", "reference")]
 
 
 # Dynamo reads .grad of a non-leaf while tracing torch.lstm on packed data (torch 2.13).
@@ -17,9 +17,9 @@ CASES = [(name, "auto") for name in sorted(CELLS)] + [("lstm", "reference")]
 def test_compiled_model_matches_eager(name: str, engine: str) -> None:
     torch._dynamo.reset()
     # Small on purpose: the reference path unrolls every step of every cell into the graph.
-    model = create(name, 3, 4, num_layers=2 if engine == "auto" and name == "lstm" else 1)
-    model.engine = engine
-    model.eval()  # deterministic for every cell, stochastic pooling included
+    num_layers = 2 if engine == "auto" and name == "lstm" else 1
+    model = build(name, 3, 4, dtype=torch.float32, num_layers=num_layers)
+    model.engine = engine  # build gives eval mode: deterministic, stochastic pooling included
     compiled = torch.compile(model)
     x = torch.randn(2, 3, 3, requires_grad=True)
     lengths = torch.tensor([3, 2])
@@ -34,5 +34,4 @@ def test_compiled_model_matches_eager(name: str, engine: str) -> None:
 
 
 def _total(state: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
-    parts = state if isinstance(state, tuple) else (state,)
-    return torch.stack([part.sum() for part in parts]).sum()
+    return torch.stack([part.sum() for part in parts(state)]).sum()

@@ -1,8 +1,9 @@
 """Generic tests of the driver, table-driven over every registered cell.
 
 A cell is tested here by adding it to ``lstm.CELLS``. The test-only cells of ``toy_cells``
-run beside them so that states shaped (k, batch, hidden) and tuple states are covered too.
-Tolerances: float64 throughout, 1e-12 for re-orderings of the same arithmetic.
+run beside them (``builders.GENERIC``) so that states shaped (k, batch, hidden) and tuple
+states are covered too, and so does the LSTM held on each of its engines. Tolerances:
+float64 throughout, 1e-12 for re-orderings of the same arithmetic.
 """
 
 from __future__ import annotations
@@ -13,46 +14,23 @@ import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from conftest import DOUBLE
-from lstm import CELLS, Recurrent
-from lstm.registry import takes_lanes
-from toy_cells import HoistedLSTM, LaneCell, ReferenceLSTM, TupleStateCell
+from builders import (
+    DOUBLE,
+    GENERIC_NAMES,
+    HIDDEN,
+    INPUT,
+    STOCHASTIC,
+    build,
+    close,
+    map_state,
+    parts,
+    results,
+)
 
-GENERIC: dict[str, type[Recurrent]] = {
-    **CELLS,
-    "lstm-reference": ReferenceLSTM,
-    "lstm-hoisted": HoistedLSTM,
-    "toy-lanes": LaneCell,
-    "toy-tuple": TupleStateCell,
-}
-NAMES = sorted(GENERIC)
-STOCHASTIC = {"stochastic-array"}  # random in training mode by design
-INPUT, HIDDEN = 3, 4
 LENGTHS = torch.tensor([5, 2, 4, 1])
-ATOL = 1e-12
 
 
-def build(
-    name: str, input_size: int = INPUT, hidden_size: int = HIDDEN, **options: Any
-) -> Recurrent:
-    options.setdefault("dtype", DOUBLE)
-    cls = GENERIC[name]
-    if takes_lanes(cls):
-        options.setdefault("k", 3)
-    # Eval mode: cells that draw at random in training (stochastic pooling) are then
-    # deterministic, which the comparisons below need; training-mode tests call .train().
-    return cls(input_size, hidden_size, **options).eval()
-
-
-def close(got: Any, want: Any, atol: float = ATOL) -> None:
-    torch.testing.assert_close(got, want, rtol=0, atol=atol)
-
-
-def select(state: Any, fn: Any) -> Any:
-    return tuple(fn(part) for part in state) if isinstance(state, tuple) else fn(state)
-
-
-@pytest.fixture(params=NAMES)
+@pytest.fixture(params=GENERIC_NAMES)
 def name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -63,9 +41,7 @@ def test_state_shapes(name: str) -> None:
     assert out.shape == (6, 5, 2 * HIDDEN)
     assert hidden.shape == (4, 6, HIDDEN)
     template = model.init_hidden(torch.zeros(6, 5, INPUT, dtype=DOUBLE))[1]
-    parts = state if isinstance(state, tuple) else (state,)
-    likes = template if isinstance(template, tuple) else (template,)
-    for part, like in zip(parts, likes, strict=True):
+    for part, like in zip(parts(state), parts(template), strict=True):
         lead = like.numel() // (6 * HIDDEN)
         assert part.shape == (4 * lead, 6, HIDDEN)
 
@@ -96,7 +72,7 @@ def test_lengths_match_truncated_runs(name: str, bidirectional: bool) -> None:
         close(out[b : b + 1, :n], alone)
         assert torch.count_nonzero(out[b, n:]) == 0  # padded outputs are zero
         close(hidden[:, b : b + 1], alone_hidden)
-        close(select(state, lambda s, b=b: s[:, b : b + 1]), alone_state)
+        close(map_state(state, lambda s, b=b: s[:, b : b + 1]), alone_state)
 
 
 def test_padding_values_do_not_matter(name: str) -> None:
@@ -147,7 +123,7 @@ def test_unbatched_matches_batch_of_one(name: str, batch_first: bool) -> None:
     out_b, (hidden_b, state_b) = model(batched)
     close(out, out_b.squeeze(0 if batch_first else 1), atol=0)
     close(hidden, hidden_b.squeeze(1), atol=0)
-    close(state, select(state_b, lambda s: s.squeeze(1)), atol=0)
+    close(state, map_state(state_b, lambda s: s.squeeze(1)), atol=0)
     # The unbatched final state feeds back in as an unbatched initial state.
     again, _ = model(x, (hidden, state))
     again_b, _ = model(batched, (hidden_b, state_b))
@@ -172,7 +148,7 @@ def test_given_default_state_equals_default(name: str) -> None:
     def stacked(part: torch.Tensor) -> torch.Tensor:  # every cell starts the same here
         return torch.cat([part.reshape(-1, 4, HIDDEN)] * cells)
 
-    given = (stacked(first_hidden), select(first_state, stacked))
+    given = (stacked(first_hidden), map_state(first_state, stacked))
     close(model(x, given), model(x), atol=0)
 
 
@@ -183,15 +159,16 @@ def test_deterministic_bitwise(name: str) -> None:
 
 
 def test_gradcheck_and_gradgradcheck(name: str) -> None:
-    lanes = {"k": 2} if takes_lanes(GENERIC[name]) else {}
-    model = build(name, 2, 2, num_layers=2, bidirectional=True, **lanes)
-    x = torch.randn(3, 3, 2, dtype=DOUBLE, requires_grad=True)
-    lengths = torch.tensor([3, 1, 2])
+    # The smallest model with every axis the driver differentiates through: two layers,
+    # both directions, two lanes where the cell has them, and ragged lengths that are
+    # unsorted (packing permutes the batch) and include a single-step sequence.
+    model = build(name, 2, 2, k=2, num_layers=2, bidirectional=True)
+    x = torch.randn(2, 3, 2, dtype=DOUBLE, requires_grad=True)
+    lengths = torch.tensor([1, 3])
     weights = list(model.parameters())[:2]  # input and two weights keep the check quick
 
     def function(x: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out, (hidden, state) = model(x, lengths=lengths)
-        return (out, hidden, *(state if isinstance(state, tuple) else (state,)))
+        return results(*model(x, lengths=lengths))
 
     assert torch.autograd.gradcheck(function, (x, *weights))
     assert torch.autograd.gradgradcheck(function, (x, *weights))
@@ -273,16 +250,14 @@ def test_all_states_are_the_states_after_each_step(name: str) -> None:
     like = model.init_hidden(x)[1]
     for t in range(5):
         _, (_, prefix_state) = model(x[:, : t + 1])
-        close(select(all_states, lambda s, t=t: s[..., t, :]), _last_cell(prefix_state, like))
+        close(map_state(all_states, lambda s, t=t: s[..., t, :]), _last_cell(prefix_state, like))
 
 
 def test_all_states_with_directions_lengths_and_layouts(name: str) -> None:
     model = build(name, num_layers=2, bidirectional=True)
     x = torch.randn(4, 5, INPUT, dtype=DOUBLE)
     _out, (_, state), all_states = model(x, lengths=LENGTHS, return_all_states=True)
-    parts = all_states if isinstance(all_states, tuple) else (all_states,)
-    finals = state if isinstance(state, tuple) else (state,)
-    for part, final in zip(parts, finals, strict=True):
+    for part, final in zip(parts(all_states), parts(state), strict=True):
         assert part.shape[-3:] == (4, 5, 2 * HIDDEN)
         lead = part.shape[:-3].numel()
         forward_final = final[-2 * lead : -lead].reshape((*part.shape[:-3], 4, HIDDEN))
@@ -294,10 +269,10 @@ def test_all_states_with_directions_lengths_and_layouts(name: str) -> None:
     sequence_first = build(name, num_layers=2, bidirectional=True, batch_first=False)
     sequence_first.load_state_dict(model.state_dict())
     *_, transposed = sequence_first(x.transpose(0, 1), lengths=LENGTHS, return_all_states=True)
-    close(transposed, select(all_states, lambda s: s.transpose(-3, -2)), atol=0)
+    close(transposed, map_state(all_states, lambda s: s.transpose(-3, -2)), atol=0)
     *_, single = model(x[0], return_all_states=True)
     *_, batch_of_one = model(x[:1], return_all_states=True)
-    close(single, select(batch_of_one, lambda s: s.squeeze(-3)), atol=0)
+    close(single, map_state(batch_of_one, lambda s: s.squeeze(-3)), atol=0)
 
 
 def test_return_all_states_must_be_a_bool() -> None:

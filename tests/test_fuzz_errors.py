@@ -32,13 +32,12 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from builders import NAMES, build, takes_lanes
+from builders import parts as state_parts
 from conftest import SLOW, counted
 from lstm import CELLS, LSTM, Recurrent, create
-from lstm.checks import shape_str
 from lstm.driver import ENGINES
-from lstm.registry import takes_lanes
 
-NAMES = sorted(CELLS)
 INPUT, HIDDEN, LANES = 3, 4, 2
 FLOAT = torch.float32  # the models' dtype
 PER_CELL = settings(max_examples=10)
@@ -69,17 +68,16 @@ def built(
     name: str, num_layers: int = 1, bidirectional: bool = False, batch_first: bool = True
 ) -> Recurrent:
     """One model per configuration, shared by the cases: every case fails before it computes."""
-    lanes = {"k": LANES} if takes_lanes(CELLS[name]) else {}
-    model = create(
+    return build(
         name,
         INPUT,
         HIDDEN,
+        k=LANES,
+        dtype=FLOAT,
         num_layers=num_layers,
         bidirectional=bidirectional,
         batch_first=batch_first,
-        **lanes,
     )
-    return model.eval()
 
 
 def draw_model(data: st.DataObject, name: str | None) -> Recurrent:
@@ -96,6 +94,12 @@ def described(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"{type(value).__name__} of length {len(value)}"
     return type(value).__name__
+
+
+def shape_str(shape: Any) -> str:
+    """How a message renders a shape: ``(4, 7, 15)``, ``(3,)``, ``(batch, 16)``."""
+    inner = ", ".join(str(size) for size in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
 
 def typed(value: Any) -> str:
@@ -374,7 +378,7 @@ def check_state(data: st.DataObject, name: str | None = None) -> None:
             allowed.add(tuple(part.shape[1:]))
         return allowed.__contains__
 
-    parts = list(state) if isinstance(state, tuple) else [state]
+    parts = list(state_parts(state))
     names = [f"state[{index}]" for index in range(len(parts))] if len(parts) > 1 else ["state"]
     target = data.draw(st.sampled_from(["pair", "count", "hidden", *names]), label="target")
     if target == "pair":
@@ -560,7 +564,7 @@ def check_forward_cell(data: st.DataObject, name: str | None = None) -> None:
     batch = data.draw(sizes, label="batch")
     x = torch.randn(batch, width)
     hidden, state = cell.init_hidden(x.unsqueeze(1))
-    parts = list(state) if isinstance(state, tuple) else [state]
+    parts = list(state_parts(state))
     names = [f"state[{index}]" for index in range(len(parts))] if len(parts) > 1 else ["state"]
     target = data.draw(st.sampled_from(["x", "count", "hidden", *names]), label="target")
     arguments: list[Any] = [x, hidden, state]

@@ -1,17 +1,24 @@
-"""The LSTM family: the reference page's API, the f, i, o, g layout, and the equations."""
+"""The LSTM family (``lstm.cells.lstm``): the reference page's API, the f, i, o, g layout,
+and the equations against the independent reference, on every engine.
+
+Conversion to and from ``torch.nn.LSTM`` (also in ``lstm.cells.lstm``) is in
+``test_convert.py``; the engines' agreement with each other in ``test_engines.py``.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 from torch import nn
 
 import lstm
-from conftest import DOUBLE, make_lstm, projection, reference_weights
+from builders import DOUBLE, assert_matches_reference, build, close, lstm_weights
 from lstm import LSTM, lstm_cell, lstm_pointwise
-from reference import lstm_step, run_reference
+from pairwise import case_id, pairwise, product, unmet_pairs
+from reference import given_initial, lstm_reference, lstm_step, lstm_steps
 
 
 def test_documented_attributes_and_state_dict_keys() -> None:
@@ -51,7 +58,7 @@ def test_forward_returns_documented_shapes() -> None:
 
 
 def test_forward_cell_matches_documented_equations() -> None:
-    model = make_lstm()
+    model = build("lstm")
     x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, 4, 4))
     new_hidden, new_state = model.forward_cell(x, hidden, state)
     weights = (model.i2h.weight, model.h2h.weight, model.i2h.bias, model.h2h.bias)
@@ -62,7 +69,7 @@ def test_forward_cell_matches_documented_equations() -> None:
 
 
 def test_pure_functions_agree_with_the_module() -> None:
-    model = make_lstm()
+    model = build("lstm")
     x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, 4, 4))
     expected = model.forward_cell(x, hidden, state)
     got = lstm_cell(
@@ -87,7 +94,7 @@ def _saturate(
 
 
 def test_gate_layout_is_forget_input_output_candidate() -> None:
-    model = make_lstm()
+    model = build("lstm")
     state = torch.randn(2, 4, dtype=DOUBLE)
     hidden = torch.zeros(2, 4, dtype=DOUBLE)
     x = torch.zeros(2, 3, dtype=DOUBLE)
@@ -108,33 +115,35 @@ def test_gate_layout_is_forget_input_output_candidate() -> None:
     torch.testing.assert_close(new_hidden, torch.zeros_like(new_hidden), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("engine", ["auto", "reference"])
-@pytest.mark.parametrize("num_layers", [1, 2, 3])
-@pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("bias", [True, False])
-def test_matches_step_by_step_reference(
-    num_layers: int, bidirectional: bool, bias: bool, engine: str
-) -> None:
-    model = make_lstm(num_layers=num_layers, bidirectional=bidirectional, bias=bias)
+# Every engine runs its own time loop over layers, directions and ragged lengths, so those
+# are crossed in full (every case has ragged lengths, a length-1 sequence among them). The
+# bias flag only drops the bias terms of each cell's affine maps, which no engine's loop
+# depends on: every bias value meets every engine, layer count and direction (pairwise).
+FULL_MATRIX = product(
+    engine=["auto", "reference"],
+    num_layers=[1, 2, 3],
+    bidirectional=[False, True],
+    bias=[True, False],
+)
+MATRIX = pairwise(FULL_MATRIX, crossed=["engine", "num_layers", "bidirectional"])
+
+
+def test_the_reference_matrix_meets_every_pair() -> None:
+    assert unmet_pairs(MATRIX, FULL_MATRIX) == set()
+    assert len(MATRIX) == 12  # 2 engines x 3 layer counts x 2 directions; bias alternates
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=case_id)
+def test_matches_step_by_step_reference(case: dict[str, Any]) -> None:
+    engine, num_layers, bidirectional, bias = case.values()
+    model = build("lstm", num_layers=num_layers, bidirectional=bidirectional, bias=bias)
     model.engine = engine
-    x = torch.randn(4, 6, 3, dtype=DOUBLE, requires_grad=True)
-    lengths = [6, 2, 5, 1]
     cells = num_layers * model.num_directions
     h0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
     c0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
-    out, (h_n, c_n) = model(x, (h0, c0), lengths=torch.tensor(lengths))
-    ref_out, ref_h, ref_c = run_reference(
-        x, reference_weights(model), 4, num_layers, bidirectional, lengths, h0, c0
-    )
-    for got, want in ((out, ref_out), (h_n, ref_h), (c_n, ref_c)):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    # Gradients of a random projection of everything, with respect to input and weights.
-    probes = [torch.randn_like(t) for t in (out, h_n, c_n)]
-    inputs = [x, *model.parameters()]
-    ours = torch.autograd.grad(projection(probes, (out, h_n, c_n)), inputs)
-    theirs = torch.autograd.grad(projection(probes, (ref_out, ref_h, ref_c)), inputs)
-    for got, want in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    steps = lstm_steps(lstm_weights(model))
+    assert_matches_reference(model, x, steps, given_initial(h0, c0), [6, 2, 5, 1], (h0, c0))
 
 
 def test_original_checkpoint_loads_unchanged() -> None:
@@ -145,10 +154,9 @@ def test_original_checkpoint_loads_unchanged() -> None:
         "h2h.weight": torch.randn(16, 4, dtype=DOUBLE),
         "h2h.bias": torch.randn(16, dtype=DOUBLE),
     }
-    model = make_lstm()
+    model = build("lstm")
     model.load_state_dict(checkpoint, strict=True)
     x = torch.randn(2, 5, 3, dtype=DOUBLE)
-    out, (h_n, c_n) = model(x)
     weights = {
         (0, 0): (
             checkpoint["i2h.weight"],
@@ -157,10 +165,8 @@ def test_original_checkpoint_loads_unchanged() -> None:
             checkpoint["h2h.bias"],
         )
     }
-    ref_out, ref_h, ref_c = run_reference(x, weights, 4, 1, False)
-    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
-    torch.testing.assert_close(h_n, ref_h, rtol=0, atol=1e-12)
-    torch.testing.assert_close(c_n, ref_c, rtol=0, atol=1e-12)
+    out, (h_n, c_n) = model(x)
+    close((out, h_n, c_n), lstm_reference(x, weights))
 
 
 def test_default_initialisation_is_linear_default() -> None:
@@ -206,8 +212,8 @@ def test_overriding_either_initial_state_hook_changes_default_state(hook: str) -
         return filled, filled.clone()
 
     custom = type("Custom", (LSTM,), {hook: ones})(3, 4, dtype=DOUBLE)
-    custom.load_state_dict(make_lstm().state_dict())
-    plain = make_lstm()
+    custom.load_state_dict(build("lstm").state_dict())
+    plain = build("lstm")
     plain.load_state_dict(custom.state_dict())
     x = torch.randn(2, 3, 3, dtype=DOUBLE)
     expected = plain(x, (torch.ones(1, 2, 4, dtype=DOUBLE), torch.ones(1, 2, 4, dtype=DOUBLE)))

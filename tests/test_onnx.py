@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from lstm import CELLS, LSTM, create
+from builders import NAMES, build, results
+from lstm import LSTM
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -49,17 +50,16 @@ def _export(model: torch.nn.Module, x: torch.Tensor, path: Path, dynamic_seq: bo
 def _check(session: ort.InferenceSession, model: torch.nn.Module, x: torch.Tensor) -> None:
     got = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
-        out, (hidden, state) = model(x)
-    expected_outputs = (out, hidden, *(state if isinstance(state, tuple) else (state,)))
+        expected_outputs = results(*model(x))
     for actual, expected in zip(got, expected_outputs, strict=True):
         assert actual.shape == tuple(expected.shape)
         np.testing.assert_allclose(actual, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("name", NAMES)
 def test_export_with_dynamic_batch(name: str, tmp_path: Path) -> None:
     # Small: the reference path unrolls every step of every cell into the graph.
-    model = create(name, 4, 6, bidirectional=True).eval()
+    model = build(name, 4, 6, dtype=torch.float32, bidirectional=True)
     path = tmp_path / f"{name}.onnx"
     _export(model, torch.randn(3, 4, 4), path, dynamic_seq=False)
     session = ort.InferenceSession(str(path))

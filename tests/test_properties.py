@@ -26,14 +26,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import Tensor
 
-from conftest import DOUBLE, counted, projection, reference_weights
-from lstm import CELLS, Recurrent
-from lstm.registry import takes_lanes
-from reference import run_reference
-
-NAMES = sorted(CELLS)
-ENGINES = ("auto", "reference", "hoisted")
-STOCHASTIC = {"stochastic-array"}  # draws a lane per unit in training mode
+from builders import DOUBLE, NAMES, STOCHASTIC, build, close, lstm_weights, parts, projection
+from conftest import counted
+from lstm import Recurrent
+from reference import lstm_reference
 
 
 @dataclass(frozen=True)
@@ -55,14 +51,18 @@ class Config:
     seed: int
 
     def build(self, **options: Any) -> Recurrent:
-        options.setdefault("dtype", DOUBLE)
+        """The configured model, in eval mode; ``options`` override ``batch_first``, dtype."""
         options.setdefault("batch_first", self.batch_first)
-        if takes_lanes(CELLS[self.cell]):
-            options["k"] = self.lanes
-        cls = CELLS[self.cell]
-        size = (self.input_size, self.hidden_size)
-        layout = {"num_layers": self.num_layers, "bidirectional": self.bidirectional}
-        return cls(*size, bias=self.bias, **layout, **options)
+        return build(
+            self.cell,
+            self.input_size,
+            self.hidden_size,
+            k=self.lanes,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            bias=self.bias,
+            **options,
+        )
 
     def input(self, dtype: torch.dtype = DOUBLE) -> Tensor:
         """Batch-first input (batch, seq_len, input_size)."""
@@ -94,16 +94,8 @@ def configs(draw: st.DrawFn) -> Config:
     )
 
 
-def parts(state: Any) -> tuple[Tensor, ...]:
-    return state if isinstance(state, tuple) else (state,)
-
-
 def to_layout(x: Tensor, batch_first: bool) -> Tensor:
     return x if batch_first else x.transpose(0, 1)
-
-
-def close(got: Any, want: Any, atol: float) -> None:
-    torch.testing.assert_close(got, want, rtol=0, atol=atol)
 
 
 # ------------------------------------------------------------------ engines
@@ -141,10 +133,9 @@ def check_engines(config: Config) -> None:
     if config.cell == "lstm":  # and the independent per-sequence reference
         h0, c0 = initial if initial is not None else (None, None)
         with torch.no_grad():
-            reference = run_reference(
+            reference = lstm_reference(
                 x,
-                reference_weights(model),
-                config.hidden_size,
+                lstm_weights(model),
                 config.num_layers,
                 config.bidirectional,
                 list(config.lengths) if config.lengths is not None else None,

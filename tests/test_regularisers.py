@@ -8,11 +8,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from conftest import DOUBLE
-from lstm import CELLS, LSTM, create
-from reference import lstm_step
+from builders import DOUBLE, NAMES, build
+from lstm import LSTM
+from reference import lstm_step, run_reference, zeros_initial
 
-NAMES = sorted(CELLS)
 P = 0.25
 
 
@@ -32,8 +31,8 @@ class _FixedMasks:
 @pytest.mark.parametrize("option", ["recurrent_dropout", "zoneout"])
 def test_training_only_randomness(name: str, option: str) -> None:
     torch.manual_seed(0)
-    model = create(name, 3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE, **{option: P})
-    plain = create(name, 3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    model = build(name, num_layers=2, bidirectional=True, **{option: P})
+    plain = build(name, num_layers=2, bidirectional=True).train()
     plain.load_state_dict(model.state_dict())
     x = torch.randn(2, 6, 3, dtype=DOUBLE)
     model.train()
@@ -54,24 +53,26 @@ def test_training_only_randomness(name: str, option: str) -> None:
 def _reference(
     model: LSTM, x: Tensor, recurrent: Tensor | None, zone: Tensor | None, expectation: bool
 ) -> Tensor:
-    """One-layer LSTM, one sequence at a time, with the regulariser written out."""
+    """One-layer LSTM through the reference runner, one sequence at a time, with the
+    regulariser written out: sequence b's masks are row b of ``recurrent`` or ``zone``."""
     weights = (model.i2h.weight, model.h2h.weight, model.i2h.bias, model.h2h.bias)
     outputs = []
     for b in range(x.shape[0]):
-        h = x.new_zeros(4)
-        c = x.new_zeros(4)
-        row = []
-        for t in range(x.shape[1]):
+
+        def step(
+            layer: int, direction: int, x_t: Tensor, h: Tensor, c: Tensor, b: int = b
+        ) -> tuple[Tensor, Tensor]:
             h_in = h if recurrent is None else h * recurrent[b] / (1 - P)
-            new_h, new_c = lstm_step(x[b, t], h_in, c, weights)
+            new_h, new_c = lstm_step(x_t, h_in, c, weights)
             if zone is not None:
                 new_h = torch.where(zone[b].bool(), h, new_h)
                 new_c = torch.where(zone[b].bool(), c, new_c)
             elif expectation:
                 new_h, new_c = new_h + P * (h - new_h), new_c + P * (c - new_c)
-            h, c = new_h, new_c
-            row.append(h)
-        outputs.append(torch.stack(row))
+            return new_h, new_c
+
+        out, _, _ = run_reference(x[b : b + 1], step, zeros_initial(x, 4, (4,)))
+        outputs.append(out[0])
     return torch.stack(outputs)
 
 
@@ -109,22 +110,13 @@ def test_zoneout_uses_its_expectation_in_eval() -> None:
     )
 
 
-def test_fast_path_steps_aside_for_regularisers(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = 0
-    original = torch.lstm
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "lstm", counted)
+def test_fast_path_steps_aside_for_regularisers(torch_lstm_calls: list[int]) -> None:
     x = torch.randn(2, 5, 3)
     LSTM(3, 4, recurrent_dropout=P).train()(x)
     LSTM(3, 4, zoneout=P).eval()(x)
-    assert calls == 0
+    assert len(torch_lstm_calls) == 0
     LSTM(3, 4, recurrent_dropout=P).eval()(x)  # recurrent dropout is off in eval
-    assert calls == 1
+    assert len(torch_lstm_calls) == 1
 
 
 @pytest.mark.parametrize("option", ["recurrent_dropout", "zoneout"])

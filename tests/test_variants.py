@@ -1,5 +1,5 @@
-"""Peephole, CIFG, layer-normalised and sLSTM cells against step-by-step references of their
-papers' equations, in float64, through two layers, both directions and ragged lengths."""
+"""The peephole and CIFG cells (``lstm.cells.variants``) against step-by-step references of
+their papers' equations, in float64, through two layers, both directions and ragged lengths."""
 
 from __future__ import annotations
 
@@ -8,25 +8,26 @@ from typing import Any
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from conftest import DOUBLE, projection
-from lstm import CIFGLSTM, SLSTM, LayerNormLSTM, PeepholeLSTM, Recurrent
-from reference import run_stack_reference
+from builders import DOUBLE, assert_matches_reference, build
+from lstm import CIFGLSTM, PeepholeLSTM
+from reference import Step, zeros_initial
 
 LENGTHS = [5, 2, 4, 1]
 sigmoid, tanh = torch.sigmoid, torch.tanh
 
 
-def _affine(part: Any, v: Tensor) -> Tensor:
+def affine(part: Any, v: Tensor) -> Tensor:
+    """``W v + b`` of one ``nn.Linear``, by hand; no bias term when it has none."""
     return part.weight @ v + (part.bias if part.bias is not None else 0)
 
 
-def peephole_step(model: Recurrent) -> Any:
+def peephole_step(model: PeepholeLSTM) -> Step:
     def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         parts = model.cell_parts(layer, direction)
         size = h.shape[0]
-        a = _affine(parts["i2h"], x) + _affine(parts["h2h"], h)
+        a = affine(parts["i2h"], x) + affine(parts["h2h"], h)
         p = parts["peephole"]
         f = sigmoid(a[:size] + p[0] * c)
         i = sigmoid(a[size : 2 * size] + p[1] * c)
@@ -37,11 +38,11 @@ def peephole_step(model: Recurrent) -> Any:
     return step
 
 
-def cifg_step(model: Recurrent) -> Any:
+def cifg_step(model: CIFGLSTM) -> Step:
     def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
         parts = model.cell_parts(layer, direction)
         size = h.shape[0]
-        a = _affine(parts["i2h"], x) + _affine(parts["h2h"], h)
+        a = affine(parts["i2h"], x) + affine(parts["h2h"], h)
         f, o, g = sigmoid(a[:size]), sigmoid(a[size : 2 * size]), tanh(a[2 * size :])
         c = f * c + (1 - f) * g
         return o * tanh(c), c
@@ -49,103 +50,15 @@ def cifg_step(model: Recurrent) -> Any:
     return step
 
 
-def _layer_norm(v: Tensor, norm: nn.LayerNorm) -> Tensor:
-    centred = v - v.mean()
-    scaled = centred / torch.sqrt((centred * centred).mean() + norm.eps)
-    return scaled * norm.weight + (norm.bias if norm.bias is not None else 0)
+STEPS = {"peephole": peephole_step, "cifg": cifg_step}
 
 
-def layernorm_step(model: Recurrent) -> Any:
-    def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        parts = model.cell_parts(layer, direction)
-        size = h.shape[0]
-        a = _layer_norm(parts["i2h"].weight @ x, parts["ln_ih"]) + _layer_norm(
-            parts["h2h"].weight @ h, parts["ln_hh"]
-        )
-        c = sigmoid(a[:size]) * c + sigmoid(a[size : 2 * size]) * tanh(a[3 * size :])
-        return sigmoid(a[2 * size : 3 * size]) * tanh(_layer_norm(c, parts["ln_cell"])), c
-
-    return step
-
-
-def slstm_raw_step(model: Recurrent) -> Any:
-    """The paper's equations without the stabiliser: exp gates, c and n (m unused, kept 0)."""
-
-    def step(layer: int, direction: int, x: Tensor, h: Tensor, state: Any) -> tuple[Tensor, Any]:
-        c, n = state
-        parts = model.cell_parts(layer, direction)
-        size = h.shape[0]
-        a = _affine(parts["i2h"], x) + _affine(parts["h2h"], h)
-        f, i = torch.exp(a[:size]), torch.exp(a[size : 2 * size])
-        o, z = sigmoid(a[2 * size : 3 * size]), tanh(a[3 * size :])
-        c = f * c + i * z
-        n = f * n + i
-        return o * c / n, (c, n)
-
-    return step
-
-
-CASES = [
-    (PeepholeLSTM, peephole_step),
-    (CIFGLSTM, cifg_step),
-    (LayerNormLSTM, layernorm_step),
-]
-
-
-@pytest.mark.parametrize(("cls", "make_step"), CASES, ids=[c[0].__name__ for c in CASES])
+@pytest.mark.parametrize("name", sorted(STEPS))
 @pytest.mark.parametrize("bias", [True, False])
-def test_matches_reference_equations(cls: type[Recurrent], make_step: Any, bias: bool) -> None:
-    model = cls(3, 4, num_layers=2, bidirectional=True, bias=bias, dtype=DOUBLE)
-    _randomise(model)
-    x = torch.randn(4, 5, 3, dtype=DOUBLE, requires_grad=True)
-    out, (hidden, state) = model(x, lengths=torch.tensor(LENGTHS))
-    zeros = (torch.zeros(4, dtype=DOUBLE), torch.zeros(4, dtype=DOUBLE))
-    ref_out, ref_hidden, ref_states = run_stack_reference(
-        x, LENGTHS, 2, True, make_step(model), lambda: zeros
-    )
-    ref_state = torch.stack([torch.stack(row) for row in ref_states])
-    for got, want in ((out, ref_out), (hidden, ref_hidden), (state, ref_state)):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    probes = [torch.randn_like(t) for t in (out, hidden, state)]
-    inputs = [x, *model.parameters()]
-    ours = torch.autograd.grad(projection(probes, (out, hidden, state)), inputs)
-    theirs = torch.autograd.grad(projection(probes, (ref_out, ref_hidden, ref_state)), inputs)
-    for got, want in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
-
-
-def test_slstm_equals_the_unstabilised_equations() -> None:
-    model = SLSTM(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
-    x = torch.randn(4, 5, 3, dtype=DOUBLE, requires_grad=True)
-    out, (hidden, (cell, normaliser, _)) = model(x, lengths=torch.tensor(LENGTHS))
-    zeros = (
-        torch.zeros(4, dtype=DOUBLE),
-        (torch.zeros(4, dtype=DOUBLE), torch.zeros(4, dtype=DOUBLE)),
-    )
-    ref_out, ref_hidden, ref_states = run_stack_reference(
-        x, LENGTHS, 2, True, slstm_raw_step(model), lambda: zeros
-    )
-    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
-    torch.testing.assert_close(hidden, ref_hidden, rtol=0, atol=1e-12)
-    # The stabilised c and n are the paper's divided by exp(m); their ratio is the same.
-    ref_ratio = torch.stack([torch.stack([c / n for c, n in row]) for row in ref_states])
-    torch.testing.assert_close(cell / normaliser, ref_ratio, rtol=0, atol=1e-12)
-    probes = [torch.randn_like(t) for t in (out, hidden)]
-    ours = torch.autograd.grad(projection(probes, (out, hidden)), [x, *model.parameters()])
-    theirs = torch.autograd.grad(
-        projection(probes, (ref_out, ref_hidden)), [x, *model.parameters()]
-    )
-    for got, want in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
-
-
-def test_slstm_stabiliser_keeps_saturating_inputs_finite() -> None:
-    model = SLSTM(3, 8, num_layers=2)
-    x = torch.randn(2, 300, 3) * 1e4
-    out, (hidden, (cell, normaliser, stabiliser)) = model(x)
-    for tensor in (out, hidden, cell, normaliser, stabiliser):
-        assert torch.isfinite(tensor).all()
-    assert stabiliser.abs().max() > 80  # exp of it would overflow float32 without the stabiliser
+def test_matches_reference_equations(name: str, bias: bool) -> None:
+    model = build(name, 3, 4, num_layers=2, bidirectional=True, bias=bias)
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    assert_matches_reference(model, x, STEPS[name](model), zeros_initial(x, 4, (4,)), LENGTHS)
 
 
 def test_peephole_weights_are_per_cell_and_reinitialised() -> None:
@@ -163,26 +76,3 @@ def test_cifg_has_three_gate_blocks() -> None:
     model = CIFGLSTM(3, 4)
     assert model.i2h.weight.shape == (12, 3)
     assert model.h2h.weight.shape == (12, 4)
-
-
-def test_layernorm_bias_flag_drops_the_shifts() -> None:
-    model = LayerNormLSTM(3, 4, bias=False)
-    assert model.ln_ih.bias is None
-    assert model.i2h.bias is None
-    assert {name for name, _ in model.named_parameters()} == {
-        "i2h.weight",
-        "h2h.weight",
-        "ln_ih.weight",
-        "ln_hh.weight",
-        "ln_cell.weight",
-    }
-
-
-def _randomise(model: Recurrent) -> None:
-    """Layer norms start at gain 1, shift 0; random values test that they are used right."""
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.startswith("ln_"):
-                parameter.uniform_(0.5, 1.5) if name.endswith("weight") else parameter.uniform_(
-                    -0.5, 0.5
-                )

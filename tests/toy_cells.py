@@ -3,7 +3,8 @@
 ``LaneCell`` carries a state of shape (k, batch, hidden) like an Array-LSTM; ``TupleStateCell``
 carries a tuple of two states. The generic tests run them next to every registered cell, so
 the driver's opaque-state handling (stacking, splitting, masking) is tested before any such
-cell is registered.
+cell is registered. ``ReferenceLSTM`` and ``HoistedLSTM`` hold the LSTM on its other engines.
+``CoupledGateLSTM`` is a user's cell: it overrides ``forward_cell`` of ``lstm.LSTM`` only.
 """
 
 from __future__ import annotations
@@ -88,3 +89,16 @@ class HoistedLSTM(ReferenceLSTM):
     """The built-in LSTM on the hoisted engine (input projection before the loop)."""
 
     engine_name = "hoisted"
+
+
+class CoupledGateLSTM(LSTM):
+    """A user cell that overrides ``forward_cell`` only: coupled input and forget gates.
+
+    c' = f ⊙ c + (1 - f) ⊙ g; the input block of the gates is left unused.
+    """
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        forget, _, output, candidate = (self.i2h(x) + self.h2h(hidden)).chunk(4, dim=-1)
+        forget = torch.sigmoid(forget)
+        state = forget * state + (1 - forget) * torch.tanh(candidate)
+        return torch.sigmoid(output) * torch.tanh(state), state
