@@ -66,7 +66,8 @@ def test_train_reports_through_log_and_returns_a_summary(corpus_file: Path, tmp_
     assert 7.0 < summary.test_bpc < 9.0
     assert summary.tokens_per_second > 0
     assert lines[0].startswith("training lstm (1 x 4, 2,")
-    assert lines[1].startswith("step 2/3: train ")
+    assert lines[1].startswith("engine: kernel (LSTM's own step: torch.lstm")
+    assert lines[2].startswith("step 2/3: train ")
     assert lines[-1].startswith(f"done: step 3, validation {summary.validation_bpc:.3f} bpc")
     with pytest.raises(ValueError, match="expected at most one of --resume and --force"):
         train(config, tmp_path / "run", resume=True, force=True)
