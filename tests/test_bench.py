@@ -26,9 +26,17 @@ def test_run_benchmark_measures_every_candidate_and_mode() -> None:
         assert result.ratio_to_torch > 0
     torch_rows = [r for r in results if r.candidate == "nn.LSTM"]
     assert all(r.ratio_to_torch == 1.0 for r in torch_rows)
+    engines = {r.candidate: r.engine for r in results if r.mode == "train"}
+    assert engines == {
+        "lstm": "kernel",
+        "nn.LSTM": "nn.LSTM",
+        "reference": "reference",
+        "hoisted": "hoisted",
+    }
     table = format_table(results)
     assert "tiny" in table
     assert "lstm/torch" in table
+    assert "  lstm train: kernel -- LSTM's own step: torch.lstm" in table
 
 
 def test_candidates_compute_the_same_function() -> None:
