@@ -108,6 +108,10 @@ def run_direction(
     outputs: list[Tensor] = []  # in processing order; reversed at the end for reverse
     recurrent_mask = recurrent_dropout_mask(hidden, module.recurrent_dropout, module.training)
     owner = f"{type(module).__name__}.forward_cell"
+
+    def zone(previous: Tensor, new: Tensor) -> Tensor:
+        return zone_out(previous, new, module.zoneout, module.training)
+
     with stepping(cell):
         for count, t in enumerate(order):
             hidden_in = hidden if recurrent_mask is None else hidden * recurrent_mask
@@ -115,12 +119,8 @@ def run_direction(
             if count == 0:
                 check_step_results(owner, new_hidden, new_state, hidden, state)
             if module.zoneout > 0:
-                new_hidden = zone_out(hidden, new_hidden, module.zoneout, module.training)
-                new_state = combine_states(
-                    lambda old, new: zone_out(old, new, module.zoneout, module.training),
-                    state,
-                    new_state,
-                )
+                new_hidden = zone(hidden, new_hidden)
+                new_state = combine_states(zone, state, new_state)
             hidden, state = _advance(hidden, state, new_hidden, new_state, outputs, record, mask, t)
     if direction == 1:
         outputs.reverse()

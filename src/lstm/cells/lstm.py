@@ -328,10 +328,8 @@ class LSTM(Recurrent):
         direction starting at each true end). Dropout between layers uses the kernel's own
         masks (same distribution as the reference path, different random draws).
 
-        The driver calls it only where :func:`lstm.engines.choose_engine` chose the kernel:
-        for this class's own step, with plain ``nn.Linear`` maps, outside autocast, not for
-        float16 on the CPU, without zoneout or recurrent dropout in training, and not for a
-        ragged batch longer than :data:`PACKED_TRAINING_MAX_LEN` that needs gradients. See
+        The driver calls it only where :func:`lstm.engines.choose_engine` chose the kernel
+        (``model.engine_for`` says when and why). See
         :meth:`lstm.driver.Recurrent.fused_forward`.
         """
         size = self.hidden_size
