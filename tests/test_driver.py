@@ -159,11 +159,13 @@ def test_deterministic_bitwise(name: str) -> None:
 
 
 def test_gradcheck_and_gradgradcheck(name: str) -> None:
-    # The smallest model with every axis the driver differentiates through: two layers,
-    # both directions, two lanes where the cell has them, and ragged lengths that are
-    # unsorted (packing permutes the batch) and include a single-step sequence.
-    model = build(name, 2, 2, k=2, num_layers=2, bidirectional=True)
-    x = torch.randn(2, 3, 2, dtype=DOUBLE, requires_grad=True)
+    # The smallest model with every axis the driver differentiates through: two layers
+    # (layer 1 reads both directions of layer 0, 4 features), both directions, two lanes
+    # where the cell has them, and ragged lengths that are unsorted (packing permutes the
+    # batch) and include a single-step sequence. One input feature: the cost of the check
+    # grows with the input and weight elements, and a wider input adds no other path.
+    model = build(name, 1, 2, k=2, num_layers=2, bidirectional=True)
+    x = torch.randn(2, 3, 1, dtype=DOUBLE, requires_grad=True)
     lengths = torch.tensor([1, 3])
     weights = list(model.parameters())[:2]  # input and two weights keep the check quick
 
