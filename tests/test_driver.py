@@ -159,19 +159,26 @@ def test_deterministic_bitwise(name: str) -> None:
 
 
 def test_gradcheck_and_gradgradcheck(name: str) -> None:
-    # The smallest model with every axis the driver differentiates through: two layers,
-    # both directions, two lanes where the cell has them, and ragged lengths that are
-    # unsorted (packing permutes the batch) and include a single-step sequence.
-    model = build(name, 2, 2, k=2, num_layers=2, bidirectional=True)
-    x = torch.randn(2, 3, 2, dtype=DOUBLE, requires_grad=True)
+    # The smallest model with every axis the driver differentiates through: two layers
+    # (layer 1 reads both directions of layer 0, 4 features), both directions, two lanes
+    # where the cell has them, and ragged lengths that are unsorted (packing permutes the
+    # batch) and include a single-step sequence. One input feature: the cost of the check
+    # grows with the input and weight elements, and a wider input adds no other path.
+    model = build(name, 1, 2, k=2, num_layers=2, bidirectional=True)
+    x = torch.randn(2, 3, 1, dtype=DOUBLE, requires_grad=True)
     lengths = torch.tensor([1, 3])
     weights = list(model.parameters())[:2]  # input and two weights keep the check quick
 
     def function(x: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return results(*model(x, lengths=lengths))
 
-    assert torch.autograd.gradcheck(function, (x, *weights))
-    assert torch.autograd.gradgradcheck(function, (x, *weights))
+    inputs = (x, *weights)
+    assert torch.autograd.gradcheck(function, inputs)
+    # The second derivatives along one random output gradient v, as gradgradcheck's default
+    # draws it, but v is not itself differentiated: the Jacobian of the first derivatives
+    # with respect to v is J transposed, which gradcheck has just compared in full.
+    v = tuple(torch.empty_like(out).uniform_(-1, 1) for out in function(*inputs))
+    assert torch.autograd.gradgradcheck(function, inputs, v)
 
 
 def test_dropout_acts_between_layers_in_training_only(name: str) -> None:
