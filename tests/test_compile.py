@@ -1,20 +1,32 @@
 """torch.compile of a model holding each registered cell: same results as eager, forward and
-backward, on every engine the cell runs on by default and on the reference path."""
+backward, on every engine the cell runs on by default and on the reference path; and the
+time loop of every cell traced whole, without a graph break.
+
+Axes: the cell (its ``forward_cell`` is what Dynamo traces step by step) is crossed with the
+engine; ragged lengths are masked by the driver, the same code for every cell, so they are
+compiled once per engine (the LSTM's kernel and the step loop), not once per cell.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from builders import NAMES, build, parts
 
-CASES = [(name, "auto") for name in NAMES] + [("lstm", "reference")]
+# (cell, engine, ragged lengths): every cell on its default engine over full-length
+# sequences, and ragged lengths on the LSTM's kernel and on the step loop.
+CASES = [(name, "auto", False) for name in NAMES] + [
+    ("lstm", "auto", True),
+    ("lstm", "reference", True),
+]
 
 
 # Dynamo reads .grad of a non-leaf while tracing torch.lstm on packed data (torch 2.13).
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")
-@pytest.mark.parametrize(("name", "engine"), CASES)
-def test_compiled_model_matches_eager(name: str, engine: str) -> None:
+@pytest.mark.parametrize(("name", "engine", "ragged"), CASES)
+def test_compiled_model_matches_eager(name: str, engine: str, ragged: bool) -> None:
     torch._dynamo.reset()
     # Small on purpose: the reference path unrolls every step of every cell into the graph.
     num_layers = 2 if engine == "auto" and name == "lstm" else 1
@@ -22,7 +34,7 @@ def test_compiled_model_matches_eager(name: str, engine: str) -> None:
     model.engine = engine  # build gives eval mode: deterministic, stochastic pooling included
     compiled = torch.compile(model)
     x = torch.randn(2, 3, 3, requires_grad=True)
-    lengths = torch.tensor([3, 2])
+    lengths = torch.tensor([3, 2]) if ragged else None
     out, (hidden, state) = model(x, lengths=lengths)
     c_out, (c_hidden, c_state) = compiled(x, lengths=lengths)
     torch.testing.assert_close(c_out, out, rtol=1e-5, atol=1e-6)
@@ -35,3 +47,18 @@ def test_compiled_model_matches_eager(name: str, engine: str) -> None:
 
 def _total(state: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
     return torch.stack([part.sum() for part in parts(state)]).sum()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_whole_forward_traces_into_one_graph(name: str) -> None:
+    # Argument checks, the engine choice, the step checks, the layer stack, both directions
+    # and the whole time loop: a graph break inside the loop would leave the loop to eager
+    # mode. Traced only (the "eager" backend): what Dynamo sees does not depend on the
+    # backend. Ragged lengths are read on the host, a graph break by design, so none here.
+    torch._dynamo.reset()
+    counters.clear()
+    model = build(name, 3, 4, dtype=torch.float32, num_layers=2, bidirectional=True)
+    x = torch.randn(2, 2, 3)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x)[0], model(x)[0], rtol=0, atol=0)
+    assert counters["stats"]["unique_graphs"] == 1

@@ -174,7 +174,7 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
         raise ValueError(f"{owner}: expected lengths with values, got a tensor on the meta device")
     checked: Tensor = lengths.to(device="cpu", dtype=torch.int64)
     if batch > 0:
-        low, high = int(checked.min()), int(checked.max())
+        low, high = torch.stack(torch.aminmax(checked)).tolist()  # one host sync, not two
         if low < 1 or high > seq_len:
             raise ValueError(
                 f"{owner}: expected every length in 1..{seq_len} (the padded seq_len), "
@@ -394,7 +394,15 @@ def stepping(cell: object) -> Iterator[None]:
     so :func:`is_stepping` tells ``cell``'s own ``forward_cell`` to skip its per-step checks.
     Only this very object is affected: any other module's ``forward_cell``, and the same
     module called directly outside the loop, stay fully checked.
+
+    Under ``torch.compile`` this does nothing, and every step is checked while it is traced:
+    the checks read only shapes, dtypes and devices, which become the compiled graph's
+    guards and cost nothing when it runs, whereas a ``ContextVar`` would break the graph
+    inside the time loop and leave the whole loop to eager mode.
     """
+    if torch.compiler.is_compiling():
+        yield
+        return
     token = _STEPPING.set(cell)
     try:
         yield
@@ -404,4 +412,4 @@ def stepping(cell: object) -> Iterator[None]:
 
 def is_stepping(cell: object) -> bool:
     """Whether the time loop is stepping ``cell`` now (see :func:`stepping`)."""
-    return _STEPPING.get() is cell
+    return not torch.compiler.is_compiling() and _STEPPING.get() is cell

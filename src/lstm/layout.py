@@ -36,18 +36,17 @@ class Batch:
         The input, if it came packed (the outputs are packed the same way).
     unbatched : bool
         Whether the input was one sequence without a batch dimension.
+    ragged : Tensor of shape (batch,) on the CPU, or None
+        ``lengths`` if some sequence ends before ``seq_len``, else None (no masking needed).
+        Worked out once here: reading a tensor's value is a host sync, and a graph break
+        under ``torch.compile``.
     """
 
     inputs: Tensor
     lengths: Tensor | None
     packed: PackedSequence | None
     unbatched: bool
-
-    @property
-    def ragged(self) -> Tensor | None:
-        """``lengths`` if some sequence ends before ``seq_len``, else None (no masking needed)."""
-        lengths, seq_len = self.lengths, self.inputs.shape[1]
-        return lengths if lengths is not None and int(lengths.min()) < seq_len else None
+    ragged: Tensor | None
 
 
 def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
@@ -67,9 +66,11 @@ def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
     else:
         inputs, unbatched = _batch_first(owner, x, module.input_size, module.batch_first)
     check_like_parameters(owner, [("input", inputs)], next(module.parameters(), None))
+    ragged = None
     if lengths is not None:
         lengths = check_lengths(owner, lengths, inputs.shape[0], inputs.shape[1])
-    return Batch(inputs, lengths, packed, unbatched)
+        ragged = lengths if int(lengths.min()) < inputs.shape[1] else None
+    return Batch(inputs, lengths, packed, unbatched, ragged)
 
 
 def _unpack(
