@@ -12,6 +12,7 @@ in the order of the original implementation: **forget, input, output, candidate*
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, cast
 
 import torch
@@ -116,6 +117,12 @@ def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
     blocks = torch.split(tensor, hidden_size)
     return torch.cat([blocks[index] for index in _TORCH_GATE_ORDER])
 
+
+_TORCH_NAME = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
+"""A per-cell parameter name of ``torch.nn.LSTM`` (``weight_ih_l0``, ``bias_hh_l1_reverse``)."""
+
+_TORCH_LISTS = ("all_weights", "_flat_weights", "_flat_weights_names", "_all_weights")
+"""``torch.nn.LSTM``'s attributes that list its parameters, offered read-only."""
 
 _SHARED_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional")
 
@@ -450,3 +457,79 @@ class LSTM(Recurrent):
                     theirs: Tensor = getattr(module, torch_name + suffix)
                     source, target = (ours, theirs) if to_torch else (theirs, ours)
                     target.copy_(_permute_gates(source, self.hidden_size))
+
+    # ------------------------------------------------------------------ nn.LSTM's names
+    def __getattr__(self, name: str) -> Any:
+        """``torch.nn.LSTM``'s parameter names, as **read-only copies** in its layout.
+
+        ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (with
+        ``_reverse`` for the reverse direction) are computed from ``i2h`` and ``h2h`` of cell
+        ``(k, direction)`` with the gate blocks reordered to nn.LSTM's i, f, g, o (the
+        permutation :meth:`to_torch` uses), so their values and shapes equal those of
+        ``self.to_torch()``. ``all_weights``, ``_flat_weights``, ``_all_weights`` and
+        ``_flat_weights_names`` list them in nn.LSTM's order.
+
+        They are **copies**: writing to them (``model.bias_ih_l0.data.fill_(1)``, an
+        ``nn.init`` call on an entry of ``all_weights``) does **not** change the model, and
+        they carry no gradient. To change weights, write to ``i2h``/``h2h`` (blocks f, i, o,
+        g; :meth:`forget_rows` picks the forget gate), or edit ``self.to_torch()`` and
+        convert back with :meth:`from_torch`. Assigning to one of these names raises.
+
+        Every other name is looked up as ``nn.Module`` does (parameters, buffers,
+        submodules); a name that is neither raises ``AttributeError``.
+        """
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in _TORCH_LISTS and not _TORCH_NAME.fullmatch(name):
+                raise
+        return self._torch_layout_attribute(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if _TORCH_NAME.fullmatch(name) or name in _TORCH_LISTS:
+            raise AttributeError(
+                f"{type(self).__name__}: {name} is a read-only copy in torch.nn.LSTM's layout; "
+                "write to i2h/h2h (gate blocks f, i, o, g), or edit to_torch()'s result and "
+                "convert it back with from_torch()"
+            )
+        super().__setattr__(name, value)
+
+    def _torch_layout_attribute(self, name: str) -> Any:
+        """The value of one of nn.LSTM's names (see :meth:`__getattr__`), or AttributeError."""
+        owner = type(self).__name__
+        if self.step_source.overrides(LSTM):
+            raise AttributeError(
+                f"{owner} has no attribute {name!r}: nn.LSTM's weight names exist only for a "
+                "class that computes the plain LSTM"
+            )
+        names = [self._torch_names(layer, direction) for layer, direction in self.cell_indices()]
+        if name == "_all_weights":
+            return names
+        if name == "_flat_weights_names":
+            return [entry for cell in names for entry in cell]
+        if name == "all_weights":
+            return [[self._torch_weight(entry) for entry in cell] for cell in names]
+        if name == "_flat_weights":
+            return [self._torch_weight(entry) for cell in names for entry in cell]
+        if not any(name in cell for cell in names):
+            raise AttributeError(
+                f"{owner} has no attribute {name!r}: its nn.LSTM names are "
+                f"{[entry for cell in names for entry in cell]}"
+            )
+        return self._torch_weight(name)
+
+    def _torch_names(self, layer: int, direction: int) -> list[str]:
+        """nn.LSTM's names of cell ``(layer, direction)``, in its order."""
+        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+        kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        return [kind + suffix for kind in kinds]
+
+    def _torch_weight(self, name: str) -> Tensor:
+        """A copy of nn.LSTM's parameter ``name`` (a valid one), gate blocks i, f, g, o."""
+        match = _TORCH_NAME.fullmatch(name)
+        assert match is not None
+        kind, which, layer, reverse = match.groups()
+        parts = self.cell_parts(int(layer), 1 if reverse else 0)
+        source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
+        with torch.no_grad():
+            return _permute_gates(source, self.hidden_size)
