@@ -25,6 +25,7 @@ from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole
 from lstm.driver import Recurrent, cell_suffix
 from lstm.engines import Engine
 from lstm.registry import CELLS, create, get_cell
+from lstm.serialization import safe_globals
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "lstm_cell",
     "lstm_pointwise",
     "peephole_pointwise",
+    "safe_globals",
     "slstm_pointwise",
     "stochastic_output_pooling",
 ]
