@@ -104,9 +104,13 @@ def zeros_initial(like: Tensor, hidden_size: int, *state_shapes: tuple[int, ...]
 
 
 def lstm_step(x: Tensor, h: Tensor, c: Tensor, weights: CellWeights) -> tuple[Tensor, Tensor]:
-    """One step on 1-D vectors: x (F,), h and c (H,); blocks forget, input, output, candidate."""
+    """One step on 1-D vectors: x (F,), h and c (H,); blocks forget, input, output, candidate.
+
+    h may be narrower than c (a projected LSTM's (P,) hidden); the h returned is always
+    o * tanh(c), of c's size: a projection is the caller's.
+    """
     w_ih, w_hh, b_ih, b_hh = weights
-    size = h.shape[0]
+    size = c.shape[0]
     a = w_ih @ x + w_hh @ h
     if b_ih is not None and b_hh is not None:
         a = a + b_ih + b_hh

@@ -15,7 +15,7 @@ from builders import DOUBLE, close, gradients
 from lstm import LSTM
 from pairwise import case_id, pairwise, product, unmet_pairs
 
-BATCH, SEQ_LEN, INPUT, HIDDEN = 4, 6, 3, 5
+BATCH, SEQ_LEN, INPUT, HIDDEN, PROJ = 4, 6, 3, 5, 2
 LENGTHS = torch.tensor([6, 2, 5, 1])
 TORCH_BLOCK = [1, 0, 3, 2]
 """Our gate blocks are f, i, o, g; nn.LSTM's are i, f, g, o: our block j is torch's
@@ -23,7 +23,9 @@ block TORCH_BLOCK[j] (from the two documented layouts, not from the package)."""
 
 # Each engine runs its own loop over layers, directions and ragged lengths: those are crossed
 # in full with the engine (``ragged``: a lengths tensor or a PackedSequence, else a full batch
-# or an unbatched sequence). The other axes are normalised before any engine runs, so every
+# or an unbatched sequence), and so is the projection (``proj_size``), which changes what
+# every loop carries (the hidden's width, what deeper layers read, the kernel's weight
+# list). The other axes are normalised before any engine runs, so every
 # value of each meets every value of every other axis (pairwise), not every combination:
 # batch_first is a transpose of the input, an unbatched sequence a batch of one, a
 # PackedSequence a padded batch with lengths, and bias=False a cell without bias terms.
@@ -34,23 +36,29 @@ FULL_MATRIX = [
         num_layers=[1, 2, 3],
         bidirectional=[False, True],
         ragged=[False, True],
+        proj_size=[0, PROJ],
         kind=["full", "unbatched", "lengths", "packed"],
         batch_first=[True, False],
         bias=[True, False],
     )
     if case["ragged"] == (case["kind"] in ("lengths", "packed"))
 ]
-MATRIX = pairwise(FULL_MATRIX, crossed=["engine", "num_layers", "bidirectional", "ragged"])
+MATRIX = pairwise(
+    FULL_MATRIX, crossed=["engine", "num_layers", "bidirectional", "ragged", "proj_size"]
+)
 
 
 def test_the_conversion_matrix_meets_every_pair() -> None:
-    assert len(FULL_MATRIX) == 192  # the matrix this file once ran in full
+    assert len(FULL_MATRIX) == 384  # 192 without projections, which this file once ran in full
     assert unmet_pairs(MATRIX, FULL_MATRIX) == set()
-    assert len(MATRIX) == 24  # 2 engines x 3 layer counts x 2 directions x ragged or not
+    assert len(MATRIX) == 48  # 2 engines x 3 layer counts x 2 directions x ragged x proj_size
 
 
 def as_torch_layout(tensor: torch.Tensor, hidden_size: int) -> torch.Tensor:
-    """One of our i2h/h2h weights or biases with its gate blocks in nn.LSTM's order."""
+    """One of our i2h/h2h weights or biases with its gate blocks in nn.LSTM's order; an
+    h2p weight (``weight_hr``, no gate blocks) as it is."""
+    if tensor.shape[0] != 4 * hidden_size:
+        return tensor
     blocks = tensor.reshape(4, hidden_size, *tensor.shape[1:])
     order = [TORCH_BLOCK.index(block) for block in range(4)]  # torch block -> our block
     return blocks[order].reshape(tensor.shape)
@@ -61,12 +69,13 @@ def our_parameter(model: LSTM, torch_name: str) -> torch.Tensor:
     kind, which, suffix = torch_name.split("_", 2)  # weight, ih, l1_reverse
     layer = int(suffix.split("_")[0][1:])
     direction = 1 if suffix.endswith("reverse") else 0
-    return getattr(model.cell_parts(layer, direction)["i2h" if which == "ih" else "h2h"], kind)
+    part = {"ih": "i2h", "hh": "h2h", "hr": "h2p"}[which]
+    return getattr(model.cell_parts(layer, direction)[part], kind)
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=case_id)
 def test_from_torch_matches_torch(case: dict[str, Any]) -> None:
-    engine, num_layers, bidirectional, _, kind, batch_first, bias = case.values()
+    engine, num_layers, bidirectional, _, proj_size, kind, batch_first, bias = case.values()
     reference = nn.LSTM(
         INPUT,
         HIDDEN,
@@ -74,14 +83,16 @@ def test_from_torch_matches_torch(case: dict[str, Any]) -> None:
         bias=bias,
         batch_first=batch_first,
         bidirectional=bidirectional,
+        proj_size=proj_size,
         dtype=DOUBLE,
     )
     model = LSTM.from_torch(reference)
+    assert model.proj_size == proj_size
     model.engine = engine
     cells = num_layers * (2 if bidirectional else 1)
     data = torch.randn(BATCH, SEQ_LEN, INPUT, dtype=DOUBLE)
     hidden = (
-        torch.randn(cells, BATCH, HIDDEN, dtype=DOUBLE),
+        torch.randn(cells, BATCH, proj_size or HIDDEN, dtype=DOUBLE),
         torch.randn(cells, BATCH, HIDDEN, dtype=DOUBLE),
     )
     if kind == "unbatched":
@@ -132,22 +143,23 @@ def _torch_with_lengths(
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_to_torch_round_trip(num_layers: int, bidirectional: bool, batch_first: bool) -> None:
+@pytest.mark.parametrize("proj_size", [0, PROJ])
+def test_to_torch_round_trip(
+    num_layers: int, bidirectional: bool, batch_first: bool, proj_size: int
+) -> None:
     model = LSTM(
         INPUT,
         HIDDEN,
         num_layers=num_layers,
         bidirectional=bidirectional,
         batch_first=batch_first,
+        proj_size=proj_size,
         dtype=DOUBLE,
     )
     converted = model.to_torch()
     assert isinstance(converted, nn.LSTM)
-    assert (converted.num_layers, converted.bidirectional, converted.batch_first) == (
-        num_layers,
-        bidirectional,
-        batch_first,
-    )
+    options = (converted.num_layers, converted.bidirectional, converted.batch_first)
+    assert (*options, converted.proj_size) == (num_layers, bidirectional, batch_first, proj_size)
     x = torch.randn(BATCH, SEQ_LEN, INPUT, dtype=DOUBLE)
     torch.testing.assert_close(model(x), converted(x), rtol=0, atol=1e-10)
     back = LSTM.from_torch(converted)
@@ -170,19 +182,36 @@ def test_conversion_copies_options_and_mode() -> None:
 
 
 def test_to_torch_puts_each_gate_block_where_torch_expects_it() -> None:
-    model = LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    model = LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, proj_size=PROJ, dtype=DOUBLE)
     converted = model.to_torch()
     for name, theirs in converted.named_parameters():
         ours = our_parameter(model, name)
+        if name.startswith("weight_hr"):  # the projection has no gate blocks: copied as it is
+            assert ours.shape == (PROJ, HIDDEN)
+            assert torch.equal(theirs, ours), name
+            continue
         for block in range(4):  # f, i, o, g
             want = ours[block * HIDDEN : (block + 1) * HIDDEN]
             at = TORCH_BLOCK[block] * HIDDEN
             assert torch.equal(theirs[at : at + HIDDEN], want), (name, block)
 
 
-def test_from_torch_rejects_projections_and_other_modules() -> None:
-    with pytest.raises(ValueError, match=r"expected proj_size=0.*got proj_size=2"):
-        LSTM.from_torch(nn.LSTM(3, 4, proj_size=2))
+def test_projected_parameters_follow_torch_names_and_shapes() -> None:
+    reference = nn.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, proj_size=PROJ)
+    model = LSTM.from_torch(reference)
+    torch_names = [name for name, _ in reference.named_parameters()]
+    assert [name for name in torch_names if name.startswith("weight_hr")] == [
+        "weight_hr_l0",
+        "weight_hr_l0_reverse",
+        "weight_hr_l1",
+        "weight_hr_l1_reverse",
+    ]
+    for name, theirs in reference.named_parameters():
+        assert our_parameter(model, name).shape == theirs.shape, name
+    assert len(list(model.parameters())) == len(torch_names)
+
+
+def test_from_torch_rejects_other_modules() -> None:
     with pytest.raises(TypeError, match=r"expected a torch.nn.LSTM, got GRU"):
         LSTM.from_torch(nn.GRU(3, 4))  # type: ignore[arg-type]
 

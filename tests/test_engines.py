@@ -74,7 +74,8 @@ def assert_engines_agree(
 
 
 # The fast path runs its own loop over layers, directions and ragged lengths: those are
-# crossed in full (``ragged``: lengths tensor or PackedSequence, else a full batch). A
+# crossed in full (``ragged``: lengths tensor or PackedSequence, else a full batch), and so is
+# the projection (``proj_size``: torch.lstm's w_hr against h2p in forward_cell). A
 # PackedSequence becomes a padded batch with lengths before any engine runs, and bias=False
 # only drops the bias terms, which no loop depends on: every value of those meets every
 # value of every other axis (pairwise).
@@ -84,27 +85,31 @@ FULL_MATRIX = [
         num_layers=[1, 2, 3],
         bidirectional=[False, True],
         ragged=[False, True],
+        proj_size=[0, 2],
         kind=["full", "lengths", "packed"],
         bias=[True, False],
     )
     if case["ragged"] == (case["kind"] != "full")
 ]
-MATRIX = pairwise(FULL_MATRIX, crossed=["num_layers", "bidirectional", "ragged"])
+MATRIX = pairwise(FULL_MATRIX, crossed=["num_layers", "bidirectional", "ragged", "proj_size"])
 
 
 def test_the_engine_matrix_meets_every_pair() -> None:
-    assert len(FULL_MATRIX) == 36  # the matrix this file once ran in full
+    assert len(FULL_MATRIX) == 72  # 36 without projections, which this file once ran in full
     assert unmet_pairs(MATRIX, FULL_MATRIX) == set()
-    assert len(MATRIX) == 12  # 3 layer counts x 2 directions x ragged or not
+    assert len(MATRIX) == 24  # 3 layer counts x 2 directions x ragged or not x proj_size
 
 
 @pytest.mark.parametrize("case", MATRIX, ids=case_id)
 def test_fast_path_matches_reference_path(case: dict[str, Any]) -> None:
-    num_layers, bidirectional, _, kind, bias = case.values()
+    num_layers, bidirectional, _, proj_size, kind, bias = case.values()
     cells = num_layers * (2 if bidirectional else 1)
-    hidden = (torch.randn(cells, 4, 5, dtype=DOUBLE), torch.randn(cells, 4, 5, dtype=DOUBLE))
+    hidden = (
+        torch.randn(cells, 4, proj_size or 5, dtype=DOUBLE),
+        torch.randn(cells, 4, 5, dtype=DOUBLE),
+    )
     options = {"num_layers": num_layers, "bidirectional": bidirectional, "bias": bias}
-    assert_engines_agree(LSTM, "auto", kind, hidden, **options)
+    assert_engines_agree(LSTM, "auto", kind, hidden, proj_size=proj_size, **options)
 
 
 def test_fast_path_in_float32_agrees_to_float32_precision() -> None:
@@ -128,6 +133,14 @@ def test_fast_path_is_taken_by_default(torch_lstm_calls: list[int]) -> None:
     assert len(torch_lstm_calls) == 2
     model.engine = "reference"
     model(torch.randn(2, 5, 3))
+    assert len(torch_lstm_calls) == 2
+
+
+def test_fast_path_is_taken_with_projections(torch_lstm_calls: list[int]) -> None:
+    model = LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    assert model.engine_for(torch.randn(2, 5, 3)).name == "kernel"
+    model(torch.randn(2, 5, 3))
+    model(torch.randn(2, 5, 3), lengths=torch.tensor([5, 3]))
     assert len(torch_lstm_calls) == 2
 
 
@@ -251,6 +264,13 @@ class _ScaledInput(LSTM):
 @pytest.mark.parametrize("kind", ["full", "lengths"])
 def test_hoisted_engine_matches_reference(cls: type[LSTM], kind: str) -> None:
     assert_engines_agree(cls, "hoisted", kind, num_layers=2, bidirectional=True)
+
+
+@pytest.mark.parametrize("cls", [LSTM, _ScaledInput])
+@pytest.mark.parametrize("kind", ["full", "lengths"])
+def test_hoisted_engine_matches_reference_with_projections(cls: type[LSTM], kind: str) -> None:
+    # _ScaledInput overrides forward_cell and calls LSTM's, which applies h2p.
+    assert_engines_agree(cls, "hoisted", kind, num_layers=2, bidirectional=True, proj_size=3)
 
 
 def test_hoisted_engine_projects_once_per_cell(linear_calls: Counter[int]) -> None:

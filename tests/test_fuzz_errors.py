@@ -145,8 +145,10 @@ def bad_argument(data: st.DataObject, cls: type[Recurrent]) -> tuple[dict[str, A
     names = ["input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional"]
     names += ["dropout", "recurrent_dropout", "zoneout", "dtype", "device"]
     names += ["k"] if takes_lanes(cls) else []
-    names += ["forget_bias"] if issubclass(cls, LSTM) else []
+    names += ["forget_bias", "proj_size"] if issubclass(cls, LSTM) else []
     name = data.draw(st.sampled_from(names), label="argument")
+    if name == "proj_size":
+        return bad_proj_size(data, cls)
     if name in ("input_size", "hidden_size", "num_layers", "k"):
         # k=None is create's default, not a mistake.
         wrong_type = not_ints.filter(lambda value: name != "k" or value is not None)
@@ -187,6 +189,22 @@ def bad_argument(data: st.DataObject, cls: type[Recurrent]) -> tuple[dict[str, A
         return {name: value}, name, (ValueError, str(value))
     value = data.draw(st.floats(-5, 5), label=name)
     return {name: value, "bias": False}, name, (ValueError, "bias=False")
+
+
+def bad_proj_size(data: st.DataObject, cls: type[Recurrent]) -> tuple[dict[str, Any], str, Any]:
+    """A wrong type, a negative size, one not below hidden_size, or any positive size for a
+    class that builds its own cells (only LSTM's cell has h2p)."""
+    kinds = ["type", "negative", "too large"] + (["unsupported"] if cls is not LSTM else [])
+    kind = data.draw(st.sampled_from(kinds), label="proj_size")
+    if kind == "type":
+        value = data.draw(not_ints, label="value")
+        return {"proj_size": value}, "proj_size", (TypeError, typed(value))
+    if kind == "negative":
+        value = data.draw(st.integers(max_value=-1), label="value")
+        return {"proj_size": value}, "proj_size", (ValueError, str(value))
+    low, high = (HIDDEN, HIDDEN + 4) if kind == "too large" else (1, HIDDEN - 1)
+    value = data.draw(st.integers(low, high), label="value")
+    return {"proj_size": value}, "proj_size", (ValueError, f"proj_size={value}")
 
 
 def check_constructor(data: st.DataObject, name: str | None = None) -> None:
@@ -635,8 +653,8 @@ NOT_AN_LSTM: list[Callable[[], Any]] = [
 ]
 
 
-def torch_lstms(data: st.DataObject, proj_size: int = 0) -> nn.LSTM:
-    hidden_size = data.draw(st.integers(proj_size + 1, proj_size + 4), label="hidden_size")
+def torch_lstms(data: st.DataObject) -> nn.LSTM:
+    hidden_size = data.draw(st.integers(2, 5), label="hidden_size")
     return nn.LSTM(
         data.draw(sizes, label="input_size"),
         hidden_size,
@@ -644,27 +662,17 @@ def torch_lstms(data: st.DataObject, proj_size: int = 0) -> nn.LSTM:
         bidirectional=data.draw(st.booleans(), label="bidirectional"),
         batch_first=data.draw(st.booleans(), label="batch_first"),
         bias=data.draw(st.booleans(), label="bias"),
-        proj_size=proj_size,
+        proj_size=data.draw(st.integers(0, hidden_size - 1), label="proj_size"),
     )
 
 
 def check_conversion(data: st.DataObject) -> None:
-    kind = data.draw(st.sampled_from(["not an LSTM", "projections", "other math"]))
+    kind = data.draw(st.sampled_from(["not an LSTM", "other math"]))
     if kind == "not an LSTM":
         module = data.draw(st.sampled_from(NOT_AN_LSTM), label="module")()
         about, given_text = "a torch.nn.LSTM", type(module).__name__
         assert_named(
             lambda: LSTM.from_torch(module), TypeError, "LSTM.from_torch: ", about, given_text
-        )
-    elif kind == "projections":
-        proj_size = data.draw(st.integers(1, 4), label="proj_size")
-        module = torch_lstms(data, proj_size)
-        assert_named(
-            lambda: LSTM.from_torch(module),
-            ValueError,
-            "LSTM.from_torch: expected proj_size=0",
-            "proj_size=0",
-            f"proj_size={proj_size}",
         )
     else:  # cells whose math is not torch.nn.LSTM's, either way
         name = data.draw(st.sampled_from(OTHER_MATH), label="cell")

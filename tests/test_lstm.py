@@ -7,6 +7,7 @@ Conversion to and from ``torch.nn.LSTM`` (also in ``lstm.cells.lstm``) is in
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -18,7 +19,7 @@ import lstm
 from builders import DOUBLE, assert_matches_reference, build, close, lstm_weights
 from lstm import LSTM, lstm_cell, lstm_pointwise
 from pairwise import case_id, pairwise, product, unmet_pairs
-from reference import given_initial, lstm_reference, lstm_step, lstm_steps
+from reference import Step, given_initial, lstm_reference, lstm_step, lstm_steps
 
 
 def test_documented_attributes_and_state_dict_keys() -> None:
@@ -231,3 +232,191 @@ def test_public_names_are_exported() -> None:
     assert lstm.CELLS["lstm"] is LSTM
     assert lstm.get_cell("lstm") is LSTM
     assert isinstance(lstm.__version__, str)
+
+
+# ------------------------------------------------------------------ projections (proj_size)
+
+PROJ = 2
+
+
+def projected_steps(model: LSTM) -> Step:
+    """The reference's LSTM step followed by h_t = W_hr (o_t * tanh(c_t)), as nn.LSTM documents."""
+    weights = lstm_weights(model)
+    projections = {
+        index: model.cell_parts(*index)["h2p"].weight
+        for index in itertools.product(range(model.num_layers), range(model.num_directions))
+    }
+
+    def step(
+        layer: int, direction: int, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        unprojected, c = lstm_step(x, h, c, weights[(layer, direction)])  # (H,) each
+        return projections[(layer, direction)] @ unprojected, c  # (P,), (H,)
+
+    return step
+
+
+def test_projected_parameters_and_shapes() -> None:
+    model = LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=PROJ)
+    assert model.proj_size == PROJ
+    assert model.output_size == PROJ
+    assert "proj_size=2" in repr(model)
+    for suffix in ("", "_reverse", "_l1", "_l1_reverse"):
+        i2h, h2h, h2p = (getattr(model, name + suffix) for name in ("i2h", "h2h", "h2p"))
+        assert (h2h.in_features, h2h.out_features) == (PROJ, 20)  # reads the projected hidden
+        assert (h2p.in_features, h2p.out_features, h2p.bias) == (5, PROJ, None)
+        assert i2h.in_features == (3 if suffix in ("", "_reverse") else 2 * PROJ)
+    x = torch.randn(4, 6, 3)
+    out, (hidden, state) = model(x)
+    assert out.shape == (4, 6, 2 * PROJ)
+    assert hidden.shape == (4, 4, PROJ)
+    assert state.shape == (4, 4, 5)
+    out, (hidden, state) = model(x[0])  # unbatched
+    assert (out.shape, hidden.shape, state.shape) == ((6, 2 * PROJ), (4, PROJ), (4, 5))
+    # Without projections nothing changes: no h2p, the same state_dict keys as before.
+    assert not any("h2p" in name for name in LSTM(3, 5, proj_size=0).state_dict())
+
+
+@pytest.mark.parametrize("engine", ["auto", "hoisted", "reference"])
+@pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True), (3, True)])
+def test_projected_lstm_matches_step_by_step_reference(
+    engine: str, num_layers: int, bidirectional: bool
+) -> None:
+    model = build("lstm", num_layers=num_layers, bidirectional=bidirectional, proj_size=PROJ)
+    model.engine = engine
+    cells = num_layers * model.num_directions
+    h0 = torch.randn(cells, 4, PROJ, dtype=DOUBLE)
+    c0 = torch.randn(cells, 4, 4, dtype=DOUBLE)
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    initial = given_initial(h0, c0)
+    assert_matches_reference(model, x, projected_steps(model), initial, [6, 2, 5, 1], (h0, c0))
+
+
+def test_pure_function_projects_like_the_module() -> None:
+    model = build("lstm", proj_size=PROJ)
+    x, hidden, state = (torch.randn(5, n, dtype=DOUBLE) for n in (3, PROJ, 4))
+    expected = model.forward_cell(x, hidden, state)
+    weights = (model.i2h.weight, model.h2h.weight, model.i2h.bias, model.h2h.bias)
+    got = lstm_cell(x, hidden, state, *weights, weight_hr=model.h2p.weight)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-14)
+    assert got[0].shape == (5, PROJ)
+    assert got[1].shape == (5, 4)
+
+
+def test_projected_gradcheck_on_the_reference_path() -> None:
+    # Two layers (layer 1 reads both projected directions of layer 0), both directions,
+    # unsorted ragged lengths with a single-step sequence; one input feature keeps it quick.
+    model = build("lstm", 1, 3, num_layers=2, bidirectional=True, proj_size=PROJ)
+    model.engine = "reference"
+    x = torch.randn(2, 3, 1, dtype=DOUBLE, requires_grad=True)
+    lengths = torch.tensor([1, 3])
+    weights = (model.h2p.weight, model.h2h_l1_reverse.weight, model.h2p_l1_reverse.weight)
+
+    def function(x: torch.Tensor, *_: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, (hidden, state) = model(x, lengths=lengths)
+        return out, hidden, state
+
+    inputs = (x, *weights)
+    assert torch.autograd.gradcheck(function, inputs)
+    v = tuple(torch.empty_like(out).uniform_(-1, 1) for out in function(*inputs))
+    assert torch.autograd.gradgradcheck(function, inputs, v)
+
+
+@pytest.mark.parametrize(
+    ("proj_size", "error", "message"),
+    [
+        (-1, ValueError, r"^LSTM: expected proj_size >= 0, got -1$"),
+        (5, ValueError, r"^LSTM: expected proj_size < hidden_size=5 .*, got proj_size=5$"),
+        (9, ValueError, r"^LSTM: expected proj_size < hidden_size=5 .*, got proj_size=9$"),
+        (2.0, TypeError, r"^LSTM: expected proj_size to be an int, got float 2.0$"),
+        (True, TypeError, r"^LSTM: expected proj_size to be an int, got bool True$"),
+        (None, TypeError, r"^LSTM: expected proj_size to be an int, got NoneType None$"),
+    ],
+)
+def test_proj_size_is_checked_as_nn_lstm_checks_it(
+    proj_size: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        LSTM(3, 5, proj_size=proj_size)
+    if isinstance(proj_size, int) and not isinstance(proj_size, bool):
+        with pytest.raises(ValueError, match="proj_size"):  # nn.LSTM refuses the same values
+            nn.LSTM(3, 5, proj_size=proj_size)
+
+
+@pytest.mark.parametrize("name", sorted(set(lstm.CELLS) - {"lstm"}))
+def test_other_cells_refuse_projections(name: str) -> None:
+    cls = lstm.CELLS[name]
+    if issubclass(cls, LSTM):  # inherits LSTM's constructor, builds its own cells
+        message = (
+            rf"^{cls.__name__}: expected proj_size=0, got proj_size=2: {cls.__name__} does "
+            r"not support projections \(\w+ builds its own cells, without LSTM's h2p\)$"
+        )
+        with pytest.raises(ValueError, match=message):
+            lstm.create(name, 3, 5, proj_size=2)
+        lstm.create(name, 3, 5, proj_size=0)  # 0 is "off", which every LSTM accepts
+    else:
+        with pytest.raises(TypeError, match=r"unexpected keyword argument 'proj_size'"):
+            lstm.create(name, 3, 5, proj_size=2)
+
+
+class _HalvedInput(LSTM):
+    """Rewrites the step around LSTM's own, which projects: keeps proj_size working."""
+
+    def forward_cell(
+        self, x: torch.Tensor, hidden: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward_cell(0.5 * x, hidden, state)
+
+
+class _OwnStep(LSTM):
+    """A step of its own that forgets the projection: hidden has hidden_size features."""
+
+    def forward_cell(
+        self, x: torch.Tensor, hidden: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return lstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
+
+
+class _OwnParts(LSTM):
+    """Builds its own cells (like PeepholeLSTM): no h2p to project with."""
+
+    def build_cell(self, input_size, hidden_size, *, device=None, dtype=None):  # type: ignore[no-untyped-def]
+        return super().build_cell(input_size, hidden_size, device=device, dtype=dtype)
+
+
+def test_subclasses_that_rewrite_the_step_own_the_projection() -> None:
+    # Decision: the projection is part of LSTM's cell (h2p, applied by LSTM.forward_cell).
+    # A subclass that only rewrites forward_cell keeps h2p and gets and returns hidden of
+    # proj_size features; one that builds its own cells is refused at construction.
+    plain = build("lstm", bidirectional=True, proj_size=PROJ)
+    halved = _HalvedInput(3, 4, bidirectional=True, proj_size=PROJ, dtype=DOUBLE)
+    halved.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    torch.testing.assert_close(halved(x), plain(0.5 * x), rtol=0, atol=1e-12)
+    own_step = _OwnStep(3, 4, proj_size=PROJ, dtype=DOUBLE)
+    message = r"^_OwnStep.forward_cell: expected hidden of shape \(2, 2\), got \(2, 4\)$"
+    with pytest.raises(ValueError, match=message):
+        own_step(x)
+    with pytest.raises(ValueError, match=r"_OwnParts does not support projections"):
+        _OwnParts(3, 4, proj_size=PROJ)
+
+
+def test_projected_hidden_shapes_are_checked() -> None:
+    model = LSTM(3, 5, num_layers=2, bidirectional=True, proj_size=PROJ)
+    x = torch.randn(4, 6, 3)
+    unprojected = (torch.zeros(4, 4, 5), torch.zeros(4, 4, 5))
+    message = (
+        r"^LSTM: expected hidden of shape \(4, 4, 2\) \(num_layers\*num_directions, batch, "
+        r"proj_size\), got \(4, 4, 5\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        model(x, unprojected)
+    message = r"^LSTM: expected state of shape \(4, 4, 5\) .*, got \(4, 4, 2\)$"
+    with pytest.raises(ValueError, match=message):
+        model(x, (torch.zeros(4, 4, 2), torch.zeros(4, 4, 2)))
+    message = r"^LSTM.forward_cell: expected hidden of shape \(4, 2\), got \(4, 5\)$"
+    with pytest.raises(ValueError, match=message):
+        model.forward_cell(torch.randn(4, 3), torch.zeros(4, 5), torch.zeros(4, 5))
+    message = r"^LSTM.forward_cell: expected x of shape \(batch, 4\), got \(4, 10\)$"
+    with pytest.raises(ValueError, match=message):  # layer 1 reads 2 * proj_size features
+        model.layer_cell(1).forward_cell(torch.randn(4, 10), torch.zeros(4, 2), torch.zeros(4, 5))

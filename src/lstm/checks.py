@@ -241,6 +241,7 @@ def check_step_arguments(
     lead: tuple[int, ...] = (),
     parts: int = 0,
     parameter: Tensor | None = None,
+    output_size: int | None = None,
 ) -> None:
     """Check the arguments of one step before any arithmetic.
 
@@ -249,10 +250,10 @@ def check_step_arguments(
     owner : str
         Name used in error messages, e.g. ``"LSTM.forward_cell"``.
     x : Tensor of shape (batch, input_size)
-    hidden : Tensor of shape (batch, hidden_size)
+    hidden : Tensor of shape (batch, output_size)
     state : Tensor of shape ``(*lead, batch, hidden_size)``, or a tuple of ``parts`` of them
     input_size, hidden_size : int
-        Features of this cell's ``x`` and hidden output.
+        Features of this cell's ``x`` and state.
     lead : tuple of int, default ()
         Leading dimensions of each state tensor (``(k,)`` for k lanes).
     parts : int, default 0
@@ -260,6 +261,8 @@ def check_step_arguments(
     parameter : Tensor, optional
         Any parameter of the cell: every argument must share its device and (outside
         autocast) its dtype.
+    output_size : int, optional
+        Features of ``hidden`` if not ``hidden_size`` (a projected LSTM's ``proj_size``).
 
     Raises
     ------
@@ -282,7 +285,9 @@ def check_step_arguments(
         states = [(f"state[{index}]", part) for index, part in enumerate(state)]
     else:
         states = [("state", state)]
-    arguments = [("hidden", hidden, size)] + [(name, part, (*lead, *size)) for name, part in states]
+    hidden_shape = (x.shape[0], hidden_size if output_size is None else output_size)
+    arguments: list[tuple[str, Any, tuple[int, ...]]] = [("hidden", hidden, hidden_shape)]
+    arguments += [(name, part, (*lead, *size)) for name, part in states]
     tensors = [("x", x)]
     for name, value, shape in arguments:
         value = check_tensor(owner, name, value)
@@ -302,8 +307,9 @@ def check_forward_cell(
 
     :func:`check_step_arguments` with the sizes of the cell ``cell`` stands for (its
     ``cell_index``: a :meth:`~lstm.driver.Recurrent.layer_cell` view of a deeper layer reads
-    ``num_directions * hidden_size`` features), the state ``(*lead, batch, hidden_size)`` or
-    a tuple of ``parts`` such tensors, and its parameters' device and dtype. Nothing is
+    ``num_directions * output_size`` features), hidden ``(batch, output_size)``, the state
+    ``(*lead, batch, hidden_size)`` or a tuple of ``parts`` such tensors, and its parameters'
+    device and dtype. Nothing is
     checked while the time loop steps ``cell`` (:func:`stepping`).
 
     Parameters
@@ -327,6 +333,7 @@ def check_forward_cell(
         lead=lead,
         parts=parts,
         parameter=next(cell.parameters(), None),
+        output_size=cell.output_size,
     )
 
 

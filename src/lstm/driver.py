@@ -61,7 +61,7 @@ class Recurrent(nn.Module):
         Number of features of the hidden output, ``>= 1``.
     num_layers : int, default 1
         Number of stacked layers; layer ``l > 0`` reads the (concatenated) outputs of layer
-        ``l - 1``, of size ``num_directions * hidden_size``.
+        ``l - 1``, of size ``num_directions * output_size`` (:attr:`output_size`).
     bias : bool, default True
         Whether the cells' linear maps have biases.
     batch_first : bool, default True
@@ -221,13 +221,13 @@ class Recurrent(nn.Module):
 
         Returns
         -------
-        hidden : Tensor of shape (batch, hidden_size)
-            Zeros by default.
+        hidden : Tensor of shape (batch, output_size)
+            Zeros by default (``output_size`` is ``hidden_size`` but for a projected LSTM).
         state : Tensor of shape (batch, hidden_size)
             Zeros by default; any ``(*lead, batch, features)`` or a tuple of such.
         """
-        zeros = x.new_zeros(x.shape[0], self.hidden_size)
-        return zeros, zeros.clone()
+        batch = x.shape[0]
+        return x.new_zeros(batch, self.output_size), x.new_zeros(batch, self.hidden_size)
 
     def initHidden(self, x: Tensor) -> tuple[Tensor, Any]:
         """Alias of :meth:`init_hidden` under the original implementation's name.
@@ -243,9 +243,20 @@ class Recurrent(nn.Module):
         """2 if the module is bidirectional, else 1."""
         return 2 if self.bidirectional else 1
 
+    @property
+    def output_size(self) -> int:
+        """Features of one cell's hidden output ``h_t``: ``hidden_size`` here.
+
+        A family whose hidden output is narrower than its state overrides it (the LSTM with
+        ``proj_size > 0``, as ``torch.nn.LSTM``'s ``real_hidden_size``). The driver sizes the
+        hidden tensors it passes and returns, and the input of deeper layers
+        (``num_directions * output_size``), by it.
+        """
+        return self.hidden_size
+
     def layer_input_size(self, layer: int) -> int:
         """Features each cell of ``layer`` reads: the input's, or the layer below's output."""
-        return self.input_size if layer == 0 else self.hidden_size * self.num_directions
+        return self.input_size if layer == 0 else self.output_size * self.num_directions
 
     def cell_indices(self) -> Iterator[tuple[int, int]]:
         """``(layer, direction)`` of every cell, in the order of the stacked states."""
@@ -312,7 +323,8 @@ class Recurrent(nn.Module):
             Initial states; :meth:`init_hidden` if None. Each ``(num_layers *
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state
             stacked likewise), or ``(batch, hidden_size)`` as the reference page documents
-            it (one layer and direction); no batch dimension for unbatched input.
+            it (one layer and direction); no batch dimension for unbatched input. The hidden
+            tensor has :attr:`output_size` features (``proj_size`` for a projected LSTM).
         lengths : Tensor of shape (batch,), optional
             True length of each sequence, integers in ``1..seq_len``. Steps past a sequence's
             end leave its state untouched and give zero outputs; the reverse direction starts
@@ -326,13 +338,15 @@ class Recurrent(nn.Module):
         -------
         outputs : Tensor or PackedSequence
             ``(batch, seq_len, num_directions * hidden_size)`` (batch-first), the last layer's
-            hidden output at each step, zero past each sequence's end.
+            hidden output at each step, zero past each sequence's end (``output_size``
+            features per direction where that is not ``hidden_size``).
         (hidden, state) : tuple
             Final states of every layer and direction, taken at each sequence's true end:
             hidden ``(num_layers * num_directions, batch, hidden_size)`` and state stacked
             the same way (``(num_layers * num_directions * k, batch, hidden_size)`` for a
             cell whose per-cell state is ``(k, batch, hidden_size)``). Index ``2 * l + d`` is
-            layer ``l``, direction ``d``, as in ``torch.nn.LSTM``.
+            layer ``l``, direction ``d``, as in ``torch.nn.LSTM``. Hidden has ``output_size``
+            features where that is not ``hidden_size``.
         all_states : Tensor or tuple of Tensors, only with ``return_all_states=True``
             The last layer's state after every step, laid out like ``outputs`` (padded for a
             ``PackedSequence``), zero past each sequence's end: a cell's ``(*lead, batch,

@@ -76,7 +76,7 @@ def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:
 
 
 def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellState:
-    """``cell.initHidden(inputs)``, checked: hidden ``(B, H)``, state parts batch at dim -2.
+    """``cell.initHidden(inputs)``, checked: hidden ``(B, output_size)``, state parts batch at -2.
 
     ``initHidden``, not ``init_hidden``: a subclass may override either name, and the base
     ``initHidden`` defers to ``init_hidden``.
@@ -89,11 +89,11 @@ def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellSta
         )
     hidden, state = result
     batch = inputs.shape[0]
-    if not isinstance(hidden, Tensor) or hidden.shape != (batch, module.hidden_size):
+    if not isinstance(hidden, Tensor) or hidden.shape != (batch, module.output_size):
         got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
         raise ValueError(
             f"{owner}.init_hidden: expected hidden of shape "
-            f"{shape_str([batch, module.hidden_size])}, got {got}"
+            f"{shape_str([batch, module.output_size])}, got {got}"
         )
     if isinstance(state, list):
         state = tuple(state)
@@ -134,7 +134,11 @@ def initial_states(
             f"{owner}: expected hidden to be a (hidden, state) tuple, got {describe(hidden)}"
         )
     count = len(cells)
-    hidden_parts = split_stacked(owner, "hidden", hidden[0], template[0], count, inputs, unbatched)
+    # The hidden output is narrower than the state only in a projected LSTM (nn.LSTM's name).
+    width = "hidden_size" if module.output_size == module.hidden_size else "proj_size"
+    hidden_parts = split_stacked(
+        owner, "hidden", hidden[0], template[0], count, inputs, unbatched, width
+    )
     like, given = template[1], hidden[1]
     if not isinstance(like, tuple):
         states = split_stacked(owner, "state", given, like, count, inputs, unbatched)
@@ -152,13 +156,21 @@ def initial_states(
 
 
 def split_stacked(
-    owner: str, name: str, given: Any, like: Tensor, count: int, inputs: Tensor, unbatched: bool
+    owner: str,
+    name: str,
+    given: Any,
+    like: Tensor,
+    count: int,
+    inputs: Tensor,
+    unbatched: bool,
+    width: str = "hidden_size",
 ) -> list[Tensor]:
     """Check a caller's stacked state tensor against one cell's and split it per cell.
 
     ``like`` is one cell's tensor, shape ``(*lead, B, X)``; the stacked form is
     ``(count * prod(lead), B, X)``, without ``B`` for unbatched input. The per-cell form
-    ``like`` itself is accepted when there is a single cell.
+    ``like`` itself is accepted when there is a single cell. ``width`` names ``X`` in the
+    error message (``"proj_size"`` for a projected LSTM's hidden).
 
     Raises
     ------
@@ -173,10 +185,10 @@ def split_stacked(
     accepted: list[tuple[int, ...]]
     if unbatched:
         accepted = [(count * lead, features)]
-        meaning = "(num_layers*num_directions, hidden_size) for unbatched input"
+        meaning = f"(num_layers*num_directions, {width}) for unbatched input"
     else:
         accepted = [(count * lead, batch, features)]
-        meaning = "(num_layers*num_directions, batch, hidden_size)"
+        meaning = f"(num_layers*num_directions, batch, {width})"
         if count == 1 and tuple(like.shape) not in accepted:
             accepted.append(tuple(like.shape))
     if tuple(given.shape) not in accepted:

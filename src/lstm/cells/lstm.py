@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstm.checks import check_forward_cell
+from lstm.checks import check_forward_cell, check_int
 from lstm.driver import Recurrent
 from lstm.engines import FastPath
+from lstm.parameters import CellPart, Device, DType
 from lstm.state import CellState
 
 GATES = ("forget", "input", "output", "candidate")
@@ -67,26 +68,40 @@ def lstm_cell(
     weight_hh: Tensor,
     bias_ih: Tensor | None = None,
     bias_hh: Tensor | None = None,
+    weight_hr: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""One LSTM step as a pure function of its parameters.
+
+    Without ``weight_hr``, the step of :func:`lstm_pointwise`; with it (an LSTM with
+    projections, ``torch.nn.LSTM``'s ``proj_size``), the hidden output is projected:
+
+    .. math::
+
+        h_t = W_{hr} \, (o_t \odot \tanh(c_t))
 
     Parameters
     ----------
     x : Tensor of shape (batch, input_size)
-    hidden, state : Tensor of shape (batch, hidden_size)
+    hidden : Tensor of shape (batch, hidden_size), or (batch, proj_size) with ``weight_hr``
+    state : Tensor of shape (batch, hidden_size)
     weight_ih : Tensor of shape (4 * hidden_size, input_size)
-    weight_hh : Tensor of shape (4 * hidden_size, hidden_size)
+    weight_hh : Tensor of shape (4 * hidden_size, hidden_size), or (4 * hidden_size, proj_size)
     bias_ih, bias_hh : Tensor of shape (4 * hidden_size,), optional
+    weight_hr : Tensor of shape (proj_size, hidden_size), optional
 
     Returns
     -------
-    hidden, state : Tensor of shape (batch, hidden_size)
+    hidden : Tensor of shape (batch, hidden_size), or (batch, proj_size) with ``weight_hr``
+    state : Tensor of shape (batch, hidden_size)
         See :func:`lstm_pointwise` for the equations; gate blocks are f, i, o, g.
     """
     gates = nn.functional.linear(x, weight_ih, bias_ih) + nn.functional.linear(
         hidden, weight_hh, bias_hh
     )
-    return lstm_pointwise(gates, state)
+    hidden, state = lstm_pointwise(gates, state)
+    if weight_hr is not None:
+        hidden = nn.functional.linear(hidden, weight_hr)  # (B, P)
+    return hidden, state
 
 
 PACKED_TRAINING_MAX_LEN = 256
@@ -118,8 +133,9 @@ def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
     return torch.cat([blocks[index] for index in _TORCH_GATE_ORDER])
 
 
-_TORCH_NAME = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
-"""A per-cell parameter name of ``torch.nn.LSTM`` (``weight_ih_l0``, ``bias_hh_l1_reverse``)."""
+_TORCH_NAME = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?")
+"""A per-cell parameter name of ``torch.nn.LSTM`` (``weight_ih_l0``, ``bias_hh_l1_reverse``,
+``weight_hr_l0`` with projections)."""
 
 _TORCH_LISTS = ("all_weights", "_flat_weights", "_flat_weights_names", "_all_weights")
 """``torch.nn.LSTM``'s attributes that list its parameters, offered read-only."""
@@ -131,11 +147,43 @@ def _shared_options(module: nn.Module) -> dict[str, Any]:
     """The keyword options that ``LSTM`` and ``torch.nn.LSTM`` both take, read off either.
 
     The two classes name these attributes alike; device and dtype are those of the weights.
+    ``proj_size`` is passed only where it is not 0.
     """
     weight = next(module.parameters())
     options = {name: getattr(module, name) for name in _SHARED_OPTIONS}
     options["dropout"] = float(options["dropout"])
+    if module.proj_size:
+        options["proj_size"] = module.proj_size
     return {**options, "device": weight.device, "dtype": weight.dtype}
+
+
+def _check_proj_size(owner: str, cls: type[Recurrent], proj_size: Any, hidden_size: Any) -> int:
+    """``proj_size`` if it is an int in ``0..hidden_size - 1`` that ``cls`` can use.
+
+    Raises
+    ------
+    TypeError
+        If ``proj_size`` is not an ``int`` (``bool`` is refused).
+    ValueError
+        If it is negative or not below ``hidden_size`` (as ``torch.nn.LSTM`` refuses), or
+        positive for a class that builds its own cells (only LSTM's cell has ``h2p``).
+    """
+    size = check_int(owner, "proj_size", proj_size, 0)
+    if size == 0:
+        return 0
+    valid_hidden = isinstance(hidden_size, int) and not isinstance(hidden_size, bool)
+    if valid_hidden and size >= hidden_size:
+        raise ValueError(
+            f"{owner}: expected proj_size < hidden_size={hidden_size} (or 0 for no projection), "
+            f"got proj_size={size}"
+        )
+    builder = cls.step_source.defined_by["build_cell"]
+    if builder is not LSTM:
+        raise ValueError(
+            f"{owner}: expected proj_size=0, got proj_size={size}: {owner} does not "
+            f"support projections ({builder.__name__} builds its own cells, without LSTM's h2p)"
+        )
+    return size
 
 
 class LSTM(Recurrent):
@@ -151,6 +199,11 @@ class LSTM(Recurrent):
               g_t = \tanh(a_{t,g}) \\
         c_t &= f_t \odot c_{t-1} + i_t \odot g_t, \qquad h_t = o_t \odot \tanh(c_t)
 
+    With ``proj_size > 0`` (an LSTM with projections, as ``torch.nn.LSTM`` defines it, Sak et
+    al. 2014) the hidden output is projected, :math:`h_t = W_{hr} (o_t \odot \tanh(c_t))`
+    (``h2p``), so :math:`h_t` has ``proj_size`` features while :math:`c_t` keeps
+    ``hidden_size``; ``h2h`` reads :math:`h_{t-1}` of ``proj_size`` features.
+
     The ``4 * hidden_size`` rows of ``i2h`` and ``h2h`` are blocks in the order **forget,
     input, output, candidate** (f, i, o, g): the original implementation's layout, so its
     checkpoints load unchanged. ``torch.nn.LSTM`` uses i, f, g, o; use :meth:`from_torch` and
@@ -165,6 +218,17 @@ class LSTM(Recurrent):
     num_layers, bias, batch_first, dropout, bidirectional, device, dtype
         Keyword-only; as in ``torch.nn.LSTM`` except that ``batch_first`` defaults to True.
         See :class:`lstm.driver.Recurrent`.
+    proj_size : int, default 0
+        Keyword-only. If ``> 0``, each cell projects its hidden output to ``proj_size``
+        features (``0 < proj_size < hidden_size``): outputs are ``(batch, seq_len,
+        num_directions * proj_size)``, the final hidden ``(num_layers * num_directions,
+        batch, proj_size)`` (and an initial hidden must be too), the final state keeps
+        ``hidden_size``; layer ``l > 0`` reads ``num_directions * proj_size`` features.
+        Classes that build their own cells (``PeepholeLSTM``, ``ArrayLSTM``) refuse it. A
+        subclass that overrides only :meth:`forward_cell` keeps ``h2p`` and receives and
+        must return a hidden of ``proj_size`` features: ``super().forward_cell`` projects,
+        a step of its own must apply ``self.h2p`` (else the first step fails with a shape
+        error naming both shapes).
     recurrent_dropout, zoneout : float, default 0.0
         Regularisers of the recurrence, see :class:`lstm.driver.Recurrent`.
     forget_bias : float, optional
@@ -186,14 +250,23 @@ class LSTM(Recurrent):
         ``num_directions * hidden_size`` for ``l > 0``.
     h2h : nn.Linear
         Linear layer updating hidden state to hidden state: weight ``(4 * hidden_size,
-        hidden_size)``, bias ``(4 * hidden_size,)``; suffixed likewise.
+        hidden_size)`` (``(4 * hidden_size, proj_size)`` with projections), bias ``(4 *
+        hidden_size,)``; suffixed likewise.
+    h2p : nn.Linear, only with ``proj_size > 0``
+        The projection :math:`W_{hr}` of the hidden output: weight ``(proj_size,
+        hidden_size)``, no bias (``torch.nn.LSTM``'s ``weight_hr_l{k}``); suffixed likewise
+        (``h2p_reverse``, ``h2p_l1``, ...).
+    proj_size : int
+        0 without projections.
 
     Notes
     -----
     Initialisation is ``nn.Linear``'s: every weight and bias of ``i2h`` uniform in
     ``±1/sqrt(in_features)`` (``in_features`` = the cell's input size), of ``h2h`` uniform
     in ``±1/sqrt(hidden_size)``, as in the original implementation; ``forget_bias`` then
-    overrides the forget-gate biases.
+    overrides the forget-gate biases. With projections, ``h2h`` is uniform in
+    ``±1/sqrt(proj_size)`` (its in-features) and ``h2p`` in ``±1/sqrt(hidden_size)``
+    (``torch.nn.LSTM`` draws every weight in ``±1/sqrt(hidden_size)``).
 
     Examples
     --------
@@ -204,10 +277,15 @@ class LSTM(Recurrent):
     >>> out, (hidden, state) = model(torch.randn(4, 10, 8))
     >>> out.shape, hidden.shape, state.shape
     (torch.Size([4, 10, 16]), torch.Size([1, 4, 16]), torch.Size([1, 4, 16]))
+    >>> projected = lstm.LSTM(8, 16, proj_size=4)
+    >>> out, (hidden, state) = projected(torch.randn(4, 10, 8))
+    >>> out.shape, hidden.shape, state.shape
+    (torch.Size([4, 10, 4]), torch.Size([1, 4, 4]), torch.Size([1, 4, 16]))
     """
 
     i2h: nn.Linear
     h2h: nn.Linear
+    h2p: nn.Linear
 
     gate_blocks = 4
 
@@ -228,6 +306,7 @@ class LSTM(Recurrent):
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         forget_bias: float | None = None,
@@ -247,6 +326,7 @@ class LSTM(Recurrent):
                 raise ValueError(
                     f"{owner}: expected bias=True with forget_bias={forget_bias}, got bias=False"
                 )
+        self.proj_size = _check_proj_size(owner, type(self), proj_size, hidden_size)
         super().__init__(
             input_size,
             hidden_size,
@@ -263,6 +343,40 @@ class LSTM(Recurrent):
         self.forget_bias = None if forget_bias is None else float(forget_bias)
         self._apply_forget_bias()
 
+    @property
+    def output_size(self) -> int:
+        """Features of the hidden output: ``proj_size`` if projecting, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
+
+    def build_cell(
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
+    ) -> dict[str, CellPart]:
+        """``i2h`` and ``h2h`` with ``4 * hidden_size`` rows; ``h2p`` with projections.
+
+        Parameters
+        ----------
+        input_size : int
+            In-features of ``i2h``: ``input_size``, or ``num_directions * output_size``.
+        hidden_size : int
+            The module's ``hidden_size``.
+        device, dtype : optional
+
+        Returns
+        -------
+        dict
+            ``i2h``: ``nn.Linear(input_size, 4 * hidden_size)``, ``h2h``:
+            ``nn.Linear(output_size, 4 * hidden_size)`` and, if ``proj_size > 0``, ``h2p``:
+            ``nn.Linear(hidden_size, proj_size, bias=False)``.
+        """
+        width, factory = 4 * hidden_size, {"device": device, "dtype": dtype}
+        parts: dict[str, CellPart] = {
+            "i2h": nn.Linear(input_size, width, bias=self.bias, **factory),
+            "h2h": nn.Linear(self.proj_size or hidden_size, width, bias=self.bias, **factory),
+        }
+        if self.proj_size:
+            parts["h2p"] = nn.Linear(hidden_size, self.proj_size, bias=False, **factory)
+        return parts
+
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Perform a single forward pass through the network.
 
@@ -270,21 +384,24 @@ class LSTM(Recurrent):
         ----------
         x : Tensor of shape (batch, input_size)
             Tensor to pass through network (this cell's input size).
-        hidden : Tensor of shape (batch, hidden_size)
-            Tensor containing the hidden state.
+        hidden : Tensor of shape (batch, output_size)
+            Tensor containing the hidden state (``proj_size`` features with projections).
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the cell state.
 
         Returns
         -------
-        hidden : Tensor of shape (batch, hidden_size)
-            Tensor containing the next hidden state.
+        hidden : Tensor of shape (batch, output_size)
+            Tensor containing the next hidden state, ``h2p(o * tanh(c))`` with projections.
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the next cell state.
         """
         check_forward_cell(self, x, hidden, state)
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4H), blocks f, i, o, g
-        return lstm_pointwise(gates, state)
+        hidden, state = lstm_pointwise(gates, state)  # (B, H) each
+        if self.proj_size:
+            hidden = self.h2p(hidden)  # (B, P)
+        return hidden, state
 
     def reset_parameters(self) -> None:
         """Re-initialise as at construction: ``nn.Linear`` defaults, then ``forget_bias``."""
@@ -317,6 +434,8 @@ class LSTM(Recurrent):
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
+        if self.proj_size:
+            text += f", proj_size={self.proj_size}"
         if self.forget_bias is not None:
             text += f", forget_bias={self.forget_bias}"
         return text
@@ -333,7 +452,10 @@ class LSTM(Recurrent):
         ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
         driver's semantics (final states at each true end, zeros past it, the reverse
         direction starting at each true end). Dropout between layers uses the kernel's own
-        masks (same distribution as the reference path, different random draws).
+        masks (same distribution as the reference path, different random draws). With
+        projections, each cell's weights end with ``h2p.weight`` (``w_hr``), as
+        ``torch.nn.LSTM`` passes them; the kernel sees them from the hidden's width
+        (``proj_size``) differing from the state's.
 
         The driver calls it only where :func:`lstm.engines.choose_engine` chose the kernel
         (``model.engine_for`` says when and why). See
@@ -347,7 +469,9 @@ class LSTM(Recurrent):
             weights += [_permute_gates(i2h.weight, size), _permute_gates(h2h.weight, size)]
             if self.bias:
                 weights += [_permute_gates(i2h.bias, size), _permute_gates(h2h.bias, size)]
-        hidden = torch.stack([h for h, _ in initial])  # (L*D, B, H)
+            if self.proj_size:
+                weights.append(cast(nn.Linear, parts["h2p"]).weight)  # (P, H), w_hr
+        hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
         state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
         options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         if lengths is None:
@@ -388,14 +512,14 @@ class LSTM(Recurrent):
     def from_torch(cls, module: nn.LSTM) -> LSTM:
         """Build an equivalent module from a ``torch.nn.LSTM``.
 
-        Layers, directions, bias, ``batch_first``, dropout, device, dtype and training mode
-        are copied; gate blocks are reordered from i, f, g, o to f, i, o, g. The result gives
-        the same outputs, final states and gradients (to rounding).
+        Layers, directions, bias, ``batch_first``, dropout, ``proj_size``, device, dtype and
+        training mode are copied; gate blocks are reordered from i, f, g, o to f, i, o, g, and
+        ``weight_hr_l{k}`` becomes ``h2p`` as it is. The result gives the same outputs, final
+        states and gradients (to rounding).
 
         Parameters
         ----------
         module : torch.nn.LSTM
-            Without projections (``proj_size=0``).
 
         Returns
         -------
@@ -406,18 +530,11 @@ class LSTM(Recurrent):
         ------
         TypeError
             If ``module`` is not a ``torch.nn.LSTM``, or ``cls`` changes the LSTM's math.
-        ValueError
-            If ``module.proj_size`` is not 0.
         """
         cls._check_convertible(f"{cls.__name__}.from_torch")
         if not isinstance(module, nn.LSTM):
             raise TypeError(
                 f"{cls.__name__}.from_torch: expected a torch.nn.LSTM, got {type(module).__name__}"
-            )
-        if module.proj_size != 0:
-            raise ValueError(
-                f"{cls.__name__}.from_torch: expected proj_size=0 (projections are not "
-                f"supported), got proj_size={module.proj_size}"
             )
         converted = cls(module.input_size, module.hidden_size, **_shared_options(module))
         converted._copy_torch_weights(module, to_torch=False)
@@ -430,8 +547,9 @@ class LSTM(Recurrent):
         Returns
         -------
         torch.nn.LSTM
-            Same sizes, layers, directions, bias, ``batch_first``, dropout, device, dtype and
-            training mode, with copies of the weights.
+            Same sizes, layers, directions, bias, ``batch_first``, dropout, ``proj_size``,
+            device, dtype and training mode, with copies of the weights (``h2p`` as
+            ``weight_hr_l{k}``).
 
         Raises
         ------
@@ -445,25 +563,29 @@ class LSTM(Recurrent):
         return module
 
     def _copy_torch_weights(self, module: nn.LSTM, *, to_torch: bool) -> None:
-        names = [("i2h", "weight", "weight_ih"), ("h2h", "weight", "weight_hh")]
+        # (our part, its attribute, torch's name, whether the rows are gate blocks)
+        names = [("i2h", "weight", "weight_ih", True), ("h2h", "weight", "weight_hh", True)]
         if self.bias:
-            names += [("i2h", "bias", "bias_ih"), ("h2h", "bias", "bias_hh")]
+            names += [("i2h", "bias", "bias_ih", True), ("h2h", "bias", "bias_hh", True)]
+        if self.proj_size:
+            names.append(("h2p", "weight", "weight_hr", False))
         with torch.no_grad():
             for layer, direction in self.cell_indices():
                 parts = self.cell_parts(layer, direction)
                 suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-                for part, attribute, torch_name in names:
+                for part, attribute, torch_name, gates in names:
                     ours: Tensor = getattr(parts[part], attribute)
                     theirs: Tensor = getattr(module, torch_name + suffix)
                     source, target = (ours, theirs) if to_torch else (theirs, ours)
-                    target.copy_(_permute_gates(source, self.hidden_size))
+                    target.copy_(_permute_gates(source, self.hidden_size) if gates else source)
 
     # ------------------------------------------------------------------ nn.LSTM's names
     def __getattr__(self, name: str) -> Any:
         """``torch.nn.LSTM``'s parameter names, as **read-only copies** in its layout.
 
         ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (with
-        ``_reverse`` for the reverse direction) are computed from ``i2h`` and ``h2h`` of cell
+        ``_reverse`` for the reverse direction; ``weight_hr_l{k}``, ``h2p``'s weight, with
+        ``proj_size``) are computed from ``i2h`` and ``h2h`` of cell
         ``(k, direction)`` with the gate blocks reordered to nn.LSTM's i, f, g, o (the
         permutation :meth:`to_torch` uses), so their values and shapes equal those of
         ``self.to_torch()``. ``all_weights``, ``_flat_weights``, ``_all_weights`` and
@@ -522,6 +644,8 @@ class LSTM(Recurrent):
         """nn.LSTM's names of cell ``(layer, direction)``, in its order."""
         suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
         kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
+        if self.proj_size:
+            kinds.append("weight_hr")
         return [kind + suffix for kind in kinds]
 
     def _torch_weight(self, name: str) -> Tensor:
@@ -530,6 +654,8 @@ class LSTM(Recurrent):
         assert match is not None
         kind, which, layer, reverse = match.groups()
         parts = self.cell_parts(int(layer), 1 if reverse else 0)
-        source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
         with torch.no_grad():
+            if which == "hr":  # the projection: no gate blocks to reorder
+                return parts["h2p"].weight.clone()
+            source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
             return _permute_gates(source, self.hidden_size)
