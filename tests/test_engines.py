@@ -344,6 +344,13 @@ def _eval(module: lstm.Recurrent) -> lstm.Recurrent:
     return module.eval()
 
 
+def _swapped(module: lstm.Recurrent, name: str, bias: bool) -> lstm.Recurrent:
+    """``module`` with its map ``name`` replaced by a plain nn.Linear of the same shape."""
+    old = getattr(module, name)
+    setattr(module, name, nn.Linear(old.in_features, old.out_features, bias=bias))
+    return module
+
+
 CASES = {
     "setting reference": Case(
         lambda: _with("reference", LSTM(3, 4)), "reference", "engine='reference' is set"
@@ -431,6 +438,16 @@ CASES = {
         lambda: LSTM(3, 4), "kernel", "LSTM's own step", 256, ragged=True
     ),
     "long batch, not ragged": Case(lambda: LSTM(3, 4), "kernel", "LSTM's own step", 300),
+    "projection swapped for one with a bias": Case(
+        lambda: _swapped(LSTM(3, 4, proj_size=2), "h2p", bias=True),
+        "reference",
+        "h2p has a bias, the kernel reads none (bias=True)",
+    ),
+    "biased map in a model without biases": Case(
+        lambda: _swapped(LSTM(3, 4, bias=False), "i2h", bias=True),
+        "reference",
+        "i2h has a bias, the kernel reads none (bias=False)",
+    ),
 }
 
 

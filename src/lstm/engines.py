@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -244,9 +244,20 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
         return f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
     for layer, direction in module.cell_indices():
         for name, part in module.cell_parts(layer, direction).items():
-            problem = plain_linear_problem(name + cell_suffix(layer, direction), part)
+            full_name = name + cell_suffix(layer, direction)
+            problem = plain_linear_problem(full_name, part)
             if problem is not None:
                 return problem
+            # The kernel reads the biases of i2h and h2h when the module has bias=True and no
+            # other bias (the projection h2p has none): a map swapped for one with or without
+            # a bias would be computed without it, or fail.
+            wanted = module.bias and name in ("i2h", "h2h")
+            has = cast(nn.Linear, part).bias is not None
+            if has != wanted:
+                return (
+                    f"{full_name} has {'a' if has else 'no'} bias, the kernel reads "
+                    f"{'one' if wanted else 'none'} (bias={module.bias})"
+                )
     return None
 
 
