@@ -34,7 +34,7 @@ GENERIC: dict[str, type[Recurrent]] = {
 
 NAMES = sorted(CELLS)
 GENERIC_NAMES = sorted(GENERIC)
-LANE_CHOICE = {"stochastic-array"}
+LANE_CHOICE = {"stochastic-array", "stochastic-memory-array"}
 """Cells that pick one lane per unit by its largest score (by default in both modes; they
 draw at random only with ``sample_lanes=True``): a discontinuous function of the input, so
 rounding (bf16) may pick another lane for a few units."""
