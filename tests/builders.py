@@ -34,8 +34,10 @@ GENERIC: dict[str, type[Recurrent]] = {
 
 NAMES = sorted(CELLS)
 GENERIC_NAMES = sorted(GENERIC)
-STOCHASTIC = {"stochastic-array"}
-"""Cells that draw at random in training mode by design (a lane per unit)."""
+LANE_CHOICE = {"stochastic-array", "stochastic-memory-array"}
+"""Cells that pick one lane per unit by its largest score (by default in both modes; they
+draw at random only with ``sample_lanes=True``): a discontinuous function of the input, so
+rounding (bf16) may pick another lane for a few units."""
 
 
 def takes_lanes(cls: type[Recurrent]) -> bool:
@@ -54,8 +56,8 @@ def build(
 ) -> Recurrent:
     """The cell called ``name`` in :data:`GENERIC`, in eval mode; ``k`` goes to lane cells only.
 
-    Eval mode: cells that draw at random in training (stochastic pooling) are then
-    deterministic, which comparisons need; training-mode tests call ``.train()``.
+    Eval mode, as the comparisons with a reference want (dropout and the like off);
+    training-mode tests call ``.train()``.
     """
     cls = GENERIC[name]
     if takes_lanes(cls):

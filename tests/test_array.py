@@ -3,23 +3,61 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 import torch
 from torch import Tensor
 
-from builders import DOUBLE, assert_matches_reference
-from lstm import LSTM, ArrayLSTM, StochasticArrayLSTM, create, stochastic_output_pooling
-from reference import Step, zeros_initial
+from builders import DOUBLE, assert_matches_reference, close
+from lstm import (
+    LSTM,
+    ArrayLSTM,
+    AttentionArrayLSTM,
+    Recurrent,
+    StochasticArrayLSTM,
+    StochasticMemoryArrayLSTM,
+    create,
+    stochastic_memory_lanes,
+    stochastic_output_pooling,
+)
+from reference import Step, run_reference, stack_states, zeros_initial
 
 K = 3
 
 
-def array_step(model: ArrayLSTM) -> Step:
+Combine = Callable[[list[Tensor], list[Tensor]], Tensor]
+"""How a step's lanes make h, from every lane's output gate and new cell state (H,) each."""
+
+
+def summed(outputs: list[Tensor], states: list[Tensor]) -> Tensor:
+    """h = sum_j o^j tanh(c^j), the original's update_hidden."""
+    hidden = torch.zeros_like(outputs[0])
+    for o, c in zip(outputs, states, strict=True):
+        hidden = hidden + o * torch.tanh(c)
+    return hidden
+
+
+def likeliest_lane(outputs: list[Tensor], states: list[Tensor]) -> Tensor:
+    """Per unit, the lane whose output gate is largest gives h = o tanh(c)."""
+    hidden = torch.zeros_like(outputs[0])
+    for u in range(hidden.shape[0]):
+        best = max(range(len(outputs)), key=lambda j: float(outputs[j][u].detach()))
+        hidden[u] = outputs[best][u] * torch.tanh(states[best][u])
+    return hidden
+
+
+def gate_blocks(a: Tensor, j: int, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Lane j's pre-activations f, i, o, g: rows [4Hj, 4H(j+1)), in that order."""
+    block = a[4 * size * j : 4 * size * (j + 1)]
+    return block[:size], block[size : 2 * size], block[2 * size : 3 * size], block[3 * size :]
+
+
+def array_step(model: ArrayLSTM, combine: Combine = summed) -> Step:
     """One step of one cell, lane by lane, on 1-D vectors; the state is the lanes' (k, H).
 
     Lane j of a cell uses rows [4Hj, 4H(j+1)) of i2h and h2h, blocks f, i, o, g;
-    c^j = f^j c^j + i^j g^j and h = sum_j o^j tanh(c^j).
+    c^j = f^j c^j + i^j g^j and h = combine(o, c) (by default sum_j o^j tanh(c^j)).
     """
 
     def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -27,16 +65,91 @@ def array_step(model: ArrayLSTM) -> Step:
         i2h, h2h = parts["i2h"], parts["h2h"]
         size = h.shape[0]
         a = i2h.weight @ x + i2h.bias + h2h.weight @ h + h2h.bias
-        new_h, lanes = x.new_zeros(size), []
+        outputs, lanes = [], []
         for j in range(c.shape[0]):
-            block = a[4 * size * j : 4 * size * (j + 1)]
-            f = torch.sigmoid(block[:size])
-            i = torch.sigmoid(block[size : 2 * size])
-            o = torch.sigmoid(block[2 * size : 3 * size])
-            g = torch.tanh(block[3 * size :])
-            lanes.append(f * c[j] + i * g)
-            new_h = new_h + o * torch.tanh(lanes[j])
-        return new_h, torch.stack(lanes)
+            f, i, o, g = gate_blocks(a, j, size)
+            lanes.append(torch.sigmoid(f) * c[j] + torch.sigmoid(i) * torch.tanh(g))
+            outputs.append(torch.sigmoid(o))
+        return combine(outputs, lanes), torch.stack(lanes)
+
+    return step
+
+
+def attention_step(
+    weights: Callable[[int, int], dict[str, Tensor]], max_pooling: bool, combine: Combine = summed
+) -> Step:
+    """Soft lane attention, as ARRAY-LSTM.md writes the original's equations, unit by unit.
+
+    ``weights(layer, direction)`` gives the cell's i2h/h2h/i2a weights and biases by key
+    (``"i2h.weight"``, ...). Per unit u: a_j = sigmoid(i2a rows H*j + u), s_j = the softmax
+    of a over the lanes (max pooling: every s_j is the largest), f, i, o scaled by s_j,
+    c^j = c^j (1 - f^j) + i^j g^j, h = combine(o, c).
+    """
+
+    def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        w = weights(layer, direction)
+        lanes, size = c.shape
+        a = w["i2h.weight"] @ x + w["i2h.bias"] + w["h2h.weight"] @ h + w["h2h.bias"]
+        attention = torch.sigmoid(w["i2a.weight"] @ x + w["i2a.bias"])  # (k*H,)
+        scale = []
+        for u in range(size):
+            scores = [attention[size * j + u] for j in range(lanes)]
+            total = sum(torch.exp(score) for score in scores)
+            soft = [torch.exp(score) / total for score in scores]
+            scale.append(
+                torch.stack(
+                    [max(soft, key=lambda weight: float(weight.detach()))] * lanes
+                    if max_pooling
+                    else soft
+                )
+            )
+        s = torch.stack(scale, dim=1)  # (k, H)
+        outputs, new_lanes = [], []
+        for j in range(lanes):
+            f, i, o, g = gate_blocks(a, j, size)
+            forget = s[j] * torch.sigmoid(f)
+            new_lanes.append(c[j] * (1 - forget) + s[j] * torch.sigmoid(i) * torch.tanh(g))
+            outputs.append(s[j] * torch.sigmoid(o))
+        return combine(outputs, new_lanes), torch.stack(new_lanes)
+
+    return step
+
+
+def module_weights(model: Recurrent) -> Callable[[int, int], dict[str, Tensor]]:
+    """A cell's parameters by their single-cell state_dict key (``"i2h.weight"``, ...)."""
+
+    def weights(layer: int, direction: int) -> dict[str, Tensor]:
+        parts = model.cell_parts(layer, direction)
+        return {
+            f"{name}.{kind}": getattr(part, kind)
+            for name, part in parts.items()
+            for kind in ("weight", "bias")
+        }
+
+    return weights
+
+
+def memory_step(model: ArrayLSTM, combine: Combine = summed) -> Step:
+    """The stochastic memory array with its most likely lane, unit by unit, from ARRAY-LSTM.md.
+
+    Per unit u, j* is the lane with the largest input-gate pre-activation (the argmax of
+    its softmax); only lane j* is written, c = f c + i g; h = combine(o, c).
+    """
+
+    def step(layer: int, direction: int, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        parts = model.cell_parts(layer, direction)
+        i2h, h2h = parts["i2h"], parts["h2h"]
+        lanes, size = c.shape
+        a = i2h.weight @ x + i2h.bias + h2h.weight @ h + h2h.bias
+        blocks = [gate_blocks(a, j, size) for j in range(lanes)]
+        new = [[c[j, u] for u in range(size)] for j in range(lanes)]
+        for u in range(size):
+            best = max(range(lanes), key=lambda j: float(blocks[j][1][u].detach()))
+            f, i, _, g = (block[u] for block in blocks[best])
+            new[best][u] = torch.sigmoid(f) * c[best, u] + torch.sigmoid(i) * torch.tanh(g)
+        new_lanes = [torch.stack(lane) for lane in new]
+        outputs = [torch.sigmoid(block[2]) for block in blocks]
+        return combine(outputs, new_lanes), torch.stack(new_lanes)
 
     return step
 
@@ -152,35 +265,41 @@ def _lane_values(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return o, c, o * torch.tanh(c)
 
 
-def test_stochastic_pooling_in_eval_takes_each_units_likeliest_lane() -> None:
-    model = StochasticArrayLSTM(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE).eval()
-    x = torch.randn(2, 5, 3, dtype=DOUBLE)
-    out, (hidden, state) = model(x)
-    # Step by step by hand: at every step, per unit, the lane with the largest output gate.
-    plain = ArrayLSTM(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+def test_stochastic_pooling_takes_each_units_likeliest_lane_by_default(
+    engine: str, mode: str
+) -> None:
+    # The original's behaviour in both modes: clients of the original never call .eval().
+    model = StochasticArrayLSTM(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    model.train(mode == "train")
+    model.engine = engine
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    initial = zeros_initial(x, 4, (K, 4))
+    assert_matches_reference(model, x, array_step(model, likeliest_lane), initial, [5, 2, 4, 1])
+
+
+def test_stochastic_pooling_default_is_deterministic_in_training() -> None:
+    model = StochasticArrayLSTM(3, 4, K, num_layers=2).train()
+    x = torch.randn(2, 6, 3)
+    first = model(x)
+    torch.manual_seed(123)  # another generator state: nothing may depend on it
+    close(model(x), first, atol=0)
+
+
+def test_sample_lanes_draws_in_training_only() -> None:
+    model = StochasticArrayLSTM(3, 4, K, sample_lanes=True, dtype=DOUBLE)
+    plain = StochasticArrayLSTM(3, 4, K, dtype=DOUBLE)
     plain.load_state_dict(model.state_dict())
-    steps = 0
-
-    def by_hand(self: ArrayLSTM, x_t: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        nonlocal steps
-        steps += 1
-        o, new_c, candidates = _lane_values(self.i2h(x_t) + self.h2h(h), c)
-        best = o.argmax(dim=0)  # (B, H)
-        chosen = torch.stack(
-            [
-                candidates[best[b, u], b, u]
-                for b in range(best.shape[0])
-                for u in range(best.shape[1])
-            ]
-        ).view(best.shape)
-        return chosen, new_c
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ArrayLSTM, "forward_cell", by_hand)
-        plain.engine = "reference"
-        want = plain(x)
-    assert steps == 2 * 2 * 5
-    torch.testing.assert_close((out, (hidden, state)), want, rtol=0, atol=1e-12)
+    x = torch.randn(8, 6, 3, dtype=DOUBLE)
+    close(model.eval()(x), plain.train()(x), atol=0)  # eval: the likeliest lane
+    model.train()
+    torch.manual_seed(1)
+    first = model(x)
+    torch.manual_seed(1)
+    close(model(x), first, atol=0)  # seeded: reproducible
+    assert not torch.allclose(model(x)[0], first[0])  # but drawn
+    assert "sample_lanes=True" in repr(model)
 
 
 def test_stochastic_pooling_draws_lanes_from_the_softmax_of_output_gates() -> None:
@@ -205,3 +324,202 @@ def test_stochastic_pooling_trains() -> None:
     out.sum().backward()
     assert model.i2h.weight.grad is not None
     assert model.i2h.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("cls", [StochasticArrayLSTM, StochasticMemoryArrayLSTM])
+def test_bad_sample_lanes(cls: type[ArrayLSTM]) -> None:
+    pattern = rf"^{cls.__name__}: expected sample_lanes to be a bool, got int 1$"
+    with pytest.raises(TypeError, match=pattern):
+        cls(3, 4, K, sample_lanes=1)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------------------------ soft lane attention
+
+LAYOUTS = [(1, False, [5, 5, 5, 5]), (1, True, [5, 2, 4, 1]), (2, False, [3, 5, 1, 2])]
+LAYOUTS += [(2, True, [5, 2, 4, 1])]
+"""(num_layers, bidirectional, lengths) for the parity tests."""
+
+
+@pytest.mark.parametrize("max_pooling", [False, True])
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize(("num_layers", "bidirectional", "lengths"), LAYOUTS)
+def test_attention_matches_reference_equations(
+    num_layers: int, bidirectional: bool, lengths: list[int], engine: str, max_pooling: bool
+) -> None:
+    model = AttentionArrayLSTM(
+        3, 4, K, max_pooling, num_layers=num_layers, bidirectional=bidirectional, dtype=DOUBLE
+    )
+    model.engine = engine
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    initial = zeros_initial(x, 4, (K, 4))
+    step = attention_step(module_weights(model), max_pooling)
+    assert_matches_reference(model, x, step, initial, lengths)
+
+
+def test_attention_auto_engine_is_hoisted() -> None:
+    model = AttentionArrayLSTM(3, 4, K, num_layers=2)
+    assert model.engine_for(torch.randn(2, 5, 3)).name == "hoisted"
+    assert model.i2a_l1.weight.shape == (4 * K, 4)  # layer 1 reads layer 0: hidden_size
+
+
+def test_original_attention_checkpoint_loads_and_matches_its_equations() -> None:
+    # The original package's single-layer unidirectional AttentionArrayLSTM state_dict.
+    hidden_size, input_size = 4, 3
+    width = 4 * hidden_size * K
+    checkpoint = {
+        "i2h.weight": torch.randn(width, input_size, dtype=DOUBLE),
+        "i2h.bias": torch.randn(width, dtype=DOUBLE),
+        "h2h.weight": torch.randn(width, hidden_size, dtype=DOUBLE),
+        "h2h.bias": torch.randn(width, dtype=DOUBLE),
+        "i2a.weight": torch.randn(hidden_size * K, input_size, dtype=DOUBLE),
+        "i2a.bias": torch.randn(hidden_size * K, dtype=DOUBLE),
+    }
+    model = AttentionArrayLSTM(input_size, hidden_size, K, dtype=DOUBLE)
+    assert list(model.state_dict()) == list(checkpoint)
+    model.load_state_dict(checkpoint, strict=True)
+    x = torch.randn(2, 5, input_size, dtype=DOUBLE)
+    initial = zeros_initial(x, hidden_size, (K, hidden_size))
+    # The reference reads the checkpoint's tensors, not the module.
+    step = attention_step(lambda *_: checkpoint, False)
+    ref_out, ref_hidden, ref_states = run_reference(x, step, initial)
+    out, (hidden, state) = model(x)
+    close((out, hidden, state), (ref_out, ref_hidden, stack_states(ref_states)))
+
+
+def test_attention_with_one_lane_forgets_by_amount() -> None:
+    # k = 1: s = 1 and c' = c (1 - sigmoid(f)) + sigmoid(i) tanh(g), not the LSTM.
+    model = AttentionArrayLSTM(3, 4, 1, dtype=DOUBLE)
+    x = torch.randn(2, 3, dtype=DOUBLE)
+    hidden, state = torch.randn(2, 4, dtype=DOUBLE), torch.randn(1, 2, 4, dtype=DOUBLE)
+    got_hidden, got_state = model.forward_cell(x, hidden, state)
+    f, i, o, g = (model.i2h(x) + model.h2h(hidden)).chunk(4, dim=-1)
+    want_state = state[0] * (1 - torch.sigmoid(f)) + torch.sigmoid(i) * torch.tanh(g)
+    close((got_hidden, got_state[0]), (torch.sigmoid(o) * torch.tanh(want_state), want_state))
+
+
+def test_attention_options_are_checked_and_shown() -> None:
+    with pytest.raises(
+        TypeError, match=r"^AttentionArrayLSTM: expected max_pooling to be a bool, got str 'no'$"
+    ):
+        AttentionArrayLSTM(3, 4, K, "no")  # type: ignore[arg-type]
+    assert "k=3, max_pooling=True" in repr(AttentionArrayLSTM(3, 4, K, True))
+    assert "max_pooling" not in repr(AttentionArrayLSTM(3, 4, K))
+
+
+# ------------------------------------------------------------------ stochastic memory array
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize(("num_layers", "bidirectional", "lengths"), LAYOUTS)
+def test_memory_matches_reference_equations(
+    num_layers: int, bidirectional: bool, lengths: list[int], engine: str, mode: str
+) -> None:
+    model = StochasticMemoryArrayLSTM(
+        3, 4, K, num_layers=num_layers, bidirectional=bidirectional, dtype=DOUBLE
+    )
+    model.train(mode == "train")  # the default writes the likeliest lane in both modes
+    model.engine = engine
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    initial = zeros_initial(x, 4, (K, 4))
+    assert_matches_reference(model, x, memory_step(model), initial, lengths)
+
+
+def test_memory_sample_lanes_in_eval_writes_the_likeliest_lane() -> None:
+    model = StochasticMemoryArrayLSTM(3, 4, K, sample_lanes=True, dtype=DOUBLE).eval()
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    assert_matches_reference(model, x, memory_step(model), zeros_initial(x, 4, (K, 4)))
+
+
+@pytest.mark.parametrize("sample_lanes", [False, True])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_memory_with_one_lane_is_the_lstm(mode: str, sample_lanes: bool) -> None:
+    memory = StochasticMemoryArrayLSTM(
+        3, 4, 1, sample_lanes=sample_lanes, num_layers=2, bidirectional=True, dtype=DOUBLE
+    )
+    plain = LSTM(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    plain.load_state_dict(memory.state_dict())
+    memory.train(mode == "train")
+    plain.train(mode == "train")
+    x = torch.randn(2, 6, 3, dtype=DOUBLE)
+    close(memory(x), plain(x))  # 1e-12, as for ArrayLSTM with k = 1 (rounding only)
+
+
+def test_memory_draws_the_written_lane_from_the_softmax_of_input_gates() -> None:
+    torch.manual_seed(0)
+    lanes, size, draws = 3, 4, 20000
+    gates = torch.randn(1, lanes * 4 * size, dtype=DOUBLE).expand(draws, -1)
+    state = torch.randn(lanes, 1, size, dtype=DOUBLE).expand(-1, draws, -1)
+    outputs, new_state = stochastic_memory_lanes(gates, state, sample=True)
+    blocks = gates[0].view(lanes, 4, size)  # (k, 4, H): f, i, o, g
+    written = torch.sigmoid(blocks[:, 0]) * state[:, 0] + torch.sigmoid(blocks[:, 1]) * torch.tanh(
+        blocks[:, 3]
+    )  # (k, H): every lane's candidate write
+    close(outputs[:, 0], torch.sigmoid(blocks[:, 2]))
+    changed = new_state != state  # (k, draws, H)
+    # Exactly one lane per unit is written, to its update; the others are bitwise unchanged.
+    assert torch.equal(changed.sum(0), torch.ones(draws, size, dtype=torch.long))
+    assert torch.equal(torch.where(changed, new_state, state), new_state)
+    assert torch.equal(new_state[changed], written.unsqueeze(1).expand(-1, draws, -1)[changed])
+    frequencies = changed.double().mean(dim=1)  # (k, H)
+    expected = torch.softmax(blocks[:, 1], dim=0)
+    torch.testing.assert_close(frequencies, expected, rtol=0, atol=0.02)
+
+
+def test_memory_default_is_deterministic_in_training_and_sample_lanes_draws() -> None:
+    x = torch.randn(8, 6, 3, dtype=DOUBLE)
+    model = StochasticMemoryArrayLSTM(3, 4, K, dtype=DOUBLE).train()
+    first = model(x)
+    torch.manual_seed(5)
+    close(model(x), first, atol=0)
+    sampling = StochasticMemoryArrayLSTM(3, 4, K, sample_lanes=True, dtype=DOUBLE).train()
+    sampling.load_state_dict(model.state_dict())
+    assert not torch.allclose(sampling(x)[0], first[0])
+    assert "k=3, sample_lanes=True" in repr(sampling)
+
+
+def test_memory_trains_with_sampled_lanes() -> None:
+    model = StochasticMemoryArrayLSTM(3, 4, K, sample_lanes=True).train()
+    out, _ = model(torch.randn(2, 5, 3))
+    out.sum().backward()
+    assert model.i2h.weight.grad is not None
+    assert model.i2h.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ update_hidden
+
+
+def lane_maximum(outputs: list[Tensor], states: list[Tensor]) -> Tensor:
+    """A combination other than the sum: per unit, the largest o^j tanh(c^j)."""
+    return torch.stack([o * torch.tanh(c) for o, c in zip(outputs, states, strict=True)]).amax(0)
+
+
+def with_max_combination(cls: type[ArrayLSTM]) -> type[ArrayLSTM]:
+    """A subclass of ``cls`` that overrides only update_hidden, as the original's clients do."""
+
+    class MaxLanes(cls):  # type: ignore[valid-type,misc]
+        def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+            return (outputs * torch.tanh(states)).amax(0)
+
+    return MaxLanes
+
+
+@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize(
+    "cls", [ArrayLSTM, StochasticArrayLSTM, AttentionArrayLSTM, StochasticMemoryArrayLSTM]
+)
+def test_an_overridden_update_hidden_combines_the_lanes(cls: type[ArrayLSTM], engine: str) -> None:
+    model = with_max_combination(cls)(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    model.engine = engine
+    assert model.engine_for(torch.randn(2, 5, 3, dtype=DOUBLE)).name == (
+        "hoisted" if engine == "auto" else engine
+    )
+    steps: dict[type[ArrayLSTM], Step] = {
+        ArrayLSTM: array_step(model, lane_maximum),
+        StochasticArrayLSTM: array_step(model, lane_maximum),
+        AttentionArrayLSTM: attention_step(module_weights(model), False, lane_maximum),
+        StochasticMemoryArrayLSTM: memory_step(model, lane_maximum),
+    }
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    initial = zeros_initial(x, 4, (K, 4))
+    assert_matches_reference(model, x, steps[cls], initial, [5, 2, 4, 1])

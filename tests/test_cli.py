@@ -72,7 +72,9 @@ def test_resume_continues_exactly(
 ) -> None:
     common = ["--steps", "12", "--checkpoint-every", "4", "--eval-every", "4"]
     straight, halted = tmp_path / "straight", tmp_path / "halted"
-    stochastic = ["--cell", "stochastic-array"]
+    # Randomness inside the model that the resume must restore: stochastic-array takes the
+    # likeliest lane (it draws only with sample_lanes=True), so dropout between layers draws.
+    stochastic = ["--cell", "stochastic-array", "--layers", "2", "--dropout", "0.25"]
     assert run_cli(train_args(corpus_file, straight, *common, *stochastic), capsys)[0] == 0
     first_leg = ["--steps", "6", "--checkpoint-every", "4", "--eval-every", "4"]
     assert run_cli(train_args(corpus_file, halted, *first_leg, *stochastic), capsys)[0] == 0

@@ -31,7 +31,7 @@ def test_compiled_model_matches_eager(name: str, engine: str, ragged: bool) -> N
     # Small on purpose: the reference path unrolls every step of every cell into the graph.
     num_layers = 2 if engine == "auto" and name == "lstm" else 1
     model = build(name, 3, 4, dtype=torch.float32, num_layers=num_layers)
-    model.engine = engine  # build gives eval mode: deterministic, stochastic pooling included
+    model.engine = engine  # build gives eval mode (lane choices are argmax by default)
     # Full-length batches must trace whole: a graph break inside the time loop would leave
     # the loop to eager mode. Ragged lengths are read on the host, a graph break by design.
     compiled = torch.compile(model, fullgraph=not ragged)

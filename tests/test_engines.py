@@ -391,10 +391,8 @@ CASES = {
         "reference",
         "i2h is a ParametrizedLinear, not a plain nn.Linear",
     ),
-    "stochastic array": Case(
-        lambda: StochasticArrayLSTM(3, 4, k=2),
-        "reference",
-        "StochasticArrayLSTM overrides forward_cell of ArrayLSTM",
+    "stochastic array (its own update_hidden, ArrayLSTM's step)": Case(
+        lambda: StochasticArrayLSTM(3, 4, k=2), "hoisted", "ArrayLSTM's own step"
     ),
     "lstm": Case(
         lambda: LSTM(3, 4, num_layers=2, bidirectional=True),
@@ -517,8 +515,10 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert LSTM.step_source.fast_path.engine == "kernel"
     assert ArrayLSTM.step_source.fast_path is not None
     assert ArrayLSTM.step_source.fast_path.engine == "hoisted"
-    for cls in (CoupledGateLSTM, PeepholeLSTM, StochasticArrayLSTM, CIFGLSTM, WideParameters):
+    for cls in (CoupledGateLSTM, PeepholeLSTM, CIFGLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
+    # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
+    assert StochasticArrayLSTM.step_source.fast_path is ArrayLSTM.fast_path
     assert CoupledGateLSTM.step_source.overrides(LSTM) == ["forward_cell"]
     assert ArrayLSTM.step_source.overrides(LSTM) == ["build_cell", "forward_cell", "init_hidden"]
     assert Inherits.step_source.overrides(LSTM) == []

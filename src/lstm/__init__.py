@@ -14,9 +14,16 @@ trains, which the core never imports).
 
 from lstm.cells.array import (
     ArrayLSTM,
+    AttentionArrayLSTM,
     StochasticArrayLSTM,
+    StochasticMemoryArrayLSTM,
+    array_lstm_lanes,
     array_lstm_pointwise,
+    attention_array_lanes,
+    pool_lanes,
+    stochastic_memory_lanes,
     stochastic_output_pooling,
+    sum_lanes,
 )
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
@@ -35,13 +42,17 @@ __all__ = [
     "LSTM",
     "SLSTM",
     "ArrayLSTM",
+    "AttentionArrayLSTM",
     "Engine",
     "LayerNormLSTM",
     "PeepholeLSTM",
     "Recurrent",
     "StochasticArrayLSTM",
+    "StochasticMemoryArrayLSTM",
     "__version__",
+    "array_lstm_lanes",
     "array_lstm_pointwise",
+    "attention_array_lanes",
     "cell_suffix",
     "cifg_pointwise",
     "create",
@@ -49,7 +60,10 @@ __all__ = [
     "lstm_cell",
     "lstm_pointwise",
     "peephole_pointwise",
+    "pool_lanes",
     "safe_globals",
     "slstm_pointwise",
+    "stochastic_memory_lanes",
     "stochastic_output_pooling",
+    "sum_lanes",
 ]

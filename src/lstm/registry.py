@@ -11,7 +11,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from lstm.cells.array import ArrayLSTM, StochasticArrayLSTM
+from lstm.cells.array import (
+    ArrayLSTM,
+    AttentionArrayLSTM,
+    StochasticArrayLSTM,
+    StochasticMemoryArrayLSTM,
+)
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM
 from lstm.cells.slstm import SLSTM
@@ -22,6 +27,8 @@ CELLS: dict[str, type[Recurrent]] = {
     "lstm": LSTM,
     "array": ArrayLSTM,
     "stochastic-array": StochasticArrayLSTM,
+    "attention-array": AttentionArrayLSTM,
+    "stochastic-memory-array": StochasticMemoryArrayLSTM,
     "peephole": PeepholeLSTM,
     "cifg": CIFGLSTM,
     "layernorm": LayerNormLSTM,

@@ -12,16 +12,74 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lstm.cells.lstm import LSTM, lstm_pointwise
-from lstm.checks import check_forward_cell, check_int
+from lstm.cells.lstm import LSTM
+from lstm.checks import check_bool, check_forward_cell, check_int
 from lstm.engines import FastPath
 from lstm.parameters import CellPart, Device, DType, linear_maps
 
 
+def _lane_blocks(gates: Tensor, lanes: int) -> Tensor:
+    """Lane-major ``(batch, k * 4 * hidden_size)`` pre-activations as ``(k, batch, 4H)``."""
+    return gates.view(gates.shape[0], lanes, -1).transpose(0, 1)
+
+
+def array_lstm_lanes(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Every lane's output gate and new cell state, as the original implementation computes them.
+
+    For every lane :math:`j = 1..k`, with pre-activations :math:`a^j` laid out f, i, o, g:
+
+    .. math::
+
+        o^j_t = \sigma(a^j_o), \qquad
+        c^j_t = \sigma(a^j_f) \odot c^j_{t-1} + \sigma(a^j_i) \odot \tanh(a^j_g)
+
+    These are the ``outputs`` and ``states`` that :meth:`ArrayLSTM.update_hidden` combines
+    into the hidden output.
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, k * 4 * hidden_size)
+        Lane-major pre-activations ``i2h(x) + h2h(h)``.
+    state : Tensor of shape (k, batch, hidden_size)
+        The k cell states.
+
+    Returns
+    -------
+    outputs : Tensor of shape (k, batch, hidden_size)
+        The lanes' output gates :math:`o^j_t`.
+    state : Tensor of shape (k, batch, hidden_size)
+        The new cell states :math:`c^j_t`.
+    """
+    size = state.shape[-1]
+    per_lane = _lane_blocks(gates, state.shape[0])  # (k, B, 4H)
+    forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
+    state = forget * state + input_gate * torch.tanh(per_lane[..., 3 * size :])
+    return output, state
+
+
+def sum_lanes(outputs: Tensor, states: Tensor) -> Tensor:
+    r"""The lanes' outputs summed: :math:`h_t = \sum_j o^j_t \odot \tanh(c^j_t)`.
+
+    As the original implementation computes it (its ``ArrayLSTM.update_hidden``).
+
+    Parameters
+    ----------
+    outputs : Tensor of shape (k, batch, hidden_size)
+        Every lane's output gate.
+    states : Tensor of shape (k, batch, hidden_size)
+        Every lane's new cell state.
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    """
+    return (outputs * torch.tanh(states)).sum(0)
+
+
 def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    r"""The element-wise part of one Array-LSTM step.
+    r"""The element-wise part of one Array-LSTM step, as the original implementation computes it.
 
     For every lane :math:`j = 1..k`, with pre-activations :math:`a^j` laid out f, i, o, g:
 
@@ -29,6 +87,8 @@ def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
 
         c^j_t = \sigma(a^j_f) \odot c^j_{t-1} + \sigma(a^j_i) \odot \tanh(a^j_g), \qquad
         h_t = \sum_j \sigma(a^j_o) \odot \tanh(c^j_t)
+
+    That is :func:`array_lstm_lanes` followed by :func:`sum_lanes`.
 
     Parameters
     ----------
@@ -42,10 +102,8 @@ def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     hidden : Tensor of shape (batch, hidden_size)
     state : Tensor of shape (k, batch, hidden_size)
     """
-    lanes = state.shape[0]
-    per_lane = gates.view(gates.shape[0], lanes, -1).transpose(0, 1)  # (k, B, 4H)
-    lane_hidden, state = lstm_pointwise(per_lane, state)  # (k, B, H) each
-    return lane_hidden.sum(0), state
+    outputs, state = array_lstm_lanes(gates, state)
+    return sum_lanes(outputs, state), state
 
 
 class ArrayLSTM(LSTM):
@@ -59,7 +117,10 @@ class ArrayLSTM(LSTM):
         c^j_t &= \sigma(a^j_{t,f}) \odot c^j_{t-1} + \sigma(a^j_{t,i}) \odot \tanh(a^j_{t,g}) \\
         h_t &= \textstyle\sum_{j=1}^{k} \sigma(a^j_{t,o}) \odot \tanh(c^j_t)
 
-    With ``k = 1`` this is exactly :class:`lstm.LSTM`.
+    As the original implementation computes it. With ``k = 1`` this is exactly
+    :class:`lstm.LSTM`. How the lanes are combined into :math:`h_t` is the extension point
+    :meth:`update_hidden`, as in the original: a subclass that overrides it changes the
+    combination in every engine.
 
     Parameters
     ----------
@@ -87,7 +148,8 @@ class ArrayLSTM(LSTM):
     every layer and direction stacked as ``(num_layers * num_directions * k, batch,
     hidden_size)`` and hidden as ``(num_layers * num_directions, batch, hidden_size)``.
     The input projection is computed for all steps at once (the hoisted engine) unless a
-    subclass overrides :meth:`forward_cell`.
+    subclass overrides :meth:`forward_cell`; an override of :meth:`update_hidden` alone
+    keeps it (the hoisted engine steps :meth:`forward_cell`, which calls it).
 
     Examples
     --------
@@ -117,9 +179,35 @@ class ArrayLSTM(LSTM):
         )
 
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H)."""
+        """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H).
+
+        :func:`array_lstm_lanes`, then :meth:`update_hidden` combines the lanes.
+        """
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
-        return array_lstm_pointwise(self.i2h(x) + self.h2h(hidden), state)
+        outputs, state = array_lstm_lanes(self.i2h(x) + self.h2h(hidden), state)
+        return self.update_hidden(outputs, state), state
+
+    def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+        r"""Combine the lanes into the hidden output: :math:`h_t = \sum_j o^j_t \odot \tanh(c^j_t)`.
+
+        The original implementation's extension point, under its name and arguments, and as
+        it computes it by default (:func:`sum_lanes`). Every cell of this family calls it
+        from :meth:`forward_cell` on every engine, so a subclass that overrides it changes
+        how the lanes are combined and nothing else.
+
+        Parameters
+        ----------
+        outputs : Tensor of shape (k, batch, hidden_size)
+            Every lane's output gate :math:`o^j_t` (for :class:`AttentionArrayLSTM`, already
+            scaled by the lane's attention).
+        states : Tensor of shape (k, batch, hidden_size)
+            Every lane's new cell state :math:`c^j_t`.
+
+        Returns
+        -------
+        hidden : Tensor of shape (batch, hidden_size)
+        """
+        return sum_lanes(outputs, states)
 
     def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Zeros: hidden (batch, hidden_size), state (k, batch, hidden_size)."""
@@ -134,13 +222,63 @@ class ArrayLSTM(LSTM):
         return super().extra_repr() + f", k={self.k}"
 
 
+def _choose_lanes(scores: Tensor, sample: bool) -> Tensor:
+    """One lane per unit from ``p = softmax over lanes of scores`` ``(k, batch, H)``.
+
+    Drawn from ``p`` when ``sample``, else its most likely lane (the argmax of ``scores``:
+    the softmax keeps the order). No gradient flows through the choice. Returns the lane
+    indices as ``(1, batch, H)``, ready for ``gather`` along dimension 0.
+    """
+    lanes, batch, size = scores.shape
+    if not sample:
+        return scores.argmax(dim=0, keepdim=True)
+    probabilities = torch.softmax(scores.detach(), dim=0)  # (k, B, H), over lanes
+    flat = probabilities.permute(1, 2, 0).reshape(-1, lanes)  # (B*H, k)
+    return torch.multinomial(flat, 1).view(1, batch, size)
+
+
+def pool_lanes(outputs: Tensor, states: Tensor, sample: bool) -> Tensor:
+    r"""Stochastic output pooling: each unit's hidden output comes from one lane.
+
+    For every unit, a lane :math:`j^*` is chosen from
+    :math:`p_j = \mathrm{softmax}_j(o^j_t)` over the lanes' output gates, and
+
+    .. math::
+
+        h_t = o^{j^*}_t \odot \tanh(c^{j^*}_t)
+
+    With ``sample=False``, :math:`j^* = \arg\max_j p_j` per unit, as the original
+    implementation computes it; ``sample=True`` draws :math:`j^* \sim p`, this project's
+    reading of the paper. No gradient flows through the choice itself.
+
+    Parameters
+    ----------
+    outputs : Tensor of shape (k, batch, hidden_size)
+        Every lane's output gate :math:`o^j_t`.
+    states : Tensor of shape (k, batch, hidden_size)
+        Every lane's new cell state.
+    sample : bool
+        Draw the lane (True) or take the most likely one (False).
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    """
+    choice = _choose_lanes(outputs, sample)  # (1, B, H)
+    selected_output = outputs.gather(0, choice).squeeze(0)  # (B, H)
+    selected_state = states.gather(0, choice).squeeze(0)
+    return selected_output * torch.tanh(selected_state)
+
+
 def stochastic_output_pooling(gates: Tensor, state: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
     r"""One Array-LSTM step whose hidden output comes from one lane per unit.
 
-    The lanes' cell states update as in :func:`array_lstm_pointwise`. Then, for every unit,
-    a lane :math:`j^*` is chosen from :math:`p_j = \mathrm{softmax}_j(o^j)` over the lanes'
-    output gates :math:`o^j = \sigma(a^j_o)`: drawn from it when ``sample`` (training),
-    its most likely lane otherwise, and :math:`h_t = o^{j^*} \odot \tanh(c^{j^*}_t)`.
+    The lanes' cell states update as in :func:`array_lstm_lanes`; :func:`pool_lanes` then
+    takes each unit's output from one lane, chosen from
+    :math:`p_j = \mathrm{softmax}_j(o^j)` over the lanes' output gates
+    :math:`o^j = \sigma(a^j_o)`: its most likely lane (``sample=False``, as the original
+    implementation computes it) or drawn from it (``sample=True``, this project's reading of
+    the paper), and :math:`h_t = o^{j^*} \odot \tanh(c^{j^*}_t)`.
 
     Parameters
     ----------
@@ -155,45 +293,356 @@ def stochastic_output_pooling(gates: Tensor, state: Tensor, sample: bool) -> tup
     hidden : Tensor of shape (batch, hidden_size)
     state : Tensor of shape (k, batch, hidden_size)
     """
-    lanes, batch, size = state.shape
-    per_lane = gates.view(batch, lanes, 4 * size).transpose(0, 1)  # (k, B, 4H)
-    forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
-    state = forget * state + input_gate * torch.tanh(per_lane[..., 3 * size :])
-    if sample:
-        probabilities = torch.softmax(output.detach(), dim=0)  # (k, B, H), over lanes
-        flat = probabilities.permute(1, 2, 0).reshape(-1, lanes)  # (B*H, k)
-        choice = torch.multinomial(flat, 1).view(1, batch, size)
-    else:
-        choice = output.argmax(dim=0, keepdim=True)  # softmax keeps the order
-    selected_output = output.gather(0, choice).squeeze(0)  # (B, H)
-    selected_state = state.gather(0, choice).squeeze(0)
-    return selected_output * torch.tanh(selected_state), state
+    outputs, state = array_lstm_lanes(gates, state)
+    return pool_lanes(outputs, state, sample), state
 
 
 class StochasticArrayLSTM(ArrayLSTM):
     r"""Array-LSTM with stochastic output pooling (Rocki 2016).
 
     Every lane keeps its own cell state, but the hidden output of each unit comes from a
-    single lane, chosen from the softmax of the lanes' output gates: drawn at random in
-    training mode, the most likely lane in eval mode. See
-    :func:`stochastic_output_pooling`.
+    single lane :math:`j^*`, chosen from :math:`p_j = \mathrm{softmax}_j(o^j_t)` over the
+    lanes' output gates (:func:`pool_lanes`):
+
+    .. math::
+
+        h_t = o^{j^*}_t \odot \tanh(c^{j^*}_t)
+
+    By default the most likely lane, in training and eval mode alike, as the original
+    implementation computes it: a model's predictions do not depend on whether ``.eval()``
+    was called. ``sample_lanes=True`` is this project's reading of the paper: in training
+    mode the lane is drawn from :math:`p`, in eval mode the most likely one is taken.
 
     Parameters
     ----------
-    input_size, hidden_size, k, **options
+    input_size, hidden_size, k
         As for :class:`ArrayLSTM`.
+    sample_lanes : bool, default False
+        Keyword-only. Draw each unit's lane from :math:`p` in training mode (True), or
+        always take its most likely lane (False, the original's behaviour).
+    **options
+        As for :class:`ArrayLSTM`.
+
+    Attributes
+    ----------
+    sample_lanes : bool
+        The setting above.
 
     Notes
     -----
-    The lane is chosen per unit, as the paper describes. The original implementation summed
-    the output gates over all units before the softmax, choosing one lane per sequence
-    element for every unit at once, and always took the most likely lane; here eval mode
-    takes the most likely lane (per unit) and training mode samples. No gradient flows
-    through the choice itself.
+    The lane is chosen per unit, as the original implementation does: it takes the softmax
+    over lanes of the output gates and the maximum per unit (argmax over the lanes). No
+    gradient flows through the choice itself. The pooling is this class's
+    :meth:`update_hidden`; the step is :class:`ArrayLSTM`'s, so the input projection is
+    hoisted as there.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> model = lstm.StochasticArrayLSTM(8, 16, k=4).train()
+    >>> x = torch.randn(2, 5, 8)
+    >>> torch.equal(model(x)[0], model(x)[0])  # the original's argmax, in training too
+    True
+    >>> sampling = lstm.StochasticArrayLSTM(8, 16, k=4, sample_lanes=True)
     """
 
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        k: int,
+        *,
+        sample_lanes: bool = False,
+        **options: Any,
+    ) -> None:
+        self.sample_lanes = check_bool(type(self).__name__, "sample_lanes", sample_lanes)
+        super().__init__(input_size, hidden_size, k, **options)
+
+    def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+        """One lane per unit (:func:`pool_lanes`), drawn only with ``sample_lanes`` in training.
+
+        Parameters
+        ----------
+        outputs, states : Tensor of shape (k, batch, hidden_size)
+            Every lane's output gate and new cell state.
+
+        Returns
+        -------
+        hidden : Tensor of shape (batch, hidden_size)
+        """
+        return pool_lanes(outputs, states, sample=self.sample_lanes and self.training)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", sample_lanes=True" if self.sample_lanes else "")
+
+
+# ------------------------------------------------------------------ soft lane attention
+
+
+def attention_array_lanes(
+    gates: Tensor, attention: Tensor, state: Tensor, max_pooling: bool
+) -> tuple[Tensor, Tensor]:
+    r"""Every lane's scaled output gate and new cell state under soft lane attention.
+
+    As the original implementation computes it. With :math:`z^j` the lane's pre-activations
+    (f, i, o, g) and :math:`e^j` its rows of the attention map ``i2a(x)``, per unit:
+
+    .. math::
+
+        a^j &= \sigma(e^j), \qquad s^j = \frac{\exp a^j}{\sum_l \exp a^l}
+            \quad (\text{max pooling: } s^j = \max_l s^l \text{ for every } j) \\
+        f^j &= s^j \odot \sigma(z^j_f), \quad i^j = s^j \odot \sigma(z^j_i), \quad
+            o^j = s^j \odot \sigma(z^j_o), \quad g^j = \tanh(z^j_g) \\
+        c^j_t &= c^j_{t-1} \odot (1 - f^j) + i^j \odot g^j
+
+    Note :math:`1 - f^j`: the original's forget gate is a "forget amount". The hidden output
+    is then :math:`\sum_j o^j \odot \tanh(c^j_t)` (:meth:`ArrayLSTM.update_hidden`).
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, k * 4 * hidden_size)
+        Lane-major pre-activations ``i2h(x) + h2h(h)``, each lane f, i, o, g.
+    attention : Tensor of shape (batch, k * hidden_size)
+        Lane-major ``i2a(x)``: lane ``j`` is columns ``[Hj, H(j + 1))``.
+    state : Tensor of shape (k, batch, hidden_size)
+    max_pooling : bool
+        Give every lane the largest attention weight of its unit.
+
+    Returns
+    -------
+    outputs : Tensor of shape (k, batch, hidden_size)
+        :math:`o^j`, scaled by the attention.
+    state : Tensor of shape (k, batch, hidden_size)
+    """
+    lanes, batch, size = state.shape
+    scores = torch.sigmoid(attention).view(batch, lanes, size).transpose(0, 1)  # (k, B, H)
+    weights = torch.softmax(scores, dim=0)  # over the lanes, per unit
+    if max_pooling:
+        weights = weights.amax(dim=0, keepdim=True).expand(lanes, batch, size)
+    per_lane = _lane_blocks(gates, lanes)  # (k, B, 4H)
+    forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
+    forget, input_gate, output = weights * forget, weights * input_gate, weights * output
+    state = state * (1 - forget) + input_gate * torch.tanh(per_lane[..., 3 * size :])
+    return output, state
+
+
+class AttentionArrayLSTM(ArrayLSTM):
+    r"""Array-LSTM with soft lane attention (Rocki 2016), as the original implementation has it.
+
+    An extra map ``i2a`` of the input gives, per unit, a softmax over the lanes that scales
+    every lane's gates (:func:`attention_array_lanes`):
+
+    .. math::
+
+        s^j_t &= \mathrm{softmax}_j\, \sigma(W^j_{ia} x_t + b^j_{ia})
+            \quad (\text{max pooling: } s^j_t = \max_l s^l_t) \\
+        c^j_t &= c^j_{t-1} \odot (1 - s^j_t \odot \sigma(a^j_{t,f}))
+            + s^j_t \odot \sigma(a^j_{t,i}) \odot \tanh(a^j_{t,g}) \\
+        h_t &= \textstyle\sum_{j=1}^{k} s^j_t \odot \sigma(a^j_{t,o}) \odot \tanh(c^j_t)
+
+    with :math:`a^j_t` as in :class:`ArrayLSTM`. As the original implementation computes it,
+    :math:`1 - f` included, so with ``k = 1`` (:math:`s = 1`) it is *not* the LSTM: the
+    forget gate is a forget amount.
+
+    Parameters
+    ----------
+    input_size, hidden_size, k
+        As for :class:`ArrayLSTM`.
+    max_pooling : bool, default False
+        Give every lane the largest attention weight of its unit (the original's option, and
+        its fourth positional argument).
+    **options
+        As for :class:`ArrayLSTM`. ``forget_bias`` sets the f rows of every lane, which here
+        is the bias of the forget *amount*.
+
+    Attributes
+    ----------
+    max_pooling : bool
+    i2h, h2h : nn.Linear
+        As in :class:`ArrayLSTM`.
+    i2a : nn.Linear
+        ``(hidden_size * k, input_size)`` weight and ``(hidden_size * k,)`` bias, lane-major
+        (lane ``j`` is rows ``[Hj, H(j + 1))``); suffixed per layer and direction like
+        ``i2h`` (``i2a_reverse``, ``i2a_l1``, ...). ``nn.Linear``'s initialisation.
+
+    Notes
+    -----
+    A single-layer unidirectional model has exactly the original's state_dict keys
+    (``i2h.weight``, ``i2h.bias``, ``h2h.weight``, ``h2h.bias``, ``i2a.weight``,
+    ``i2a.bias``), so its checkpoints load unchanged. The input projection ``i2h`` is
+    hoisted as in :class:`ArrayLSTM`; ``i2a`` runs at every step.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> model = lstm.AttentionArrayLSTM(8, 16, k=4)
+    >>> list(model.state_dict())[4:]
+    ['i2a.weight', 'i2a.bias']
+    >>> out, (hidden, state) = model(torch.randn(2, 5, 8))
+    >>> out.shape, state.shape
+    (torch.Size([2, 5, 16]), torch.Size([4, 2, 16]))
+    """
+
+    i2a: nn.Linear
+
+    fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
+    """This class's own step runs with ``i2h`` hoisted out of the loop."""
+
+    def __init__(
+        self, input_size: int, hidden_size: int, k: int, max_pooling: bool = False, **options: Any
+    ) -> None:
+        self.max_pooling = check_bool(type(self).__name__, "max_pooling", max_pooling)
+        super().__init__(input_size, hidden_size, k, **options)
+
+    def build_cell(
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
+    ) -> dict[str, CellPart]:
+        """:class:`ArrayLSTM`'s ``i2h`` and ``h2h``, and ``i2a``: Linear(input_size, Hk)."""
+        parts = super().build_cell(input_size, hidden_size, device=device, dtype=dtype)
+        width = hidden_size * self.k
+        parts["i2a"] = nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype)
+        return parts
+
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        """One step: lanes update, one lane per unit gives the output."""
+        """One step: :func:`attention_array_lanes`, then :meth:`update_hidden`.
+
+        x (batch, input_size), hidden (batch, H), state (k, batch, H).
+        """
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
-        gates = self.i2h(x) + self.h2h(hidden)
-        return stochastic_output_pooling(gates, state, sample=self.training)
+        gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
+        outputs, state = attention_array_lanes(gates, self.i2a(x), state, self.max_pooling)
+        return self.update_hidden(outputs, state), state
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", max_pooling=True" if self.max_pooling else "")
+
+
+# ------------------------------------------------------------------ stochastic memory array
+
+
+def stochastic_memory_lanes(gates: Tensor, state: Tensor, sample: bool) -> tuple[Tensor, Tensor]:
+    r"""Every lane's output gate and new cell state when one lane per unit is written.
+
+    This project's reading of the paper (the original implementation has no such cell).
+    Per unit, a lane :math:`j^*` is chosen from :math:`p_j = \mathrm{softmax}_j(z^j_i)`
+    over the lanes' input-gate pre-activations (no gradient through :math:`p`): its most
+    likely lane (``sample=False``) or drawn from it (``sample=True``). Only that lane is
+    written; every other lane keeps its contents bit for bit:
+
+    .. math::
+
+        c^j_t = \begin{cases}
+            \sigma(z^j_f) \odot c^j_{t-1} + \sigma(z^j_i) \odot \tanh(z^j_g) & j = j^* \\
+            c^j_{t-1} & \text{otherwise}
+        \end{cases}, \qquad o^j = \sigma(z^j_o)
+
+    The hidden output then reads every lane, :math:`\sum_j o^j \odot \tanh(c^j_t)`
+    (:meth:`ArrayLSTM.update_hidden`). With ``k = 1`` this is the LSTM.
+
+    Parameters
+    ----------
+    gates : Tensor of shape (batch, k * 4 * hidden_size)
+        Lane-major pre-activations ``i2h(x) + h2h(h)``, each lane f, i, o, g.
+    state : Tensor of shape (k, batch, hidden_size)
+    sample : bool
+        Draw the written lane (True) or take the most likely one (False).
+
+    Returns
+    -------
+    outputs : Tensor of shape (k, batch, hidden_size)
+        The lanes' output gates :math:`o^j`.
+    state : Tensor of shape (k, batch, hidden_size)
+    """
+    lanes, _, size = state.shape
+    per_lane = _lane_blocks(gates, lanes)  # (k, B, 4H)
+    forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
+    written = forget * state + input_gate * torch.tanh(per_lane[..., 3 * size :])
+    choice = _choose_lanes(per_lane[..., size : 2 * size], sample)  # (1, B, H)
+    lane = torch.arange(lanes, device=state.device).view(lanes, 1, 1)
+    return output, torch.where(lane == choice, written, state)
+
+
+class StochasticMemoryArrayLSTM(ArrayLSTM):
+    r"""Array-LSTM with a stochastic memory array: one lane per unit written at each step.
+
+    This project's reading of the paper (Rocki 2016 reports it as its best model; the
+    original implementation has none). Per unit, the lane :math:`j^*` chosen from
+    :math:`p_j = \mathrm{softmax}_j(a^j_{t,i})` over the lanes' input-gate pre-activations
+    is written; the others keep their contents; the output reads every lane
+    (:func:`stochastic_memory_lanes`):
+
+    .. math::
+
+        c^{j^*}_t &= \sigma(a^{j^*}_{t,f}) \odot c^{j^*}_{t-1}
+            + \sigma(a^{j^*}_{t,i}) \odot \tanh(a^{j^*}_{t,g}), \qquad
+            c^j_t = c^j_{t-1} \; (j \ne j^*) \\
+        h_t &= \textstyle\sum_{j=1}^{k} \sigma(a^j_{t,o}) \odot \tanh(c^j_t)
+
+    with :math:`a^j_t` as in :class:`ArrayLSTM`. By default :math:`j^*` is the most likely
+    lane in training and eval mode alike (deterministic, like :class:`StochasticArrayLSTM`'s
+    default); ``sample_lanes=True`` draws it from :math:`p` in training mode. With ``k = 1``
+    it is exactly :class:`lstm.LSTM` (same weights), in both modes.
+
+    Parameters
+    ----------
+    input_size, hidden_size, k
+        As for :class:`ArrayLSTM`.
+    sample_lanes : bool, default False
+        Keyword-only. Draw each unit's written lane from :math:`p` in training mode (True),
+        or always write its most likely lane (False).
+    **options
+        As for :class:`ArrayLSTM`.
+
+    Attributes
+    ----------
+    sample_lanes : bool
+    i2h, h2h : nn.Linear
+        As in :class:`ArrayLSTM` (same shapes, same layout).
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> model = lstm.StochasticMemoryArrayLSTM(8, 16, k=4, sample_lanes=True)
+    >>> out, (hidden, state) = model.eval()(torch.randn(2, 5, 8))
+    >>> out.shape, state.shape
+    (torch.Size([2, 5, 16]), torch.Size([4, 2, 16]))
+    """
+
+    fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
+    """This class's own step runs with ``i2h`` hoisted out of the loop."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        k: int,
+        *,
+        sample_lanes: bool = False,
+        **options: Any,
+    ) -> None:
+        self.sample_lanes = check_bool(type(self).__name__, "sample_lanes", sample_lanes)
+        super().__init__(input_size, hidden_size, k, **options)
+
+    def build_cell(
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
+    ) -> dict[str, CellPart]:
+        """The parameters of :class:`ArrayLSTM`: ``i2h`` and ``h2h``, Linear(..., 4Hk).
+
+        Declared here so that this class's step owns its parameters, and its fast path
+        applies (:func:`lstm.engines.step_source`).
+        """
+        return super().build_cell(input_size, hidden_size, device=device, dtype=dtype)
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: :func:`stochastic_memory_lanes`, then :meth:`update_hidden`.
+
+        x (batch, input_size), hidden (batch, H), state (k, batch, H).
+        """
+        check_forward_cell(self, x, hidden, state, lead=(self.k,))
+        gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
+        sample = self.sample_lanes and self.training
+        outputs, state = stochastic_memory_lanes(gates, state, sample)
+        return self.update_hidden(outputs, state), state
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", sample_lanes=True" if self.sample_lanes else "")
