@@ -53,6 +53,10 @@ class Recurrent(nn.Module):
     per-sequence lengths and ``PackedSequence`` input, with the interface of
     ``torch.nn.LSTM``.
 
+    The arguments from ``input_size`` to ``bidirectional`` may be given positionally, in
+    ``torch.nn.LSTM``'s order (``LSTM(16, 32, 2)`` is two layers); the rest are
+    keyword-only. Unlike ``torch.nn.LSTM``, ``batch_first`` defaults to True.
+
     Parameters
     ----------
     input_size : int
@@ -113,12 +117,12 @@ class Recurrent(nn.Module):
         self,
         input_size: int,
         hidden_size: int,
-        *,
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        *,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         device: torch.device | str | None = None,

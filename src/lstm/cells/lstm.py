@@ -155,9 +155,11 @@ class LSTM(Recurrent):
         Size of input dimension.
     hidden_size : int
         Size of hidden dimension.
-    num_layers, bias, batch_first, dropout, bidirectional, device, dtype
-        Keyword-only; as in ``torch.nn.LSTM`` except that ``batch_first`` defaults to True.
-        See :class:`lstm.driver.Recurrent`.
+    num_layers, bias, batch_first, dropout, bidirectional
+        Positional or keyword, in ``torch.nn.LSTM``'s order, as in ``torch.nn.LSTM`` except
+        that ``batch_first`` defaults to True. See :class:`lstm.driver.Recurrent`.
+    device, dtype : optional
+        Keyword-only, as every option below.
     recurrent_dropout, zoneout : float, default 0.0
         Regularisers of the recurrence, see :class:`lstm.driver.Recurrent`.
     forget_bias : float, optional
@@ -215,12 +217,12 @@ class LSTM(Recurrent):
         self,
         input_size: int,
         hidden_size: int,
-        *,
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        *,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         forget_bias: float | None = None,

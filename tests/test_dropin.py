@@ -1,0 +1,63 @@
+"""nn.LSTM's callers run unchanged: the "drop-in" issue, one section per point.
+
+Each test compares with ``torch.nn.LSTM`` where it has an answer, and would fail without
+the change it guards.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+from builders import DOUBLE, NAMES, close
+from lstm import CELLS, LSTM, Recurrent
+
+# ------------------------------------------------------------------ 1. nn.LSTM's positional order
+
+POSITIONAL = ("num_layers", "bias", "batch_first", "dropout", "bidirectional")
+
+
+def test_lstm_takes_nn_lstm_positional_arguments() -> None:
+    model = LSTM(16, 32, 2, False, False, 0.25, True)
+    got = [model.num_layers, model.bias, model.batch_first, model.dropout, model.bidirectional]
+    assert got == [2, False, False, 0.25, True]
+
+
+def test_positional_lstm_equals_nn_lstm_built_the_same_way() -> None:
+    theirs = nn.LSTM(3, 4, 2, True, False, 0.0, True, dtype=DOUBLE)
+    ours = LSTM.from_torch(theirs)
+    same = LSTM(3, 4, 2, True, False, 0.0, True, dtype=DOUBLE)
+    same.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 2, 3, dtype=DOUBLE)  # (seq_len, batch, features): batch_first=False
+    close(same(x), theirs(x))
+
+
+@pytest.mark.parametrize("cls", sorted(set(CELLS.values()), key=lambda cls: cls.__name__))
+def test_every_cell_keeps_the_positional_order(cls: type[Recurrent]) -> None:
+    parameters = list(inspect.signature(cls).parameters.values())
+    names = [parameter.name for parameter in parameters]
+    lanes = ["k"] if "k" in names[:3] else []
+    start = 2 + len(lanes)
+    assert names[:start] == ["input_size", "hidden_size", *lanes]
+    if lanes:  # the Array-LSTM's options stay keyword-only after k
+        assert parameters[start].kind is inspect.Parameter.VAR_KEYWORD
+        return
+    positional = parameters[start : start + len(POSITIONAL)]
+    assert [parameter.name for parameter in positional] == list(POSITIONAL)
+    assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in positional)
+    rest = parameters[start + len(POSITIONAL) :]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in rest)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_cell_builds_with_positional_layers(name: str) -> None:
+    cls = CELLS[name]
+    lanes = (3,) if "k" in inspect.signature(cls).parameters else ()
+    if lanes:
+        model = cls(3, 4, *lanes, num_layers=2, bidirectional=True)  # type: ignore[call-arg]
+    else:
+        model = cls(3, 4, 2, True, True, 0.0, True)
+    assert (model.num_layers, model.num_directions) == (2, 2)
