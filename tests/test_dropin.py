@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from builders import DOUBLE, NAMES, close
+from builders import DOUBLE, NAMES, build, close
 from lstm import CELLS, LSTM, Recurrent
 
 # ------------------------------------------------------------------ 1. nn.LSTM's positional order
@@ -61,3 +61,18 @@ def test_every_cell_builds_with_positional_layers(name: str) -> None:
     else:
         model = cls(3, 4, 2, True, True, 0.0, True)
     assert (model.num_layers, model.num_directions) == (2, 2)
+
+
+# ------------------------------------------------------------------ 6. flatten_parameters
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_flatten_parameters_is_a_no_op_returning_none(name: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    x = torch.randn(2, 3, 3, dtype=DOUBLE)
+    expected = model(x)
+    assert model.flatten_parameters() is None
+    assert nn.LSTM(3, 4).flatten_parameters() is None  # the same answer as nn.LSTM's
+    close(model.state_dict(), before, atol=0)
+    close(model(x), expected, atol=0)

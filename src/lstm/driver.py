@@ -291,6 +291,16 @@ class Recurrent(nn.Module):
                 if callable(reset):
                     reset()
 
+    def flatten_parameters(self) -> None:
+        """Do nothing and return None, as ``torch.nn.LSTM.flatten_parameters`` on the CPU.
+
+        ``torch.nn.LSTM`` packs its weights into one cuDNN buffer here; this package keeps
+        each cell's parts as separate modules and the kernel path permutes them per call, so
+        there is nothing to pack. It exists so that code written for ``torch.nn.LSTM``
+        (pytorch/examples' word_language_model calls it after loading) runs unchanged.
+        """
+        return None
+
     def extra_repr(self) -> str:
         changed = [(name, getattr(self, name)) for name in _DEFAULTS]
         shown = [f", {name}={value}" for name, value in changed if value != _DEFAULTS[name]]
