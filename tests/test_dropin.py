@@ -76,3 +76,29 @@ def test_flatten_parameters_is_a_no_op_returning_none(name: str) -> None:
     assert nn.LSTM(3, 4).flatten_parameters() is None  # the same answer as nn.LSTM's
     close(model.state_dict(), before, atol=0)
     close(model(x), expected, atol=0)
+
+
+# ------------------------------------------------------------------ 4. dropout=1.0
+
+
+@pytest.mark.parametrize("engine", ["auto", "hoisted", "reference"])
+def test_dropout_one_drops_the_lower_layer_as_nn_lstm(engine: str) -> None:
+    theirs = nn.LSTM(3, 4, 2, True, True, 1.0, True, dtype=DOUBLE).train()
+    ours = LSTM.from_torch(theirs)  # training mode copied
+    ours.engine = engine
+    assert ours.dropout == 1.0
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    got, want = ours(x), theirs(x)  # every draw drops everything: deterministic
+    close(got, want)
+    # The upper layer saw zeros: its outputs are those of layer 1 alone on a zero input.
+    upper = nn.LSTM(8, 4, 1, True, True, 0.0, True, dtype=DOUBLE)
+    for name, value in upper.named_parameters():
+        value.data.copy_(getattr(theirs, name.replace("_l0", "_l1")))
+    close(got[0], upper(torch.zeros(2, 5, 8, dtype=DOUBLE))[0])
+    # Gradients too: nothing reaches the lower layer's weights through the outputs.
+    ours_grads = torch.autograd.grad(got[0].sum(), [ours.i2h.weight, ours.h2h_l1.weight])
+    theirs_grads = torch.autograd.grad(want[0].sum(), [theirs.weight_ih_l0, theirs.weight_hh_l1])
+    assert ours_grads[0].abs().max() == 0
+    assert theirs_grads[1].abs().max() > 0
+    # Same gradient up to the order of the gate blocks (f, i, o, g here; i, f, g, o there).
+    close(ours_grads[1].abs().sum(), theirs_grads[1].abs().sum(), atol=1e-12)

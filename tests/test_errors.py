@@ -30,8 +30,13 @@ from lstm import CELLS, LSTM, SLSTM, ArrayLSTM, Recurrent, get_cell
         ({"hidden_size": None}, TypeError, "expected hidden_size to be an int, got NoneType None"),
         ({"num_layers": 0}, ValueError, "expected num_layers >= 1, got 0"),
         ({"num_layers": 1.5}, TypeError, "expected num_layers to be an int, got float 1.5"),
-        ({"dropout": -0.1, "num_layers": 2}, ValueError, r"expected dropout in \[0, 1\), got -0.1"),
-        ({"dropout": 1.0, "num_layers": 2}, ValueError, r"expected dropout in \[0, 1\), got 1.0"),
+        ({"dropout": -0.1, "num_layers": 2}, ValueError, r"expected dropout in \[0, 1\], got -0.1"),
+        ({"dropout": 1.5, "num_layers": 2}, ValueError, r"expected dropout in \[0, 1\], got 1.5"),
+        (
+            {"recurrent_dropout": 1.0},
+            ValueError,
+            r"expected recurrent_dropout in \[0, 1\), got 1.0",
+        ),
         (
             {"dropout": "0.1", "num_layers": 2},
             TypeError,

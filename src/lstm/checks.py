@@ -56,22 +56,34 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
     return value
 
 
-def check_probability(owner: str, name: str, value: Any) -> float:
-    """Return ``value`` as a float if it is a real number in ``[0, 1)``.
+def check_probability(owner: str, name: str, value: Any, *, include_one: bool = False) -> float:
+    """Return ``value`` as a float if it is a real number in ``[0, 1)`` (``[0, 1]``).
+
+    Parameters
+    ----------
+    owner, name : str
+        Used in error messages.
+    value : Any
+        The candidate probability.
+    include_one : bool, default False
+        Whether 1 is allowed: ``dropout=1.0`` zeros every input of the next layer, as in
+        ``torch.nn.LSTM``, whereas recurrent dropout would divide by ``1 - p``.
 
     Raises
     ------
     TypeError
         If ``value`` is not an ``int`` or ``float`` (``bool`` is refused).
     ValueError
-        If ``value`` lies outside ``[0, 1)``.
+        If ``value`` lies outside the interval.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f"{owner}: expected {name} to be a float, got {type(value).__name__} {value!r}"
         )
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: expected {name} in [0, 1), got {value}")
+    inside = 0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0
+    if not inside:
+        interval = "[0, 1]" if include_one else "[0, 1)"
+        raise ValueError(f"{owner}: expected {name} in {interval}, got {value}")
     return float(value)
 
 

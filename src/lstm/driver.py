@@ -73,8 +73,8 @@ class Recurrent(nn.Module):
         ``(batch, seq_len, features)``; if False, ``(seq_len, batch, features)`` like
         ``torch.nn.LSTM``'s default. Unbatched input ``(seq_len, features)`` works either way.
     dropout : float, default 0.0
-        Probability in ``[0, 1)`` of zeroing an output of each layer but the last, in
-        training mode only.
+        Probability in ``[0, 1]`` of zeroing an output of each layer but the last, in
+        training mode only (1.0 zeros them all, as in ``torch.nn.LSTM``).
     bidirectional : bool, default False
         If True, each layer also runs over the reversed sequences (each from its own true end
         when lengths are given) and the two outputs are concatenated.
@@ -135,7 +135,7 @@ class Recurrent(nn.Module):
         self.num_layers = check_int(owner, "num_layers", num_layers, 1)
         self.bias = check_bool(owner, "bias", bias)
         self.batch_first = check_bool(owner, "batch_first", batch_first)
-        self.dropout = check_probability(owner, "dropout", dropout)
+        self.dropout = check_probability(owner, "dropout", dropout, include_one=True)
         self.bidirectional = check_bool(owner, "bidirectional", bidirectional)
         self.recurrent_dropout = check_probability(owner, "recurrent_dropout", recurrent_dropout)
         self.zoneout = check_probability(owner, "zoneout", zoneout)
