@@ -7,11 +7,15 @@ the change it guards.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+import lstm
 from builders import DOUBLE, NAMES, build, close
 from lstm import CELLS, LSTM, Recurrent
 
@@ -102,3 +106,72 @@ def test_dropout_one_drops_the_lower_layer_as_nn_lstm(engine: str) -> None:
     assert theirs_grads[1].abs().max() > 0
     # Same gradient up to the order of the gate blocks (f, i, o, g here; i, f, g, o there).
     close(ours_grads[1].abs().sum(), theirs_grads[1].abs().sum(), atol=1e-12)
+
+
+# ------------------------------------------------------------------ 7. shape errors as RuntimeError
+
+ZEROS = torch.zeros
+
+
+def _shape_mistakes() -> dict[str, tuple[Any, Any]]:
+    """Calls nn.LSTM refuses with RuntimeError: (x, hidden) for a 2-layer batch-first model."""
+    x = torch.randn(2, 5, 3)
+    return {
+        "input width": (torch.randn(2, 5, 7), None),
+        "hidden batch": (x, (ZEROS(2, 3, 4), ZEROS(2, 2, 4))),
+        "hidden layers": (x, (ZEROS(1, 2, 4), ZEROS(2, 2, 4))),
+        "hidden width": (x, (ZEROS(2, 2, 5), ZEROS(2, 2, 4))),
+        "state shape": (x, (ZEROS(2, 2, 4), ZEROS(2, 2, 5))),
+    }
+
+
+@pytest.mark.parametrize("mistake", sorted(_shape_mistakes()))
+def test_shape_errors_are_caught_as_nn_lstm_s_runtime_error(mistake: str) -> None:
+    x, hidden = _shape_mistakes()[mistake]
+    theirs = nn.LSTM(3, 4, 2, batch_first=True)
+    with pytest.raises(RuntimeError):  # what a client written for nn.LSTM catches
+        theirs(x, hidden)
+    ours = LSTM(3, 4, 2)
+    with pytest.raises(RuntimeError, match=r"^LSTM: expected .*, got \(") as caught:
+        ours(x, hidden)
+    assert type(caught.value) is lstm.ShapeError
+    assert isinstance(caught.value, ValueError)  # the existing `except ValueError` still works
+
+
+def _more_shape_mistakes() -> dict[str, Callable[[], Any]]:
+    """Shape errors nn.LSTM has no counterpart for, raised as the same class."""
+    model = LSTM(3, 4)
+    x, hidden = torch.randn(2, 3), torch.zeros(2, 4)
+
+    class WrongInitial(LSTM):
+        def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            return x.new_zeros(x.shape[0], 5), x.new_zeros(x.shape[0], 4)
+
+    return {
+        "input rank": lambda: model(torch.randn(2, 5, 3, 1)),
+        "lengths shape": lambda: model(torch.randn(2, 5, 3), lengths=torch.tensor([[5, 5]])),
+        "empty sequence": lambda: model(torch.randn(2, 0, 3)),
+        "step x": lambda: model.forward_cell(torch.randn(2, 7), hidden, hidden),
+        "step hidden": lambda: model.forward_cell(x, torch.zeros(3, 4), hidden),
+        "step state": lambda: model.forward_cell(x, hidden, torch.zeros(2, 5)),
+        "init_hidden": lambda: WrongInitial(3, 4)(torch.randn(2, 5, 3)),
+        "packed data": lambda: model(
+            nn.utils.rnn.pack_padded_sequence(torch.randn(2, 5, 7), [5, 4], batch_first=True)
+        ),
+    }
+
+
+@pytest.mark.parametrize("mistake", sorted(_more_shape_mistakes()))
+def test_every_shape_error_is_one_class(mistake: str) -> None:
+    with pytest.raises(lstm.ShapeError, match=r"expected .*, got ") as caught:
+        _more_shape_mistakes()[mistake]()
+    assert isinstance(caught.value, RuntimeError)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_shape_error_is_exported_and_documented() -> None:
+    assert "ShapeError" in lstm.__all__
+    assert issubclass(lstm.ShapeError, ValueError)
+    assert issubclass(lstm.ShapeError, RuntimeError)
+    api = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+    assert "lstm.ShapeError" in api.read_text(encoding="utf-8")

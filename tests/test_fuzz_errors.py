@@ -54,7 +54,8 @@ def assert_named(
     with pytest.raises((ValueError, TypeError)) as caught:
         call()
     message = str(caught.value)
-    assert type(caught.value) is error, message
+    # isinstance: shape errors are lstm.ShapeError, a ValueError that is also a RuntimeError.
+    assert isinstance(caught.value, error), message
     assert message.startswith(prefix), message
     expected, separator, got = message.partition(", got ")
     assert separator, message

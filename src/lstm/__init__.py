@@ -22,6 +22,7 @@ from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 from lstm.cells.slstm import SLSTM, slstm_pointwise
 from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
+from lstm.checks import ShapeError
 from lstm.driver import Recurrent, cell_suffix
 from lstm.engines import Engine
 from lstm.registry import CELLS, create, get_cell
@@ -38,6 +39,7 @@ __all__ = [
     "LayerNormLSTM",
     "PeepholeLSTM",
     "Recurrent",
+    "ShapeError",
     "StochasticArrayLSTM",
     "__version__",
     "array_lstm_pointwise",

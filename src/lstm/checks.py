@@ -22,6 +22,27 @@ import torch
 from torch import Tensor
 
 
+class ShapeError(ValueError, RuntimeError):
+    """A tensor argument of the wrong shape (or rank), raised before any reshape.
+
+    A ``ValueError``, as every other wrong value here, and a ``RuntimeError``, which is what
+    ``torch.nn.LSTM`` raises for a wrong input width or hidden shape: code written for it
+    (``except RuntimeError``) catches this too. Raised for the input's rank, width and
+    sizes, the initial hidden and state shapes (given, or from ``init_hidden``), the lengths'
+    shape, and the arguments and results of one step. The message names the owner, the
+    expected and the given shape.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> try:
+    ...     lstm.LSTM(3, 4)(torch.randn(2, 5, 7))
+    ... except RuntimeError as error:
+    ...     print(error)
+    LSTM: expected input of shape (batch, seq_len, 3), got (2, 5, 7)
+    """
+
+
 def shape_str(shape: Sequence[int | str]) -> str:
     """Format a shape like ``(4, 7, 15)``; symbolic entries (``"batch"``) are kept as names."""
     inner = ", ".join(str(size) for size in shape)
@@ -178,7 +199,7 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
     if torch.is_floating_point(lengths) or torch.is_complex(lengths) or lengths.dtype == torch.bool:
         raise TypeError(f"{owner}: expected lengths to have an integer dtype, got {lengths.dtype}")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected lengths of shape {shape_str([batch])} (one entry per sequence), "
             f"got {shape_str(lengths.shape)}"
         )
@@ -278,13 +299,15 @@ def check_step_arguments(
     TypeError
         For a non-tensor, a non-floating tensor, a state tuple of the wrong length or a dtype
         other than the parameters'.
+    ShapeError
+        For a wrong shape (a ``ValueError`` and a ``RuntimeError``).
     ValueError
-        For a wrong shape or device.
+        For a wrong device.
     """
     x = check_tensor(owner, "x", x)
     if x.dim() != 2 or x.shape[1] != input_size:
         wanted = shape_str(["batch", input_size])
-        raise ValueError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
+        raise ShapeError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
     size = (x.shape[0], hidden_size)
     if parts:
         if not isinstance(state, (tuple, list)) or len(state) != parts:
@@ -299,7 +322,7 @@ def check_step_arguments(
     for name, value, shape in arguments:
         value = check_tensor(owner, name, value)
         if value.shape != shape:
-            raise ValueError(
+            raise ShapeError(
                 f"{owner}: expected {name} of shape {shape_str(shape)}, "
                 f"got {shape_str(value.shape)}"
             )
@@ -372,12 +395,12 @@ def check_step_results(
 
     Raises
     ------
-    ValueError
+    ShapeError
         If a result is not a tensor of the expected shape.
     """
     if not isinstance(hidden, Tensor) or hidden.shape != like_hidden.shape:
         got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected hidden of shape {shape_str(like_hidden.shape)}, got {got}"
         )
     new_parts = state if isinstance(state, tuple) else (state,)
@@ -389,7 +412,7 @@ def check_step_results(
         shapes = [
             shape_str(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in new_parts
         ]
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected state shaped like {[shape_str(p.shape) for p in old_parts]}, "
             f"got {shapes}"
         )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import torch
 from torch import Tensor
 
-from lstm.checks import check_tensor, describe, shape_str
+from lstm.checks import ShapeError, check_tensor, describe, shape_str
 
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
@@ -91,7 +91,7 @@ def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellSta
     batch = inputs.shape[0]
     if not isinstance(hidden, Tensor) or hidden.shape != (batch, module.hidden_size):
         got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
-        raise ValueError(
+        raise ShapeError(
             f"{owner}.init_hidden: expected hidden of shape "
             f"{shape_str([batch, module.hidden_size])}, got {got}"
         )
@@ -100,7 +100,7 @@ def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellSta
     for part in state_parts(state):
         if not isinstance(part, Tensor) or part.dim() < 2 or part.shape[-2] != batch:
             got = shape_str(part.shape) if isinstance(part, Tensor) else type(part).__name__
-            raise ValueError(
+            raise ShapeError(
                 f"{owner}.init_hidden: expected state tensors of shape "
                 f"(..., {batch}, features) (batch at dim -2), got {got}"
             )
@@ -164,8 +164,10 @@ def split_stacked(
     ------
     TypeError
         If ``given`` is not a floating-point tensor of the input's dtype.
+    ShapeError
+        If its shape is not the expected one.
     ValueError
-        If its shape or device is not the expected one.
+        If its device is not the input's.
     """
     given = check_tensor(owner, name, given)
     lead = math.prod(like.shape[:-2])
@@ -181,7 +183,7 @@ def split_stacked(
             accepted.append(tuple(like.shape))
     if tuple(given.shape) not in accepted:
         options = " or ".join(shape_str(shape) for shape in accepted)
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected {name} of shape {options} {meaning}, got {shape_str(given.shape)}"
         )
     if given.dtype != inputs.dtype:
