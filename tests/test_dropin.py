@@ -175,3 +175,42 @@ def test_shape_error_is_exported_and_documented() -> None:
     assert issubclass(lstm.ShapeError, RuntimeError)
     api = Path(__file__).resolve().parent.parent / "docs" / "api.md"
     assert "lstm.ShapeError" in api.read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------ 5. lengths as a list or tuple
+
+
+@pytest.mark.parametrize("container", [list, tuple])
+@pytest.mark.parametrize("name", NAMES)
+def test_lengths_may_be_a_list_or_tuple_of_ints(name: str, container: type) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    x = torch.randn(3, 5, 3, dtype=DOUBLE)
+    expected = model(x, lengths=torch.tensor([5, 2, 4]))
+    close(model(x, lengths=container([5, 2, 4])), expected)
+
+
+def test_list_lengths_match_nn_lstm_on_packed_input() -> None:
+    theirs = nn.LSTM(3, 4, 1, True, True, dtype=DOUBLE)
+    ours = LSTM.from_torch(theirs)
+    x, lengths = torch.randn(3, 5, 3, dtype=DOUBLE), [5, 2, 4]
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, final = theirs(packed)
+    padded, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=5)
+    close(ours(x, lengths=lengths), (padded, final))
+
+
+@pytest.mark.parametrize(
+    ("lengths", "given"),
+    [
+        ([5, 2.0], "float 2.0 at index 1"),
+        ((True, 5), "bool True at index 0"),
+        ([[5], [2]], "list [5] at index 0"),
+        ([5, "2"], "str '2' at index 1"),
+        ([5, torch.tensor(2)], "Tensor tensor(2) at index 1"),
+    ],
+)
+def test_bad_list_entries_name_the_expected_and_given_types(lengths: Any, given: str) -> None:
+    expected = "LSTM: expected lengths to be a list or tuple of ints, got "
+    with pytest.raises(TypeError) as caught:
+        LSTM(3, 4)(torch.randn(2, 5, 3), lengths=lengths)
+    assert str(caught.value) == expected + given

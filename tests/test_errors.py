@@ -227,7 +227,11 @@ def test_unbatched_input_needs_unbatched_hidden(model: LSTM) -> None:
 @pytest.mark.parametrize(
     ("lengths", "error", "pattern"),
     [
-        ([5, 3], TypeError, "expected lengths to be a 1-D integer torch.Tensor, got list"),
+        (
+            (5, 3.0),
+            TypeError,
+            "expected lengths to be a list or tuple of ints, got float 3.0 at index 1",
+        ),
         (
             torch.tensor([5.0, 3.0]),
             TypeError,

@@ -475,10 +475,14 @@ def check_lengths(data: st.DataObject, name: str | None = None) -> None:
         expected = (TypeError, "lengths to have an integer dtype", str(dtype))
     elif kind == "type":
         values = data.draw(st.lists(valid, min_size=batch, max_size=batch), label="lengths")
-        lengths = data.draw(
-            st.sampled_from([values, tuple(values), np.array(values), values[0], float(values[0])])
-        )
+        lengths = data.draw(st.sampled_from([np.array(values), values[0], float(values[0])]))
         expected = (TypeError, "lengths to be a 1-D integer torch.Tensor", type(lengths).__name__)
+        if data.draw(st.booleans(), label="a list with a bad entry"):
+            # Lists and tuples of ints are taken (as pack_padded_sequence takes them).
+            bad = data.draw(st.sampled_from([float(values[0]), True, [values[0]]]), label="bad")
+            container = data.draw(st.sampled_from([list, tuple]), label="container")
+            lengths = container([bad, *values[1:]])
+            expected = (TypeError, "lengths to be a list or tuple of ints", type(bad).__name__)
     elif kind == "device":
         lengths = torch.ones(batch, dtype=torch.int64, device="meta")
         expected = (ValueError, "lengths with values", "meta")

@@ -13,6 +13,7 @@ arithmetic).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -182,19 +183,32 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
     owner : str
         Name used in error messages.
     lengths : Any
-        Candidate lengths: must be a 1-D integer tensor of shape ``(batch,)`` whose
-        entries lie in ``1..seq_len``.
+        Candidate lengths: a 1-D integer tensor of shape ``(batch,)``, or a list or tuple
+        of ``batch`` ints (as ``pack_padded_sequence`` takes them), whose entries lie in
+        ``1..seq_len``.
     batch, seq_len : int
         Batch size and padded sequence length of the input.
 
     Returns
     -------
     Tensor of shape (batch,), dtype int64, on the CPU.
+
+    Raises
+    ------
+    TypeError
+        For anything else: a tensor of another dtype, a list with a float, bool or nested
+        entry (naming its index and type), a NumPy array.
+    ShapeError
+        If there are not ``batch`` lengths in one dimension.
+    ValueError
+        If a length lies outside ``1..seq_len``, or the tensor has no values (meta).
     """
+    if isinstance(lengths, (list, tuple)):
+        lengths = _lengths_from_sequence(owner, lengths)
     if not isinstance(lengths, Tensor):
         raise TypeError(
-            f"{owner}: expected lengths to be a 1-D integer torch.Tensor, "
-            f"got {type(lengths).__name__}"
+            f"{owner}: expected lengths to be a 1-D integer torch.Tensor or a list or tuple "
+            f"of ints, got {type(lengths).__name__}"
         )
     if torch.is_floating_point(lengths) or torch.is_complex(lengths) or lengths.dtype == torch.bool:
         raise TypeError(f"{owner}: expected lengths to have an integer dtype, got {lengths.dtype}")
@@ -214,6 +228,17 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
                 f"got values in {low}..{high}"
             )
     return checked
+
+
+def _lengths_from_sequence(owner: str, lengths: Sequence[Any]) -> Tensor:
+    """A list or tuple of ints as an int64 tensor ``(len(lengths),)``; TypeError otherwise."""
+    for index, entry in enumerate(lengths):
+        if isinstance(entry, bool) or not isinstance(entry, numbers.Integral):
+            raise TypeError(
+                f"{owner}: expected lengths to be a list or tuple of ints, got "
+                f"{type(entry).__name__} {entry!r} at index {index}"
+            )
+    return torch.tensor([int(entry) for entry in lengths], dtype=torch.int64)
 
 
 def check_cell_index(

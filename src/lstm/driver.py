@@ -14,7 +14,7 @@ The driver composes one module per concern: :mod:`lstm.layout` (input and output
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -311,7 +311,7 @@ class Recurrent(nn.Module):
         self,
         x: Tensor | PackedSequence,
         hidden: tuple[Tensor, Any] | None = None,
-        lengths: Tensor | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
         return_all_states: bool = False,
     ) -> Any:
         r"""Run every sequence of ``x`` through every layer and direction.
@@ -327,8 +327,9 @@ class Recurrent(nn.Module):
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state
             stacked likewise), or ``(batch, hidden_size)`` as the reference page documents
             it (one layer and direction); no batch dimension for unbatched input.
-        lengths : Tensor of shape (batch,), optional
-            True length of each sequence, integers in ``1..seq_len``. Steps past a sequence's
+        lengths : Tensor of shape (batch,), or list or tuple of ints, optional
+            True length of each sequence, integers in ``1..seq_len`` (a list or tuple as
+            ``pack_padded_sequence`` takes it). Steps past a sequence's
             end leave its state untouched and give zero outputs; the reverse direction starts
             at each sequence's true end. Not allowed with a ``PackedSequence``.
         return_all_states : bool, default False
@@ -361,7 +362,7 @@ class Recurrent(nn.Module):
     def engine_for(
         self,
         x: Tensor | PackedSequence,
-        lengths: Tensor | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
         hidden: tuple[Tensor, Any] | None = None,
         *,
         return_all_states: bool = False,
