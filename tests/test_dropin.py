@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 import lstm
 from builders import DOUBLE, NAMES, build, close
+from builders import parts as parts_of
 from lstm import CELLS, LSTM, Recurrent
 
 # ------------------------------------------------------------------ 1. nn.LSTM's positional order
@@ -214,3 +215,69 @@ def test_bad_list_entries_name_the_expected_and_given_types(lengths: Any, given:
     with pytest.raises(TypeError) as caught:
         LSTM(3, 4)(torch.randn(2, 5, 3), lengths=lengths)
     assert str(caught.value) == expected + given
+
+
+# ------------------------------------------------------------------ 3. an empty batch
+
+
+def test_empty_batch_matches_nn_lstm_shapes_and_backward() -> None:
+    theirs = nn.LSTM(3, 4, 2, True, False, 0.0, True, dtype=DOUBLE)
+    ours = LSTM.from_torch(theirs)
+    for engine in ("auto", "hoisted", "reference"):
+        ours.engine = engine
+        x = torch.randn(5, 0, 3, dtype=DOUBLE, requires_grad=True)  # (seq_len, batch=0, F)
+        got, want = ours(x), theirs(x)
+        assert [t.shape for t in (got[0], *got[1])] == [t.shape for t in (want[0], *want[1])]
+        assert got[0].shape == (5, 0, 8)
+        assert got[1][0].shape == (4, 0, 4)
+        (got[0].sum() + got[1][0].sum() + got[1][1].sum()).backward()
+        assert x.grad is not None
+        assert x.grad.shape == x.shape
+        grads = [p.grad for p in ours.parameters()]
+        assert all(g is not None and g.abs().max() == 0 for g in grads), engine
+        ours.zero_grad()
+
+
+@pytest.mark.parametrize("engine", ["auto", "hoisted", "reference"])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_cell_runs_an_empty_batch(name: str, engine: str) -> None:
+    model = build(name, num_layers=2, bidirectional=True)
+    model.engine = engine
+    full = model(torch.randn(2, 5, 3, dtype=DOUBLE))
+    x = torch.randn(0, 5, 3, dtype=DOUBLE, requires_grad=True)
+    for lengths in (None, [], torch.zeros(0, dtype=torch.int64)):
+        out, (hidden, state) = model(x, lengths=lengths)
+        assert out.shape == (0, 5, 8)
+        assert hidden.shape == (4, 0, 4)
+        for empty, two in zip(parts_of(state), parts_of(full[1][1]), strict=True):
+            assert empty.shape == (two.shape[0], 0, two.shape[2])
+        loss = out.sum() + hidden.sum() + sum(part.sum() for part in parts_of(state))
+        (grad,) = torch.autograd.grad(loss, [x])
+        assert grad.shape == x.shape
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_empty_batch_takes_given_states_and_returns_all_states(name: str) -> None:
+    model = build(name, batch_first=False)
+    _, (hidden, state) = model(torch.randn(4, 2, 3, dtype=DOUBLE))
+    empty = (
+        hidden[:, :0],
+        tuple(p[:, :0] for p in state) if isinstance(state, tuple) else state[:, :0],
+    )
+    out, final, every = model(torch.randn(4, 0, 3, dtype=DOUBLE), empty, return_all_states=True)
+    assert out.shape == (4, 0, 4)
+    close(final, empty, atol=0)
+    assert all(part.shape[-3:-1] == (4, 0) for part in parts_of(every))
+
+
+def test_empty_sequence_is_refused_as_nn_lstm_refuses_it() -> None:
+    # Decision: seq_len 0 stays an error (there is no last step to read the states at), a
+    # ShapeError, so that nn.LSTM's `except RuntimeError` catches it as it catches nn.LSTM's.
+    x = torch.randn(2, 0, 3)
+    with pytest.raises(RuntimeError, match="sequence length"):
+        nn.LSTM(3, 4, batch_first=True)(x)
+    message = r"^LSTM: expected seq_len >= 1, got an input of shape \(2, 0, 3\)$"
+    with pytest.raises(lstm.ShapeError, match=message):
+        LSTM(3, 4)(x)
+    with pytest.raises(RuntimeError, match="expected seq_len >= 1"):
+        LSTM(3, 4)(torch.randn(0, 0, 3))  # empty in both: the sequence is what is refused

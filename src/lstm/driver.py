@@ -321,7 +321,9 @@ class Recurrent(nn.Module):
         x : Tensor or PackedSequence
             ``(batch, seq_len, input_size)`` if ``batch_first`` (the default), else
             ``(seq_len, batch, input_size)``; ``(seq_len, input_size)`` for one unbatched
-            sequence; or a ``PackedSequence``, in which case the output is one too.
+            sequence; or a ``PackedSequence``, in which case the output is one too. The
+            batch may be empty (empty outputs and states, as ``torch.nn.LSTM`` gives);
+            ``seq_len`` must be at least 1 (:class:`~lstm.checks.ShapeError` otherwise).
         hidden : tuple (hidden, state), optional
             Initial states; :meth:`init_hidden` if None. Each ``(num_layers *
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state

@@ -77,7 +77,8 @@ def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
     ragged = None
     if lengths is not None:
         lengths = check_lengths(owner, lengths, inputs.shape[0], inputs.shape[1])
-        ragged = lengths if int(lengths.min()) < inputs.shape[1] else None
+        shorter = lengths.numel() > 0 and int(lengths.min()) < inputs.shape[1]
+        ragged = lengths if shorter else None  # an empty batch has nothing to mask
     return Batch(inputs, lengths, packed, unbatched, ragged)
 
 
@@ -116,11 +117,12 @@ def _batch_first(owner: str, x: Any, input_size: int, batch_first: bool) -> tupl
     if x.shape[-1] != input_size:
         wanted = shape_str([*names, input_size])
         raise ShapeError(f"{owner}: expected input of shape {wanted}, got {shape_str(x.shape)}")
-    for name in ("seq_len", "batch")[: len(names)]:
-        if x.shape[names.index(name)] == 0:
-            raise ShapeError(
-                f"{owner}: expected {name} >= 1, got an input of shape {shape_str(x.shape)}"
-            )
+    # An empty batch is fine (empty outputs, as torch.nn.LSTM gives); an empty sequence is
+    # refused, as torch.nn.LSTM refuses it: there is no last step to take the states at.
+    if x.shape[names.index("seq_len")] == 0:
+        raise ShapeError(
+            f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}"
+        )
     if unbatched:
         return x.unsqueeze(
             0

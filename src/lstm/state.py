@@ -53,13 +53,18 @@ def combine_states(fn: Callable[[Tensor, Tensor], Tensor], old: State, new: Stat
 
 
 def stack_states(states: Sequence[State], batch: int) -> State:
-    """Concatenate per-cell states ``(*lead, B, X)`` into ``(cells * prod(lead), B, X)``."""
+    """Concatenate per-cell states ``(*lead, B, X)`` into ``(cells * prod(lead), B, X)``.
+
+    Every size is spelled out (no -1), so that an empty batch (B = 0) stacks too.
+    """
     columns = zip(*(state_parts(state) for state in states), strict=True)
-    stacked = [
-        torch.cat([part.reshape(-1, batch, part.shape[-1]) for part in column])
-        for column in columns
-    ]
+    stacked = [torch.cat([_flat_lead(part, batch) for part in column]) for column in columns]
     return from_parts(stacked, states[0])
+
+
+def _flat_lead(part: Tensor, batch: int) -> Tensor:
+    """``(*lead, B, X)`` as ``(prod(lead), B, X)``."""
+    return part.reshape(math.prod(part.shape[:-2]), batch, part.shape[-1])
 
 
 def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:

@@ -43,7 +43,10 @@ def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     state : Tensor of shape (k, batch, hidden_size)
     """
     lanes = state.shape[0]
-    per_lane = gates.view(gates.shape[0], lanes, -1).transpose(0, 1)  # (k, B, 4H)
+    # Sizes spelled out, not -1: an empty batch leaves -1 undetermined.
+    per_lane = gates.view(gates.shape[0], lanes, gates.shape[1] // lanes).transpose(
+        0, 1
+    )  # (k, B, 4H)
     lane_hidden, state = lstm_pointwise(per_lane, state)  # (k, B, H) each
     return lane_hidden.sum(0), state
 
@@ -161,7 +164,7 @@ def stochastic_output_pooling(gates: Tensor, state: Tensor, sample: bool) -> tup
     state = forget * state + input_gate * torch.tanh(per_lane[..., 3 * size :])
     if sample:
         probabilities = torch.softmax(output.detach(), dim=0)  # (k, B, H), over lanes
-        flat = probabilities.permute(1, 2, 0).reshape(-1, lanes)  # (B*H, k)
+        flat = probabilities.permute(1, 2, 0).reshape(batch * size, lanes)  # (B*H, k)
         choice = torch.multinomial(flat, 1).view(1, batch, size)
     else:
         choice = output.argmax(dim=0, keepdim=True)  # softmax keeps the order
