@@ -281,3 +281,85 @@ def test_empty_sequence_is_refused_as_nn_lstm_refuses_it() -> None:
         LSTM(3, 4)(x)
     with pytest.raises(RuntimeError, match="expected seq_len >= 1"):
         LSTM(3, 4)(torch.randn(0, 0, 3))  # empty in both: the sequence is what is refused
+
+
+# ------------------------------------------------------------------ 12. the original's step shapes
+
+
+class OriginalStyle(LSTM):
+    """As the original implementation wrote it: initHidden gives (1, batch, hidden_size)."""
+
+    def initHidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        zeros = x.new_zeros(1, x.shape[0], self.hidden_size)
+        return zeros, zeros.clone()
+
+
+@pytest.mark.parametrize("hook", ["initHidden", "init_hidden"])
+def test_an_init_hidden_of_leading_one_matches_the_standard_path(hook: str) -> None:
+    def original(self: LSTM, x: Tensor) -> tuple[Tensor, Tensor]:
+        filled = x.new_full((1, x.shape[0], self.hidden_size), 0.5)
+        return filled, -filled
+
+    plain = LSTM(3, 4, 2, bidirectional=True, dtype=DOUBLE)
+    custom = type("Original", (LSTM,), {hook: original})(3, 4, 2, dtype=DOUBLE, bidirectional=True)
+    custom.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    given = torch.full((4, 2, 4), 0.5, dtype=DOUBLE)
+    for engine in ("auto", "reference"):
+        plain.engine = custom.engine = engine
+        close(custom(x), plain(x, (given, -given)), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_cell_takes_and_gives_the_original_layout(name: str) -> None:
+    model = build(name)
+    x = torch.randn(2, 3, dtype=DOUBLE)
+    hidden, state = model.init_hidden(torch.randn(2, 1, 3, dtype=DOUBLE))
+    hidden = hidden + torch.randn_like(hidden)
+    state = tuple(p + 0.1 for p in state) if isinstance(state, tuple) else state + 0.1
+    want_hidden, want_state = model.forward_cell(x, hidden, state)
+    leading = [p.unsqueeze(0) for p in parts_of(state)]
+    original_state = tuple(leading) if isinstance(state, tuple) else leading[0]
+    got_hidden, got_state = model.forward_cell(x, hidden.unsqueeze(0), original_state)
+    assert got_hidden.shape == (1, *want_hidden.shape)  # the layout the caller used
+    close(got_hidden, want_hidden.unsqueeze(0), atol=1e-12)
+    assert type(got_state) is type(want_state)
+    for got, want in zip(parts_of(got_state), parts_of(want_state), strict=True):
+        close(got, want.unsqueeze(0), atol=1e-12)
+
+
+def test_original_loop_of_forward_cell_matches_forward() -> None:
+    model = OriginalStyle(3, 4, dtype=DOUBLE)
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    hidden, state = model.initHidden(x)  # (1, 2, 4) each, as the original's
+    outputs = []
+    for t in range(x.shape[1]):
+        hidden, state = model.forward_cell(x[:, t], hidden, state)
+        outputs.append(hidden)
+    expected, (last_hidden, last_state) = model(x)
+    close(torch.cat(outputs).transpose(0, 1), expected, atol=1e-12)
+    close((hidden, state), (last_hidden, last_state), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("hidden_shape", "state_shape", "message"),
+    [
+        ((2, 2, 4), (2, 2, 4), r"expected hidden of shape \(batch, 4\) or \(1, batch, 4\) "),
+        ((1, 2, 4), (2, 4), r"expected state with a leading dimension of 1, .*got \(2, 4\)$"),
+        ((1, 2, 4), (3, 2, 4), r"expected state with a leading dimension of 1, .*got \(3, 2, 4\)"),
+    ],
+)
+def test_only_a_leading_one_is_taken(
+    hidden_shape: tuple[int, ...], state_shape: tuple[int, ...], message: str
+) -> None:
+    model = LSTM(3, 4)
+    x = torch.randn(2, 3)
+    with pytest.raises(lstm.ShapeError, match="^LSTM.forward_cell: " + message):
+        model.forward_cell(x, torch.zeros(hidden_shape), torch.zeros(state_shape))
+
+    class Wrong(LSTM):
+        def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            return torch.zeros(hidden_shape), torch.zeros(state_shape)
+
+    with pytest.raises(lstm.ShapeError, match="^Wrong.init_hidden: " + message):
+        Wrong(3, 4)(torch.randn(2, 5, 3))

@@ -320,12 +320,13 @@ def test_forward_cell_returning_wrong_shape_is_named() -> None:
 def test_init_hidden_returning_wrong_shape_is_named() -> None:
     class Broken(LSTM):
         def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
-            return x.new_zeros(1, x.shape[0], self.hidden_size), x.new_zeros(
+            # (1, batch, hidden_size), the original's layout, is taken (tests/test_dropin.py).
+            return x.new_zeros(x.shape[0], self.hidden_size + 1), x.new_zeros(
                 x.shape[0], self.hidden_size
             )
 
     with pytest.raises(
-        ValueError, match=r"Broken.init_hidden: expected hidden of shape \(2, 4\), got \(1, 2, 4\)"
+        ValueError, match=r"Broken.init_hidden: expected hidden of shape \(2, 4\), got \(2, 5\)"
     ):
         Broken(3, 4)(torch.randn(2, 5, 3))
 

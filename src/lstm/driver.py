@@ -211,7 +211,10 @@ class Recurrent(nn.Module):
         Notes
         -----
         The built-in cells check their arguments first
-        (:func:`lstm.checks.check_forward_cell`); the time loop skips that.
+        (:func:`lstm.checks.check_forward_cell`); the time loop skips that. Called directly,
+        they also take the original implementation's layout, hidden ``(1, batch,
+        hidden_size)`` and each state tensor with a leading 1, and answer in it
+        (:func:`lstm.state.takes_original_layout`).
         """
         raise NotImplementedError(f"{type(self).__name__} must define forward_cell()")
 
@@ -226,7 +229,9 @@ class Recurrent(nn.Module):
         Returns
         -------
         hidden : Tensor of shape (batch, hidden_size)
-            Zeros by default.
+            Zeros by default. An override may return the original implementation's ``(1,
+            batch, hidden_size)`` instead, with a leading 1 on every state tensor too; that 1
+            is removed (:func:`lstm.state.from_original_layout`).
         state : Tensor of shape (batch, hidden_size)
             Zeros by default; any ``(*lead, batch, features)`` or a tuple of such.
         """

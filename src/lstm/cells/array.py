@@ -18,6 +18,7 @@ from lstm.cells.lstm import LSTM, lstm_pointwise
 from lstm.checks import check_forward_cell, check_int
 from lstm.engines import FastPath
 from lstm.parameters import CellPart, Device, DType, linear_maps
+from lstm.state import takes_original_layout
 
 
 def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -119,6 +120,7 @@ class ArrayLSTM(LSTM):
             input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
         )
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H)."""
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
@@ -195,6 +197,7 @@ class StochasticArrayLSTM(ArrayLSTM):
     through the choice itself.
     """
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: lanes update, one lane per unit gives the output."""
         check_forward_cell(self, x, hidden, state, lead=(self.k,))

@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
 from lstm.engines import FastPath
-from lstm.state import CellState
+from lstm.state import CellState, takes_original_layout
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -258,6 +258,7 @@ class LSTM(Recurrent):
         self.forget_bias = None if forget_bias is None else float(forget_bias)
         self._apply_forget_bias()
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Perform a single forward pass through the network.
 
@@ -276,6 +277,12 @@ class LSTM(Recurrent):
             Tensor containing the next hidden state.
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the next cell state.
+
+        Notes
+        -----
+        The original implementation's layout works too: hidden and state
+        ``(1, batch, hidden_size)`` give hidden and state ``(1, batch, hidden_size)``
+        (:func:`lstm.state.takes_original_layout`).
         """
         check_forward_cell(self, x, hidden, state)
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4H), blocks f, i, o, g
