@@ -29,6 +29,7 @@ from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
 from lstm.cells.slstm import SLSTM, slstm_pointwise
 from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
+from lstm.checks import DTypeError, ShapeError
 from lstm.driver import Recurrent, cell_suffix
 from lstm.engines import Engine
 from lstm.registry import CELLS, create, get_cell
@@ -43,10 +44,12 @@ __all__ = [
     "SLSTM",
     "ArrayLSTM",
     "AttentionArrayLSTM",
+    "DTypeError",
     "Engine",
     "LayerNormLSTM",
     "PeepholeLSTM",
     "Recurrent",
+    "ShapeError",
     "StochasticArrayLSTM",
     "StochasticMemoryArrayLSTM",
     "__version__",

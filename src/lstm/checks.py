@@ -13,6 +13,7 @@ arithmetic).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -20,6 +21,46 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+
+class ShapeError(ValueError, RuntimeError):
+    """A tensor argument of the wrong shape (or rank), raised before any reshape.
+
+    A ``ValueError``, as every other wrong value here, and a ``RuntimeError``, which is what
+    ``torch.nn.LSTM`` raises for a wrong input width or hidden shape: code written for it
+    (``except RuntimeError``) catches this too. Raised for the input's rank, width and
+    sizes, the initial hidden and state shapes (given, or from ``init_hidden``), the lengths'
+    shape, and the arguments and results of one step. The message names the owner, the
+    expected and the given shape.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> try:
+    ...     lstm.LSTM(3, 4)(torch.randn(2, 5, 7))
+    ... except RuntimeError as error:
+    ...     print(error)
+    LSTM: expected input of shape (batch, seq_len, 3), got (2, 5, 7)
+    """
+
+
+class DTypeError(TypeError, ValueError):
+    """A tensor argument whose dtype is not the parameters' (autocast aside).
+
+    A ``TypeError``, as this package raised it before, and a ``ValueError``, which is what
+    ``torch.nn.LSTM`` raises for input of another dtype than its weights: code written for
+    it (``except ValueError``) catches this too. The message names the owner, the expected
+    and the given dtype.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> try:
+    ...     lstm.LSTM(3, 4)(torch.randn(2, 5, 3, dtype=torch.float64))
+    ... except ValueError as error:
+    ...     print(error)
+    LSTM: expected input of dtype torch.float32 (the parameters' dtype), got torch.float64
+    """
 
 
 def shape_str(shape: Sequence[int | str]) -> str:
@@ -56,22 +97,34 @@ def check_bool(owner: str, name: str, value: Any) -> bool:
     return value
 
 
-def check_probability(owner: str, name: str, value: Any) -> float:
-    """Return ``value`` as a float if it is a real number in ``[0, 1)``.
+def check_probability(owner: str, name: str, value: Any, *, include_one: bool = False) -> float:
+    """Return ``value`` as a float if it is a real number in ``[0, 1)`` (``[0, 1]``).
+
+    Parameters
+    ----------
+    owner, name : str
+        Used in error messages.
+    value : Any
+        The candidate probability.
+    include_one : bool, default False
+        Whether 1 is allowed: ``dropout=1.0`` zeros every input of the next layer, as in
+        ``torch.nn.LSTM``, whereas recurrent dropout would divide by ``1 - p``.
 
     Raises
     ------
     TypeError
         If ``value`` is not an ``int`` or ``float`` (``bool`` is refused).
     ValueError
-        If ``value`` lies outside ``[0, 1)``.
+        If ``value`` lies outside the interval.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(
             f"{owner}: expected {name} to be a float, got {type(value).__name__} {value!r}"
         )
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: expected {name} in [0, 1), got {value}")
+    inside = 0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0
+    if not inside:
+        interval = "[0, 1]" if include_one else "[0, 1)"
+        raise ValueError(f"{owner}: expected {name} in {interval}, got {value}")
     return float(value)
 
 
@@ -149,24 +202,37 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
     owner : str
         Name used in error messages.
     lengths : Any
-        Candidate lengths: must be a 1-D integer tensor of shape ``(batch,)`` whose
-        entries lie in ``1..seq_len``.
+        Candidate lengths: a 1-D integer tensor of shape ``(batch,)``, or a list or tuple
+        of ``batch`` ints (as ``pack_padded_sequence`` takes them), whose entries lie in
+        ``1..seq_len``.
     batch, seq_len : int
         Batch size and padded sequence length of the input.
 
     Returns
     -------
     Tensor of shape (batch,), dtype int64, on the CPU.
+
+    Raises
+    ------
+    TypeError
+        For anything else: a tensor of another dtype, a list with a float, bool or nested
+        entry (naming its index and type), a NumPy array.
+    ShapeError
+        If there are not ``batch`` lengths in one dimension.
+    ValueError
+        If a length lies outside ``1..seq_len``, or the tensor has no values (meta).
     """
+    if isinstance(lengths, (list, tuple)):
+        lengths = _lengths_from_sequence(owner, lengths)
     if not isinstance(lengths, Tensor):
         raise TypeError(
-            f"{owner}: expected lengths to be a 1-D integer torch.Tensor, "
-            f"got {type(lengths).__name__}"
+            f"{owner}: expected lengths to be a 1-D integer torch.Tensor or a list or tuple "
+            f"of ints, got {type(lengths).__name__}"
         )
     if torch.is_floating_point(lengths) or torch.is_complex(lengths) or lengths.dtype == torch.bool:
         raise TypeError(f"{owner}: expected lengths to have an integer dtype, got {lengths.dtype}")
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected lengths of shape {shape_str([batch])} (one entry per sequence), "
             f"got {shape_str(lengths.shape)}"
         )
@@ -181,6 +247,17 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
                 f"got values in {low}..{high}"
             )
     return checked
+
+
+def _lengths_from_sequence(owner: str, lengths: Sequence[Any]) -> Tensor:
+    """A list or tuple of ints as an int64 tensor ``(len(lengths),)``; TypeError otherwise."""
+    for index, entry in enumerate(lengths):
+        if isinstance(entry, bool) or not isinstance(entry, numbers.Integral):
+            raise TypeError(
+                f"{owner}: expected lengths to be a list or tuple of ints, got "
+                f"{type(entry).__name__} {entry!r} at index {index}"
+            )
+    return torch.tensor([int(entry) for entry in lengths], dtype=torch.int64)
 
 
 def check_cell_index(
@@ -224,7 +301,7 @@ def check_like_parameters(
             )
     for name, value in tensors:
         if value.dtype != parameter.dtype and not torch.is_autocast_enabled(value.device.type):
-            raise TypeError(
+            raise DTypeError(
                 f"{owner}: expected {name} of dtype {parameter.dtype} (the parameters' dtype), "
                 f"got {value.dtype}"
             )
@@ -269,13 +346,15 @@ def check_step_arguments(
     TypeError
         For a non-tensor, a non-floating tensor, a state tuple of the wrong length or a dtype
         other than the parameters'.
+    ShapeError
+        For a wrong shape (a ``ValueError`` and a ``RuntimeError``).
     ValueError
-        For a wrong shape or device.
+        For a wrong device.
     """
     x = check_tensor(owner, "x", x)
     if x.dim() != 2 or x.shape[1] != input_size:
         wanted = shape_str(["batch", input_size])
-        raise ValueError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
+        raise ShapeError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
     size = (x.shape[0], hidden_size)
     if parts:
         if not isinstance(state, (tuple, list)) or len(state) != parts:
@@ -292,7 +371,7 @@ def check_step_arguments(
     for name, value, shape in arguments:
         value = check_tensor(owner, name, value)
         if value.shape != shape:
-            raise ValueError(
+            raise ShapeError(
                 f"{owner}: expected {name} of shape {shape_str(shape)}, "
                 f"got {shape_str(value.shape)}"
             )
@@ -367,12 +446,12 @@ def check_step_results(
 
     Raises
     ------
-    ValueError
+    ShapeError
         If a result is not a tensor of the expected shape.
     """
     if not isinstance(hidden, Tensor) or hidden.shape != like_hidden.shape:
         got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected hidden of shape {shape_str(like_hidden.shape)}, got {got}"
         )
     new_parts = state if isinstance(state, tuple) else (state,)
@@ -384,7 +463,7 @@ def check_step_results(
         shapes = [
             shape_str(p.shape) if isinstance(p, Tensor) else type(p).__name__ for p in new_parts
         ]
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected state shaped like {[shape_str(p.shape) for p in old_parts]}, "
             f"got {shapes}"
         )

@@ -14,7 +14,7 @@ The driver composes one module per concern: :mod:`lstm.layout` (input and output
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -53,6 +53,10 @@ class Recurrent(nn.Module):
     per-sequence lengths and ``PackedSequence`` input, with the interface of
     ``torch.nn.LSTM``.
 
+    The arguments from ``input_size`` to ``bidirectional`` may be given positionally, in
+    ``torch.nn.LSTM``'s order (``LSTM(16, 32, 2)`` is two layers); the rest are
+    keyword-only. Unlike ``torch.nn.LSTM``, ``batch_first`` defaults to True.
+
     Parameters
     ----------
     input_size : int
@@ -69,8 +73,8 @@ class Recurrent(nn.Module):
         ``(batch, seq_len, features)``; if False, ``(seq_len, batch, features)`` like
         ``torch.nn.LSTM``'s default. Unbatched input ``(seq_len, features)`` works either way.
     dropout : float, default 0.0
-        Probability in ``[0, 1)`` of zeroing an output of each layer but the last, in
-        training mode only.
+        Probability in ``[0, 1]`` of zeroing an output of each layer but the last, in
+        training mode only (1.0 zeros them all, as in ``torch.nn.LSTM``).
     bidirectional : bool, default False
         If True, each layer also runs over the reversed sequences (each from its own true end
         when lengths are given) and the two outputs are concatenated.
@@ -113,12 +117,12 @@ class Recurrent(nn.Module):
         self,
         input_size: int,
         hidden_size: int,
-        *,
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        *,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         device: torch.device | str | None = None,
@@ -131,7 +135,7 @@ class Recurrent(nn.Module):
         self.num_layers = check_int(owner, "num_layers", num_layers, 1)
         self.bias = check_bool(owner, "bias", bias)
         self.batch_first = check_bool(owner, "batch_first", batch_first)
-        self.dropout = check_probability(owner, "dropout", dropout)
+        self.dropout = check_probability(owner, "dropout", dropout, include_one=True)
         self.bidirectional = check_bool(owner, "bidirectional", bidirectional)
         self.recurrent_dropout = check_probability(owner, "recurrent_dropout", recurrent_dropout)
         self.zoneout = check_probability(owner, "zoneout", zoneout)
@@ -207,7 +211,10 @@ class Recurrent(nn.Module):
         Notes
         -----
         The built-in cells check their arguments first
-        (:func:`lstm.checks.check_forward_cell`); the time loop skips that.
+        (:func:`lstm.checks.check_forward_cell`); the time loop skips that. Called directly,
+        they also take the original implementation's layout, hidden ``(1, batch,
+        hidden_size)`` and each state tensor with a leading 1, and answer in it
+        (:func:`lstm.state.takes_original_layout`).
         """
         raise NotImplementedError(f"{type(self).__name__} must define forward_cell()")
 
@@ -223,6 +230,9 @@ class Recurrent(nn.Module):
         -------
         hidden : Tensor of shape (batch, output_size)
             Zeros by default (``output_size`` is ``hidden_size`` but for a projected LSTM).
+            An override may return the original implementation's ``(1, batch, features)``
+            instead, with a leading 1 on every state tensor too; that 1 is removed
+            (:func:`lstm.state.from_original_layout`).
         state : Tensor of shape (batch, hidden_size)
             Zeros by default; any ``(*lead, batch, features)`` or a tuple of such.
         """
@@ -298,6 +308,16 @@ class Recurrent(nn.Module):
                 if callable(reset):
                     reset()
 
+    def flatten_parameters(self) -> None:
+        """Do nothing and return None, as ``torch.nn.LSTM.flatten_parameters`` on the CPU.
+
+        ``torch.nn.LSTM`` packs its weights into one cuDNN buffer here; this package keeps
+        each cell's parts as separate modules and the kernel path permutes them per call, so
+        there is nothing to pack. It exists so that code written for ``torch.nn.LSTM``
+        (pytorch/examples' word_language_model calls it after loading) runs unchanged.
+        """
+        return None
+
     def extra_repr(self) -> str:
         changed = [(name, getattr(self, name)) for name in _DEFAULTS]
         shown = [f", {name}={value}" for name, value in changed if value != _DEFAULTS[name]]
@@ -308,7 +328,7 @@ class Recurrent(nn.Module):
         self,
         x: Tensor | PackedSequence,
         hidden: tuple[Tensor, Any] | None = None,
-        lengths: Tensor | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
         return_all_states: bool = False,
     ) -> Any:
         r"""Run every sequence of ``x`` through every layer and direction.
@@ -318,15 +338,18 @@ class Recurrent(nn.Module):
         x : Tensor or PackedSequence
             ``(batch, seq_len, input_size)`` if ``batch_first`` (the default), else
             ``(seq_len, batch, input_size)``; ``(seq_len, input_size)`` for one unbatched
-            sequence; or a ``PackedSequence``, in which case the output is one too.
+            sequence; or a ``PackedSequence``, in which case the output is one too. The
+            batch may be empty (empty outputs and states, as ``torch.nn.LSTM`` gives);
+            ``seq_len`` must be at least 1 (:class:`~lstm.checks.ShapeError` otherwise).
         hidden : tuple (hidden, state), optional
             Initial states; :meth:`init_hidden` if None. Each ``(num_layers *
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state
             stacked likewise), or ``(batch, hidden_size)`` as the reference page documents
             it (one layer and direction); no batch dimension for unbatched input. The hidden
             tensor has :attr:`output_size` features (``proj_size`` for a projected LSTM).
-        lengths : Tensor of shape (batch,), optional
-            True length of each sequence, integers in ``1..seq_len``. Steps past a sequence's
+        lengths : Tensor of shape (batch,), or list or tuple of ints, optional
+            True length of each sequence, integers in ``1..seq_len`` (a list or tuple as
+            ``pack_padded_sequence`` takes it). Steps past a sequence's
             end leave its state untouched and give zero outputs; the reverse direction starts
             at each sequence's true end. Not allowed with a ``PackedSequence``.
         return_all_states : bool, default False
@@ -361,7 +384,7 @@ class Recurrent(nn.Module):
     def engine_for(
         self,
         x: Tensor | PackedSequence,
-        lengths: Tensor | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
         hidden: tuple[Tensor, Any] | None = None,
         *,
         return_all_states: bool = False,

@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from lstm.checks import check_lengths, check_like_parameters, check_tensor, shape_str
+from lstm.checks import (
+    ShapeError,
+    check_lengths,
+    check_like_parameters,
+    check_tensor,
+    shape_str,
+)
 from lstm.state import CellState, State, map_state, per_step_states, stack_states
 
 if TYPE_CHECKING:
@@ -56,7 +62,9 @@ def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
     ------
     TypeError, ValueError
         Naming the module's class, the expected and the given value: lengths with a
-        ``PackedSequence``, a wrong rank, width, empty input, device or dtype, bad lengths.
+        ``PackedSequence``, a wrong device or dtype, bad lengths; a wrong rank, width or
+        shape of the input or the lengths is a :class:`~lstm.checks.ShapeError` (a
+        ``ValueError`` that ``except RuntimeError`` catches too, as for ``torch.nn.LSTM``).
     """
     owner = type(module).__name__
     packed = x if isinstance(x, PackedSequence) else None
@@ -69,7 +77,8 @@ def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
     ragged = None
     if lengths is not None:
         lengths = check_lengths(owner, lengths, inputs.shape[0], inputs.shape[1])
-        ragged = lengths if int(lengths.min()) < inputs.shape[1] else None
+        shorter = lengths.numel() > 0 and int(lengths.min()) < inputs.shape[1]
+        ragged = lengths if shorter else None  # an empty batch has nothing to mask
     return Batch(inputs, lengths, packed, unbatched, ragged)
 
 
@@ -84,7 +93,7 @@ def _unpack(
         )
     data = check_tensor(owner, "PackedSequence data", packed.data)
     if data.dim() != 2 or data.shape[-1] != input_size:
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected PackedSequence data of shape "
             f"{shape_str(['total_steps', input_size])}, got {shape_str(data.shape)}"
         )
@@ -97,7 +106,7 @@ def _batch_first(owner: str, x: Any, input_size: int, batch_first: bool) -> tupl
     x = check_tensor(owner, "input", x)
     layout = "(batch, seq_len, input_size)" if batch_first else "(seq_len, batch, input_size)"
     if x.dim() not in (2, 3):
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected input of rank 3 {layout} or rank 2 (seq_len, input_size), "
             f"got rank {x.dim()} with shape {shape_str(x.shape)}"
         )
@@ -107,12 +116,13 @@ def _batch_first(owner: str, x: Any, input_size: int, batch_first: bool) -> tupl
         names.reverse()
     if x.shape[-1] != input_size:
         wanted = shape_str([*names, input_size])
-        raise ValueError(f"{owner}: expected input of shape {wanted}, got {shape_str(x.shape)}")
-    for name in ("seq_len", "batch")[: len(names)]:
-        if x.shape[names.index(name)] == 0:
-            raise ValueError(
-                f"{owner}: expected {name} >= 1, got an input of shape {shape_str(x.shape)}"
-            )
+        raise ShapeError(f"{owner}: expected input of shape {wanted}, got {shape_str(x.shape)}")
+    # An empty batch is fine (empty outputs, as torch.nn.LSTM gives); an empty sequence is
+    # refused, as torch.nn.LSTM refuses it: there is no last step to take the states at.
+    if x.shape[names.index("seq_len")] == 0:
+        raise ShapeError(
+            f"{owner}: expected seq_len >= 1, got an input of shape {shape_str(x.shape)}"
+        )
     if unbatched:
         return x.unsqueeze(
             0

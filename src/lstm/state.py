@@ -10,14 +10,15 @@ stacked tensors a caller passes to ``forward``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 import torch
 from torch import Tensor
 
-from lstm.checks import check_tensor, describe, shape_str
+from lstm.checks import ShapeError, check_tensor, describe, shape_str
 
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
@@ -53,13 +54,18 @@ def combine_states(fn: Callable[[Tensor, Tensor], Tensor], old: State, new: Stat
 
 
 def stack_states(states: Sequence[State], batch: int) -> State:
-    """Concatenate per-cell states ``(*lead, B, X)`` into ``(cells * prod(lead), B, X)``."""
+    """Concatenate per-cell states ``(*lead, B, X)`` into ``(cells * prod(lead), B, X)``.
+
+    Every size is spelled out (no -1), so that an empty batch (B = 0) stacks too.
+    """
     columns = zip(*(state_parts(state) for state in states), strict=True)
-    stacked = [
-        torch.cat([part.reshape(-1, batch, part.shape[-1]) for part in column])
-        for column in columns
-    ]
+    stacked = [torch.cat([_flat_lead(part, batch) for part in column]) for column in columns]
     return from_parts(stacked, states[0])
+
+
+def _flat_lead(part: Tensor, batch: int) -> Tensor:
+    """``(*lead, B, X)`` as ``(prod(lead), B, X)``."""
+    return part.reshape(math.prod(part.shape[:-2]), batch, part.shape[-1])
 
 
 def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:
@@ -75,11 +81,102 @@ def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:
     return from_parts(columns, first)
 
 
+# ------------------------------------------------------------------ the original's layout
+# The original implementation kept hidden and state as (1, batch, hidden_size) tensors: its
+# initHidden returned them so, and its forward_cell took and gave them so. Both are accepted
+# here by this one explicit rule, and by no other reshape: a 3-D hidden of leading size 1
+# marks the call, and then every tensor of the pair loses that leading 1 (a state tensor
+# without it is an error).
+
+StepMethod = TypeVar("StepMethod", bound=Callable[..., tuple[Tensor, Any]])
+
+
+def in_original_layout(hidden: Any) -> bool:
+    """Whether ``hidden`` is 3-D, as in the original implementation's ``(1, batch, H)``."""
+    return isinstance(hidden, Tensor) and hidden.dim() == 3
+
+
+def from_original_layout(
+    owner: str, hidden: Tensor, state: Any, hidden_size: int
+) -> tuple[Tensor, State]:
+    """Remove the leading 1 of the original implementation's layout from a (hidden, state).
+
+    Parameters
+    ----------
+    owner : str
+        Name used in error messages, e.g. ``"LSTM.forward_cell"``.
+    hidden : Tensor of shape (1, batch, hidden_size)
+    state : Tensor of shape (1, *shape), or a tuple or list of such tensors
+        For the LSTM ``(1, batch, hidden_size)``; a cell with lanes ``(1, k, batch, H)``.
+    hidden_size : int
+        For the messages.
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    state : Tensor of shape ``shape``, or a tuple of them
+        Views of the given tensors.
+
+    Raises
+    ------
+    ShapeError
+        If ``hidden``'s or a state tensor's leading dimension is not exactly 1.
+    TypeError
+        If a state part is not a floating-point tensor.
+    """
+    if hidden.shape[0] != 1:
+        wanted = f"{shape_str(['batch', hidden_size])} or {shape_str([1, 'batch', hidden_size])}"
+        raise ShapeError(
+            f"{owner}: expected hidden of shape {wanted} (the original implementation's "
+            f"layout), got {shape_str(hidden.shape)}"
+        )
+    if isinstance(state, list):
+        state = tuple(state)
+    parts = state if isinstance(state, tuple) else (state,)
+    for index, part in enumerate(parts):
+        name = f"state[{index}]" if isinstance(state, tuple) else "state"
+        part = check_tensor(owner, name, part)
+        if part.dim() < 3 or part.shape[0] != 1:
+            raise ShapeError(
+                f"{owner}: expected {name} with a leading dimension of 1, as hidden's "
+                f"{shape_str(hidden.shape)} (the original implementation's layout), "
+                f"got {shape_str(part.shape)}"
+            )
+    return hidden.squeeze(0), map_state(lambda part: part.squeeze(0), state)
+
+
+def to_original_layout(hidden: Tensor, state: State) -> tuple[Tensor, State]:
+    """The inverse of :func:`from_original_layout`: a leading 1 on every tensor."""
+    return hidden.unsqueeze(0), map_state(lambda part: part.unsqueeze(0), state)
+
+
+def takes_original_layout(step: StepMethod) -> StepMethod:
+    """Let a ``forward_cell(x, hidden, state)`` also take the original implementation's layout.
+
+    Called with hidden ``(1, batch, hidden_size)`` and each state tensor with a leading 1
+    (``x`` stays ``(batch, input_size)``), the wrapped step runs on the tensors without it
+    (:func:`from_original_layout`) and gives back its results with it again, in the layout
+    the caller used. Any other call goes straight to ``step`` (the time loop's always does).
+    """
+
+    @functools.wraps(step)
+    def forward_cell(cell: Any, x: Any, hidden: Any, state: Any) -> tuple[Tensor, Any]:
+        if not in_original_layout(hidden):
+            return step(cell, x, hidden, state)
+        owner = f"{type(cell).__name__}.forward_cell"
+        hidden, state = from_original_layout(owner, hidden, state, cell.hidden_size)
+        return to_original_layout(*step(cell, x, hidden, state))
+
+    return cast(StepMethod, forward_cell)
+
+
 def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellState:
     """``cell.initHidden(inputs)``, checked: hidden ``(B, output_size)``, state parts batch at -2.
 
     ``initHidden``, not ``init_hidden``: a subclass may override either name, and the base
-    ``initHidden`` defers to ``init_hidden``.
+    ``initHidden`` defers to ``init_hidden``. A result in the original implementation's
+    layout, hidden ``(1, B, H)`` and each state tensor with a leading 1, loses that 1
+    (:func:`from_original_layout`).
     """
     owner = type(module).__name__
     result = cell.initHidden(inputs)
@@ -88,19 +185,22 @@ def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellSta
             f"{owner}.init_hidden: expected a (hidden, state) pair, got {type(result).__name__}"
         )
     hidden, state = result
+    if isinstance(state, list):
+        state = tuple(state)
+    if in_original_layout(hidden):
+        owner_hook = f"{owner}.init_hidden"
+        hidden, state = from_original_layout(owner_hook, hidden, state, module.hidden_size)
     batch = inputs.shape[0]
     if not isinstance(hidden, Tensor) or hidden.shape != (batch, module.output_size):
         got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
-        raise ValueError(
+        raise ShapeError(
             f"{owner}.init_hidden: expected hidden of shape "
             f"{shape_str([batch, module.output_size])}, got {got}"
         )
-    if isinstance(state, list):
-        state = tuple(state)
     for part in state_parts(state):
         if not isinstance(part, Tensor) or part.dim() < 2 or part.shape[-2] != batch:
             got = shape_str(part.shape) if isinstance(part, Tensor) else type(part).__name__
-            raise ValueError(
+            raise ShapeError(
                 f"{owner}.init_hidden: expected state tensors of shape "
                 f"(..., {batch}, features) (batch at dim -2), got {got}"
             )
@@ -176,8 +276,10 @@ def split_stacked(
     ------
     TypeError
         If ``given`` is not a floating-point tensor of the input's dtype.
+    ShapeError
+        If its shape is not the expected one.
     ValueError
-        If its shape or device is not the expected one.
+        If its device is not the input's.
     """
     given = check_tensor(owner, name, given)
     lead = math.prod(like.shape[:-2])
@@ -193,7 +295,7 @@ def split_stacked(
             accepted.append(tuple(like.shape))
     if tuple(given.shape) not in accepted:
         options = " or ".join(shape_str(shape) for shape in accepted)
-        raise ValueError(
+        raise ShapeError(
             f"{owner}: expected {name} of shape {options} {meaning}, got {shape_str(given.shape)}"
         )
     if given.dtype != inputs.dtype:

@@ -5,36 +5,16 @@ by default, ``proj_size``), builds ``lstm.LSTM`` with the same options (its own 
 run first, so error tests see our errors), and gives it the weights of a freshly initialised
 ``nn.LSTM`` through ``LSTM.from_torch``: the two compute the same function, so a port can
 compare against nn.LSTM exactly.
-
-The ``XFAIL_*`` markers name the drop-in features other branches are adding; each is strict,
-so the test fails loudly when its feature merges and the marker must go.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 
 import lstm
-
-
-def _reason(feature: str) -> str:
-    return f"drop-in: lands with {feature}"
-
-
-XFAIL_POSITIONAL = pytest.mark.xfail(
-    strict=True, reason=_reason("num_layers, bias, batch_first, dropout, bidirectional positional")
-)
-XFAIL_PROJ_SIZE = pytest.mark.xfail(strict=True, reason=_reason("proj_size"))
-XFAIL_BATCH_ZERO = pytest.mark.xfail(strict=True, reason=_reason("batch size 0"))
-XFAIL_DROPOUT_ONE = pytest.mark.xfail(strict=True, reason=_reason("dropout=1.0"))
-XFAIL_FLATTEN = pytest.mark.xfail(strict=True, reason=_reason("flatten_parameters()"))
-XFAIL_RUNTIME_ERROR = pytest.mark.xfail(
-    strict=True, reason=_reason("ShapeError(ValueError, RuntimeError) for shape errors")
-)
 
 
 def torch_arguments(

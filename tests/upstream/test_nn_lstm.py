@@ -19,12 +19,6 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import lstm
 from upstream.factory import (
-    XFAIL_BATCH_ZERO,
-    XFAIL_DROPOUT_ONE,
-    XFAIL_FLATTEN,
-    XFAIL_POSITIONAL,
-    XFAIL_PROJ_SIZE,
-    XFAIL_RUNTIME_ERROR,
     make_lstm,
     make_pair,
 )
@@ -50,7 +44,6 @@ _ARGS_CASES = {
 }
 
 
-@XFAIL_RUNTIME_ERROR
 @pytest.mark.parametrize("case", list(_ARGS_CASES))
 def test_rnn_args_check(case: str) -> None:
     """Ports ``TestNN.test_rnn_args_check`` (LSTM mode): a wrong batch, feature or layer size
@@ -63,9 +56,9 @@ def test_rnn_args_check(case: str) -> None:
 
 
 @pytest.mark.parametrize("case", list(_ARGS_CASES))
-def test_rnn_args_check_raises_value_error_today(case: str) -> None:
-    """Ports ``TestNN.test_rnn_args_check`` as it holds today: the same cases raise
-    ``ValueError`` naming the class (still true once the error is also a RuntimeError)."""
+def test_rnn_args_check_messages(case: str) -> None:
+    """The cases of ``TestNN.test_rnn_args_check`` are also ``ValueError``s whose message names
+    the class, the expected and the given shape (``lstm.ShapeError`` is both)."""
     input_shape, hidden_shape, state_shape = _ARGS_CASES[case]
     model = make_lstm(INPUT, HIDDEN, LAYERS)
     hidden = (torch.randn(hidden_shape), torch.randn(state_shape))
@@ -73,7 +66,6 @@ def test_rnn_args_check_raises_value_error_today(case: str) -> None:
         model(torch.randn(input_shape), hidden)
 
 
-@XFAIL_PROJ_SIZE
 def test_projections_lstm_args_check() -> None:
     """Ports ``TestNN.test_projections_lstm_args_check``: with ``proj_size``, wrong shapes of
     the input, of h (proj_size features) or of c (hidden_size features) raise RuntimeError."""
@@ -110,7 +102,6 @@ def test_rnn_initial_hidden_state() -> None:
     torch.testing.assert_close(output1, theirs(x)[0], rtol=0, atol=1e-6)
 
 
-@XFAIL_PROJ_SIZE
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_projections_lstm_initial_hidden_state(bidirectional: bool) -> None:
     """Ports ``TestNN.test_projections_lstm_initial_hidden_state``."""
@@ -124,7 +115,6 @@ def test_projections_lstm_initial_hidden_state(bidirectional: bool) -> None:
     assert all(torch.equal(a, b) for a, b in zip(final1, final2, strict=True))
 
 
-@XFAIL_RUNTIME_ERROR
 def test_cudnn_forward_exception() -> None:
     """Ports ``TestNN.test_cudnn_forward_exception`` (LSTM case; it runs on the CPU too): a
     wrong initial state or input size raises RuntimeError naming the problem."""
@@ -136,7 +126,6 @@ def test_cudnn_forward_exception() -> None:
         model(torch.randn(2, 3, 3))
 
 
-@XFAIL_RUNTIME_ERROR
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_error_RNN_seq_len_zero(bidirectional: bool) -> None:
     """Ports ``TestNN.test_error_RNN_seq_len_zero`` (LSTM, CPU): a sequence length of 0 raises
@@ -146,7 +135,6 @@ def test_error_RNN_seq_len_zero(bidirectional: bool) -> None:
         model(torch.ones(0, 10, 5))
 
 
-@XFAIL_BATCH_ZERO
 def test_RNN_input_size_zero() -> None:
     """Ports ``TestNN.test_RNN_input_size_zero`` (LSTM, CPU): a batch of 0 sequences gives an
     empty output, and backward through it works."""
@@ -191,7 +179,6 @@ def test_RNN_dropout_state(p: float, train: bool) -> None:
     _dropout_state_case(p, train, flatten=False)
 
 
-@XFAIL_FLATTEN
 def test_RNN_dropout_state_flatten_parameters() -> None:
     """Ports ``TestNN.test_RNN_dropout_state`` as written: it calls ``flatten_parameters()``
     on the loaded model."""
@@ -216,7 +203,7 @@ def test_RNN_change_dropout(train: bool) -> None:
 
 
 @pytest.mark.parametrize("train", [True, False])
-@pytest.mark.parametrize("p", [0.0, pytest.param(1.0, marks=XFAIL_DROPOUT_ONE)])
+@pytest.mark.parametrize("p", [0.0, 1.0])
 def test_RNN_dropout(p: float, train: bool) -> None:
     """Ports ``TestNN.test_RNN_dropout`` (an ``nn.RNN`` test upstream, cuDNN-gated) to the
     LSTM: built with dropout 0 or 1 between its two layers, in training and eval mode, it
@@ -232,7 +219,6 @@ def test_RNN_dropout(p: float, train: bool) -> None:
     torch.testing.assert_close(state, expected_state, rtol=0, atol=1e-6)
 
 
-@XFAIL_POSITIONAL
 def test_positional_options_as_in_nn_lstm() -> None:
     """``nn.LSTM(input_size, hidden_size, num_layers, bias, batch_first, dropout,
     bidirectional)``, as test_nn.py calls it throughout (``nn.LSTM(30, 20, 2)``), on

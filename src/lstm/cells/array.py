@@ -18,11 +18,13 @@ from lstm.cells.lstm import LSTM
 from lstm.checks import check_bool, check_forward_cell, check_int
 from lstm.engines import FastPath
 from lstm.parameters import CellPart, Device, DType, linear_maps
+from lstm.state import takes_original_layout
 
 
 def _lane_blocks(gates: Tensor, lanes: int) -> Tensor:
     """Lane-major ``(batch, k * 4 * hidden_size)`` pre-activations as ``(k, batch, 4H)``."""
-    return gates.view(gates.shape[0], lanes, -1).transpose(0, 1)
+    # Sizes spelled out, not -1: an empty batch leaves -1 undetermined.
+    return gates.view(gates.shape[0], lanes, gates.shape[1] // lanes).transpose(0, 1)
 
 
 def array_lstm_lanes(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -178,6 +180,7 @@ class ArrayLSTM(LSTM):
             input_size, hidden_size, width, bias=self.bias, device=device, dtype=dtype
         )
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden (batch, H), state (k, batch, H).
 
@@ -233,7 +236,7 @@ def _choose_lanes(scores: Tensor, sample: bool) -> Tensor:
     if not sample:
         return scores.argmax(dim=0, keepdim=True)
     probabilities = torch.softmax(scores.detach(), dim=0)  # (k, B, H), over lanes
-    flat = probabilities.permute(1, 2, 0).reshape(-1, lanes)  # (B*H, k)
+    flat = probabilities.permute(1, 2, 0).reshape(batch * size, lanes)  # (B*H, k)
     return torch.multinomial(flat, 1).view(1, batch, size)
 
 
@@ -503,6 +506,7 @@ class AttentionArrayLSTM(ArrayLSTM):
         parts["i2a"] = nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype)
         return parts
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: :func:`attention_array_lanes`, then :meth:`update_hidden`.
 
@@ -633,6 +637,7 @@ class StochasticMemoryArrayLSTM(ArrayLSTM):
         """
         return super().build_cell(input_size, hidden_size, device=device, dtype=dtype)
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: :func:`stochastic_memory_lanes`, then :meth:`update_hidden`.
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
 from lstm.parameters import CellPart, Device, DType, linear_maps
+from lstm.state import takes_original_layout
 
 
 class LayerNormLSTM(Recurrent):
@@ -65,6 +66,7 @@ class LayerNormLSTM(Recurrent):
             "ln_cell": norm(hidden_size),
         }
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step: x (batch, input_size), hidden and state (batch, hidden_size)."""
         check_forward_cell(self, x, hidden, state)

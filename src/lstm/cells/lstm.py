@@ -23,7 +23,7 @@ from lstm.checks import check_forward_cell, check_int
 from lstm.driver import Recurrent
 from lstm.engines import FastPath
 from lstm.parameters import CellPart, Device, DType
-from lstm.state import CellState
+from lstm.state import CellState, takes_original_layout
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -215,20 +215,22 @@ class LSTM(Recurrent):
         Size of input dimension.
     hidden_size : int
         Size of hidden dimension.
-    num_layers, bias, batch_first, dropout, bidirectional, device, dtype
-        Keyword-only; as in ``torch.nn.LSTM`` except that ``batch_first`` defaults to True.
-        See :class:`lstm.driver.Recurrent`.
+    num_layers, bias, batch_first, dropout, bidirectional
+        Positional or keyword, in ``torch.nn.LSTM``'s order, as in ``torch.nn.LSTM`` except
+        that ``batch_first`` defaults to True. See :class:`lstm.driver.Recurrent`.
     proj_size : int, default 0
-        Keyword-only. If ``> 0``, each cell projects its hidden output to ``proj_size``
-        features (``0 < proj_size < hidden_size``): outputs are ``(batch, seq_len,
-        num_directions * proj_size)``, the final hidden ``(num_layers * num_directions,
-        batch, proj_size)`` (and an initial hidden must be too), the final state keeps
-        ``hidden_size``; layer ``l > 0`` reads ``num_directions * proj_size`` features.
-        Classes that build their own cells (``PeepholeLSTM``, ``ArrayLSTM``) refuse it. A
-        subclass that overrides only :meth:`forward_cell` keeps ``h2p`` and receives and
-        must return a hidden of ``proj_size`` features: ``super().forward_cell`` projects,
-        a step of its own must apply ``self.h2p`` (else the first step fails with a shape
-        error naming both shapes).
+        Positional or keyword (eighth, as in ``torch.nn.LSTM``). If ``> 0``, each cell
+        projects its hidden output to ``proj_size`` features (``0 < proj_size <
+        hidden_size``): outputs are ``(batch, seq_len, num_directions * proj_size)``, the
+        final hidden ``(num_layers * num_directions, batch, proj_size)`` (and an initial
+        hidden must be too), the final state keeps ``hidden_size``; layer ``l > 0`` reads
+        ``num_directions * proj_size`` features. Classes that build their own cells
+        (``PeepholeLSTM``, ``ArrayLSTM``) refuse it. A subclass that overrides only
+        :meth:`forward_cell` keeps ``h2p`` and receives and must return a hidden of
+        ``proj_size`` features: ``super().forward_cell`` projects, a step of its own must
+        apply ``self.h2p`` (else the first step fails with a shape error naming both shapes).
+    device, dtype : optional
+        Keyword-only, as every option below.
     recurrent_dropout, zoneout : float, default 0.0
         Regularisers of the recurrence, see :class:`lstm.driver.Recurrent`.
     forget_bias : float, optional
@@ -300,13 +302,13 @@ class LSTM(Recurrent):
         self,
         input_size: int,
         hidden_size: int,
-        *,
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = True,
         dropout: float = 0.0,
         bidirectional: bool = False,
         proj_size: int = 0,
+        *,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         forget_bias: float | None = None,
@@ -377,6 +379,7 @@ class LSTM(Recurrent):
             parts["h2p"] = nn.Linear(hidden_size, self.proj_size, bias=False, **factory)
         return parts
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Perform a single forward pass through the network.
 
@@ -395,6 +398,12 @@ class LSTM(Recurrent):
             Tensor containing the next hidden state, ``h2p(o * tanh(c))`` with projections.
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the next cell state.
+
+        Notes
+        -----
+        The original implementation's layout works too: hidden and state
+        ``(1, batch, hidden_size)`` give hidden and state ``(1, batch, hidden_size)``
+        (:func:`lstm.state.takes_original_layout`).
         """
         check_forward_cell(self, x, hidden, state)
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4H), blocks f, i, o, g
@@ -656,6 +665,6 @@ class LSTM(Recurrent):
         parts = self.cell_parts(int(layer), 1 if reverse else 0)
         with torch.no_grad():
             if which == "hr":  # the projection: no gate blocks to reorder
-                return parts["h2p"].weight.clone()
+                return cast(nn.Linear, parts["h2p"]).weight.clone()
             source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
             return _permute_gates(source, self.hidden_size)

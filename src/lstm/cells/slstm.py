@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
+from lstm.state import takes_original_layout
 
 SLSTMState = tuple[Tensor, Tensor, Tensor]
 """(c, n, m): cell, normaliser and stabiliser states, each (batch, hidden_size)."""
@@ -82,6 +83,7 @@ class SLSTM(Recurrent):
 
     gate_blocks = 4
 
+    @takes_original_layout
     def forward_cell(
         self, x: Tensor, hidden: Tensor, state: SLSTMState
     ) -> tuple[Tensor, SLSTMState]:

@@ -12,6 +12,7 @@ from lstm.cells.lstm import LSTM
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
 from lstm.parameters import CellPart, Device, DType
+from lstm.state import takes_original_layout
 
 
 def peephole_pointwise(gates: Tensor, state: Tensor, peephole: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,6 +82,7 @@ class PeepholeLSTM(LSTM):
         parts["peephole"] = nn.Parameter(peephole.uniform_(-bound, bound))
         return parts
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`peephole_pointwise`."""
         check_forward_cell(self, x, hidden, state)
@@ -150,6 +152,7 @@ class CIFGLSTM(Recurrent):
     h2h: nn.Linear
     gate_blocks = 3
 
+    @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """One step; see :func:`cifg_pointwise`."""
         check_forward_cell(self, x, hidden, state)
