@@ -217,7 +217,7 @@ def check_lengths(owner: str, lengths: Any, batch: int, seq_len: int) -> Tensor:
     TypeError
         For anything else: a tensor of another dtype, a list with a float, bool or nested
         entry (naming its index and type), a NumPy array.
-    ShapeError
+    lstm.ShapeError
         If there are not ``batch`` lengths in one dimension.
     ValueError
         If a length lies outside ``1..seq_len``, or the tensor has no values (meta).
@@ -327,7 +327,7 @@ def check_step_arguments(
     owner : str
         Name used in error messages, e.g. ``"LSTM.forward_cell"``.
     x : Tensor of shape (batch, input_size)
-    hidden : Tensor of shape (batch, output_size)
+    hidden : Tensor of shape ``(batch, output_size)``
     state : Tensor of shape ``(*lead, batch, hidden_size)``, or a tuple of ``parts`` of them
     input_size, hidden_size : int
         Features of this cell's ``x`` and state.
@@ -346,7 +346,7 @@ def check_step_arguments(
     TypeError
         For a non-tensor, a non-floating tensor, a state tuple of the wrong length or a dtype
         other than the parameters'.
-    ShapeError
+    lstm.ShapeError
         For a wrong shape (a ``ValueError`` and a ``RuntimeError``).
     ValueError
         For a wrong device.
@@ -446,7 +446,7 @@ def check_step_results(
 
     Raises
     ------
-    ShapeError
+    lstm.ShapeError
         If a result is not a tensor of the expected shape.
     """
     if not isinstance(hidden, Tensor) or hidden.shape != like_hidden.shape:

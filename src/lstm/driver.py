@@ -65,7 +65,8 @@ class Recurrent(nn.Module):
         Number of features of the hidden output, ``>= 1``.
     num_layers : int, default 1
         Number of stacked layers; layer ``l > 0`` reads the (concatenated) outputs of layer
-        ``l - 1``, of size ``num_directions * output_size`` (:attr:`output_size`).
+        ``l - 1``, of size ``num_directions * output_size``
+        (:attr:`~lstm.driver.Recurrent.output_size`).
     bias : bool, default True
         Whether the cells' linear maps have biases.
     batch_first : bool, default True
@@ -228,7 +229,7 @@ class Recurrent(nn.Module):
 
         Returns
         -------
-        hidden : Tensor of shape (batch, output_size)
+        hidden : Tensor of shape ``(batch, output_size)``
             Zeros by default (``output_size`` is ``hidden_size`` but for a projected LSTM).
             An override may return the original implementation's ``(1, batch, features)``
             instead, with a leading 1 on every state tensor too; that 1 is removed
@@ -346,7 +347,8 @@ class Recurrent(nn.Module):
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state
             stacked likewise), or ``(batch, hidden_size)`` as the reference page documents
             it (one layer and direction); no batch dimension for unbatched input. The hidden
-            tensor has :attr:`output_size` features (``proj_size`` for a projected LSTM).
+            tensor has :attr:`~lstm.driver.Recurrent.output_size` features (``proj_size``
+            for a projected LSTM).
         lengths : Tensor of shape (batch,), or list or tuple of ints, optional
             True length of each sequence, integers in ``1..seq_len`` (a list or tuple as
             ``pack_padded_sequence`` takes it). Steps past a sequence's

@@ -106,7 +106,7 @@ def from_original_layout(
     owner : str
         Name used in error messages, e.g. ``"LSTM.forward_cell"``.
     hidden : Tensor of shape (1, batch, hidden_size)
-    state : Tensor of shape (1, *shape), or a tuple or list of such tensors
+    state : Tensor of shape ``(1, *shape)``, or a tuple or list of such tensors
         For the LSTM ``(1, batch, hidden_size)``; a cell with lanes ``(1, k, batch, H)``.
     hidden_size : int
         For the messages.
@@ -119,7 +119,7 @@ def from_original_layout(
 
     Raises
     ------
-    ShapeError
+    lstm.ShapeError
         If ``hidden``'s or a state tensor's leading dimension is not exactly 1.
     TypeError
         If a state part is not a floating-point tensor.
@@ -276,7 +276,7 @@ def split_stacked(
     ------
     TypeError
         If ``given`` is not a floating-point tensor of the input's dtype.
-    ShapeError
+    lstm.ShapeError
         If its shape is not the expected one.
     ValueError
         If its device is not the input's.

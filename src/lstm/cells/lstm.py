@@ -387,14 +387,14 @@ class LSTM(Recurrent):
         ----------
         x : Tensor of shape (batch, input_size)
             Tensor to pass through network (this cell's input size).
-        hidden : Tensor of shape (batch, output_size)
+        hidden : Tensor of shape ``(batch, output_size)``
             Tensor containing the hidden state (``proj_size`` features with projections).
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the cell state.
 
         Returns
         -------
-        hidden : Tensor of shape (batch, output_size)
+        hidden : Tensor of shape ``(batch, output_size)``
             Tensor containing the next hidden state, ``h2p(o * tanh(c))`` with projections.
         state : Tensor of shape (batch, hidden_size)
             Tensor containing the next cell state.
