@@ -22,10 +22,11 @@ from lstm.lm.corpus import (
 )
 
 
-def test_default_corpus_is_the_sorted_stdlib_head() -> None:
+def test_default_corpus_is_the_head_of_the_shuffled_stdlib() -> None:
     first, second = default_corpus(), default_corpus()
     assert first.data.numel() == corpus.DEFAULT_CORPUS_BYTES
-    assert first.sha256 == second.sha256  # deterministic
+    assert torch.equal(first.data, second.data)  # deterministic
+    assert first.sha256 == second.sha256
     root = Path(sysconfig.get_paths()["stdlib"])
     files = corpus_files(root)
     expected = b"".join(path.read_bytes() for path in files[:40])
@@ -34,14 +35,55 @@ def test_default_corpus_is_the_sorted_stdlib_head() -> None:
     assert first.sha256 == hashlib.sha256(first.data.numpy().tobytes()).hexdigest()
 
 
-def test_corpus_files_are_sorted_and_skip_tests_and_site_packages() -> None:
+def test_corpus_files_are_shuffled_by_path_digest_and_skip_tests_and_site_packages() -> None:
     root = Path(sysconfig.get_paths()["stdlib"])
     files = corpus_files(root)
-    parts = [path.relative_to(root).parts for path in files]
-    assert parts == sorted(parts)
+    names = [path.relative_to(root).as_posix() for path in files]
+    assert names != sorted(names)
+    digests = [hashlib.sha256(name.encode()).hexdigest() for name in names]
+    assert digests == sorted(digests)  # a digest, not the per-process salted hash()
+    assert len(set(names)) == len(names)
     assert all(path.suffix == ".py" for path in files)
-    assert not any(SKIPPED_FOLDERS.intersection(part[:-1]) for part in parts)
+    assert not any(SKIPPED_FOLDERS.intersection(Path(name).parts[:-1]) for name in names)
     assert len(files) > 100
+
+
+def test_corpus_file_order_is_the_path_digest_order(tmp_path: Path) -> None:
+    names = ["a.py", "b.py", "pkg/c.py", "pkg/sub/d.py", "z.py"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("skipped")
+    (tmp_path / "notes.txt").write_text("not python")
+    files = [path.relative_to(tmp_path).as_posix() for path in corpus_files(tmp_path)]
+    expected = sorted(names, key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    assert files == expected  # known digests: 5 files in a fixed, non-alphabetical order
+    assert files == ["pkg/sub/d.py", "b.py", "pkg/c.py", "z.py", "a.py"]
+
+
+def test_every_split_of_the_default_corpus_draws_on_the_whole_alphabet() -> None:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    alphabetical = sorted(path.relative_to(root).as_posix() for path in corpus_files(root))
+    rank = {name: index / len(alphabetical) for index, name in enumerate(alphabetical)}
+    total = corpus.DEFAULT_CORPUS_BYTES
+    parts = split(torch.empty(total, dtype=torch.uint8))
+    sizes = [parts.train.numel(), parts.validation.numel(), parts.test.numel()]
+    bounds = [0, sizes[0], sizes[0] + sizes[1], total]
+    ranks: list[list[float]] = [[], [], []]
+    offset = 0
+    for path in corpus_files(root):
+        if offset >= total:
+            break
+        end = offset + path.stat().st_size
+        for part in range(3):  # every split the file's bytes fall in
+            if offset < bounds[part + 1] and end > bounds[part]:
+                ranks[part].append(rank[path.relative_to(root).as_posix()])
+        offset = end
+    for part_ranks in ranks:  # sorted by path, validation and test were all encodings/cp8*
+        assert len(part_ranks) >= 3
+        assert min(part_ranks) < 0.4
+        assert max(part_ranks) > 0.6
 
 
 def test_a_too_small_stdlib_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
