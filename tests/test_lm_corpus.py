@@ -128,6 +128,15 @@ def test_split_is_90_5_5_contiguous() -> None:
     assert torch.equal(torch.cat([parts.train, parts.validation, parts.test]), data)
 
 
+@pytest.mark.parametrize(("total", "sizes"), [(2644, (2379, 132, 132)), (59, (53, 2, 2))])
+def test_split_gives_validation_and_test_the_same_size(total: int, sizes: tuple[int, ...]) -> None:
+    data = torch.arange(total) % 256
+    parts = split(data)
+    assert (parts.train.numel(), parts.validation.numel(), parts.test.numel()) == sizes
+    used = torch.cat([parts.train, parts.validation, parts.test])
+    assert torch.equal(used, data[: sum(sizes)])  # in order; the 0-2 bytes left over unused
+
+
 @pytest.mark.parametrize(("seq_len", "streams"), [(2, 1), (8, 2), (100, 32), (7, 5)])
 def test_minimum_bytes_is_the_exact_threshold(seq_len: int, streams: int) -> None:
     needed = minimum_bytes(seq_len, streams)

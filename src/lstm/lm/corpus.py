@@ -7,7 +7,8 @@ Text is modelled as raw bytes (256 symbols), so any file works and nothing is to
   :func:`corpus_files`), cut at :data:`DEFAULT_CORPUS_BYTES`. Nothing is downloaded, so
   ``python -m lstm train`` works on any machine; the slice is the same on every run of one
   Python version.
-* :func:`split` -- 90 % training, 5 % validation, 5 % test, contiguous and in that order.
+* :func:`split` -- 90 % training, 5 % validation, 5 % test, contiguous and in that order;
+  validation and test have the same number of bytes.
 * :class:`Streams` -- the training windows of truncated backpropagation through time: the
   training bytes are cut into ``batch`` parallel streams read left to right, ``seq_len`` bytes
   per step, so a step's final state is the right initial state for the next window.
@@ -31,7 +32,9 @@ SKIPPED_FOLDERS = frozenset({"site-packages", "dist-packages", "test", "tests", 
 """Folders of the standard library left out of the default corpus (third-party code, tests)."""
 
 SPLIT = (0.90, 0.05, 0.05)
-"""Fractions of the bytes used for training, validation and test, in file order."""
+"""Fractions of the bytes used for training, validation and test, in file order (rounded down;
+validation and test are both ``int(n * 0.05)`` bytes, and the 0 to 2 bytes left over at the end
+are not used)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,10 @@ class Splits:
 def split(data: Tensor) -> Splits:
     """Cut bytes 90/5/5 into training, validation and test, in order.
 
+    Validation and test are the same size, so that figures measured on them (and on as many
+    training bytes, at the end of a run) are alike; the last ``n - int(0.9 n) - 2 int(0.05 n)``
+    bytes (0 to 2) are not used.
+
     Parameters
     ----------
     data : Tensor
@@ -167,8 +174,13 @@ def split(data: Tensor) -> Splits:
     """
     total = data.numel()
     train_end = int(total * SPLIT[0])
-    validation_end = train_end + int(total * SPLIT[1])
-    return Splits(data[:train_end], data[train_end:validation_end], data[validation_end:])
+    held_out = int(total * SPLIT[1])  # validation and test alike
+    validation_end = train_end + held_out
+    return Splits(
+        data[:train_end],
+        data[train_end:validation_end],
+        data[validation_end : validation_end + held_out],
+    )
 
 
 def minimum_bytes(seq_len: int, streams: int) -> int:
