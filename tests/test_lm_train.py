@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from lstm.lm.config import TrainConfig
+from lstm.lm.corpus import read_corpus, split
 from lstm.lm.model import build_model, parameter_count
+from lstm.lm.run_folder import load_run
+from lstm.lm.sample import bits_per_character
 from lstm.lm.train import Processes, TrainingState, resolve_device, train
 
 
@@ -68,6 +72,44 @@ def test_train_reports_through_log_and_returns_a_summary(corpus_file: Path, tmp_
     assert lines[0].startswith("training lstm (1 x 4, 2,")
     assert lines[1].startswith("engine: kernel (LSTM's own step: torch.lstm")
     assert lines[2].startswith("step 2/3: train ")
-    assert lines[-1].startswith(f"done: step 3, validation {summary.validation_bpc:.3f} bpc")
+    assert lines[-1].startswith(
+        f"done: step 3, train {summary.train_bpc:.3f} bpc, validation "
+        f"{summary.validation_bpc:.3f} bpc, test {summary.test_bpc:.3f} bpc (each on "
+    )
     with pytest.raises(ValueError, match="expected at most one of --resume and --force"):
         train(config, tmp_path / "run", resume=True, force=True)
+
+
+def test_the_final_figures_come_from_one_evaluator_on_as_many_bytes_of_each_split(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        data=str(corpus_file), hidden=4, seq_len=4, batch_size=2, steps=4, eval_every=2,
+        layers=2, dropout=0.5, device="cpu",
+    )  # fmt: skip
+    lines: list[str] = []
+    summary = train(config, tmp_path / "run", progress=False, log=lines.append)
+    loaded = load_run(tmp_path / "run")
+    parts = split(read_corpus(corpus_file).data)
+    size = parts.test.numel()
+    assert parts.validation.numel() == size
+    expected = {
+        name: bits_per_character(loaded.model, data, config.seq_len, config.batch_size)
+        for name, data in [
+            ("train", parts.train[:size]), ("validation", parts.validation), ("test", parts.test)
+        ]
+    }  # fmt: skip
+    assert summary.train_bpc == pytest.approx(expected["train"], abs=1e-6)
+    assert summary.validation_bpc == pytest.approx(expected["validation"], abs=1e-6)
+    assert summary.test_bpc == pytest.approx(expected["test"], abs=1e-6)
+    final = loaded_metrics(tmp_path / "run")[-1]
+    assert final["final_train_bpc"] == pytest.approx(expected["train"], abs=1e-6)
+    assert final["test_bpc"] == pytest.approx(expected["test"], abs=1e-6)
+    last_record = loaded_metrics(tmp_path / "run")[-2]
+    assert final["final_train_bpc"] != last_record["train_bpc"]  # not the running mean
+    assert f"(each on {size:,} bytes, in eval mode;" in lines[-1]
+
+
+def loaded_metrics(folder: Path) -> list[dict[str, float]]:
+    """The records of ``folder``'s ``metrics.jsonl``."""
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]

@@ -50,8 +50,10 @@ class Summary:
     folder : Path
     step : int
         Steps trained in all (including those before a resume).
-    validation_bpc, test_bpc : float
-        Bits per character over the whole validation and test splits.
+    train_bpc, validation_bpc, test_bpc : float
+        Bits per character by one evaluator (:func:`lstm.lm.sample.bits_per_character`, eval
+        mode) on as many bytes of each split: the whole validation and test splits (the same
+        size) and the first as many training bytes.
     tokens_per_second : float
         Training throughput of this invocation (all processes together).
     parameters : int
@@ -59,6 +61,7 @@ class Summary:
 
     folder: Path
     step: int
+    train_bpc: float
     validation_bpc: float
     test_bpc: float
     tokens_per_second: float
@@ -440,13 +443,17 @@ def _show(bar: Any, record: dict[str, Any]) -> None:
 
 
 def _finish(run: _Run, state: TrainingState, trained: int, elapsed: float) -> Summary:
-    """Validation and test BPC over the whole splits; the final metrics, curves and line."""
+    """Train, validation and test BPC by one evaluator; the final metrics, curves and line."""
     config = run.config
-    validation_bpc = test_bpc = math.nan
+    figures = dict.fromkeys(("train", "validation", "test"), math.nan)
     if run.processes.leader:
-        validation_bpc = run.bpc(state.model, run.splits.validation)
-        test_bpc = run.bpc(state.model, run.splits.test)
-        final = {"step": config.steps, "final_validation_bpc": validation_bpc, "test_bpc": test_bpc}
+        figures = _final_figures(run, state.model)
+        final = {
+            "step": config.steps,
+            "final_train_bpc": figures["train"],
+            "final_validation_bpc": figures["validation"],
+            "test_bpc": figures["test"],
+        }
         title = f"{config.cell} on {run.corpus.description}"
         run.folder.write_results([*state.metrics, final], title)
     tokens_per_second = trained * run.tokens_per_step / elapsed if trained else math.nan
@@ -456,13 +463,34 @@ def _finish(run: _Run, state: TrainingState, trained: int, elapsed: float) -> Su
         else "no steps left to train"
     )
     run.log(
-        f"done: step {config.steps}, validation {validation_bpc:.3f} bpc, test {test_bpc:.3f} "
-        f"bpc (uniform guessing: 8.000), {speed}"
+        f"done: step {config.steps}, train {figures['train']:.3f} bpc, validation "
+        f"{figures['validation']:.3f} bpc, test {figures['test']:.3f} bpc (each on "
+        f"{run.splits.test.numel():,} bytes, in eval mode; uniform guessing: 8.000), {speed}"
     )
     parameters = parameter_count(state.model)
     return Summary(
-        run.folder.path, config.steps, validation_bpc, test_bpc, tokens_per_second, parameters
+        run.folder.path,
+        config.steps,
+        figures["train"],
+        figures["validation"],
+        figures["test"],
+        tokens_per_second,
+        parameters,
     )
+
+
+def _final_figures(run: _Run, model: ByteModel) -> dict[str, float]:
+    """BPC of the model on as many bytes of each split, by the same evaluator.
+
+    Validation and test are whole (:func:`lstm.lm.corpus.split` makes them the same size);
+    training is its first as many bytes. Unlike the per-step ``train`` figure (a running mean
+    of the training loss, with dropout, over the batches just trained), this one is measured
+    like the others: eval mode, state carried across windows, the model as it ends.
+    """
+    size = run.splits.test.numel()
+    parts = {"train": run.splits.train[:size], "validation": run.splits.validation}
+    parts["test"] = run.splits.test
+    return {name: run.bpc(model, data) for name, data in parts.items()}
 
 
 def _gather_rows(tensor: Tensor, processes: Processes) -> Tensor:
