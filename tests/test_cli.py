@@ -126,7 +126,8 @@ def test_impl_torch_follows_the_same_loss_trajectory(
         train_args(corpus_file, tmp_path / "torch", *common, "--impl", "torch"), capsys
     )
     assert code == 0
-    assert "impl torch" in torch_printed
+    assert "training torch.nn.LSTM via --impl torch (2 x 8, " in torch_printed
+    assert "training this package's lstm.LSTM (2 x 8, " in ours_printed
     assert "\nengine: kernel (LSTM's own step: torch.lstm" in ours_printed
     assert "\nengine: torch.nn.LSTM (--impl torch" in torch_printed
     assert "tokens/s" in torch_printed
@@ -299,7 +300,7 @@ def test_two_processes_train_with_ddp_and_resume_the_same(
     straight, halted = tmp_path / "straight", tmp_path / "halted"
     done = torchrun("train", *common, "--steps", "12", "--out", str(straight))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.count("training lstm") == 1  # process 0 alone reports
+    assert done.stdout.count("training this package's lstm.LSTM") == 1  # process 0 alone reports
     assert "with 2 process(es)" in done.stdout
     assert json.loads((straight / "config.json").read_text())["world_size"] == 2
     state = load_tensors(straight / STATE_FILE, kind="lstm-training-state/1")[0]

@@ -69,7 +69,8 @@ def test_train_reports_through_log_and_returns_a_summary(corpus_file: Path, tmp_
     assert summary.parameters == parameter_count(build_model(config))
     assert 7.0 < summary.test_bpc < 9.0
     assert summary.tokens_per_second > 0
-    assert lines[0].startswith("training lstm (1 x 4, 2,")
+    assert lines[0].startswith("training this package's lstm.LSTM (1 x 4, 2,")
+    assert "impl" not in lines[0]  # it named the cell but not what runs it: "impl lstm"
     assert lines[1].startswith("engine: kernel (LSTM's own step: torch.lstm")
     assert lines[2].startswith("step 2/3: train ")
     assert lines[-1].startswith(

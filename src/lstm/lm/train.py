@@ -367,12 +367,12 @@ def _network(model: ByteModel, run: _Run) -> nn.Module:
 
 
 def _log_start(run: _Run, state: TrainingState) -> None:
-    """The first line: the model, the data, the processes and the folder; where it resumes."""
+    """The first lines: what runs, the data, the processes and the folder; the engine and why."""
     config = run.config
     run.log(
-        f"training {config.cell} ({config.layers} x {config.hidden}"
+        f"training {_recurrent_layer(state.model)} ({config.layers} x {config.hidden}"
         + (f", k={config.k}" if config.k else "")
-        + f", {parameter_count(state.model):,} parameters, impl {config.impl}) on "
+        + f", {parameter_count(state.model):,} parameters) on "
         f"{run.corpus.description} with {run.processes.world_size} process(es) on "
         f"{run.device.type}; run folder {run.folder.path}"
     )
@@ -380,6 +380,18 @@ def _log_start(run: _Run, state: TrainingState) -> None:
     run.log(f"engine: {name} ({reason})")
     if state.step:
         run.log(f"resuming at step {state.step} of {config.steps}")
+
+
+def _recurrent_layer(model: ByteModel) -> str:
+    """The class that runs the recurrence, and whose it is.
+
+    ``"this package's lstm.ArrayLSTM"`` for a cell of this package, ``"torch.nn.LSTM via
+    --impl torch"`` for PyTorch's own layer.
+    """
+    layer = type(model.rnn)
+    if layer is nn.LSTM:
+        return "torch.nn.LSTM via --impl torch"
+    return f"this package's lstm.{layer.__name__}"
 
 
 def _train_step(run: _Run, network: nn.Module, state: TrainingState) -> None:
