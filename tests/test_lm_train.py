@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from lstm.lm import train as train_module
 from lstm.lm.config import TrainConfig
 from lstm.lm.corpus import read_corpus, split
 from lstm.lm.model import build_model, parameter_count
@@ -114,3 +118,78 @@ def test_the_final_figures_come_from_one_evaluator_on_as_many_bytes_of_each_spli
 def loaded_metrics(folder: Path) -> list[dict[str, float]]:
     """The records of ``folder``'s ``metrics.jsonl``."""
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, so tqdm draws its bar there."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def tiny_config(corpus_file: Path, steps: int) -> TrainConfig:
+    """A model small enough to train ``steps`` steps in a moment."""
+    return TrainConfig(
+        data=str(corpus_file), hidden=4, seq_len=4, batch_size=2, steps=steps, eval_every=2,
+        device="cpu",
+    )  # fmt: skip
+
+
+def test_report_lines_never_share_a_line_with_the_progress_bar(
+    corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)  # the bar's stream, and the lines' too
+    train(
+        tiny_config(corpus_file, 4), tmp_path / "run", log=lambda line: print(line, file=terminal)
+    )
+    shown = terminal.getvalue()
+    assert "step/s" in shown or "it/s" in shown or "4/4" in shown  # the bar was drawn
+    for report in ("step 2/4: train ", "step 4/4: train ", "done: step 4, "):
+        where = shown.index(report)
+        assert shown[where - 1] in "\r\n", repr(shown[max(where - 40, 0) : where + 20])
+    assert "step 1/4, " not in shown  # no heartbeat with a bar
+
+
+def test_off_a_terminal_a_silent_log_gets_a_heartbeat(
+    corpus_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [0.0]
+
+    def clock() -> float:  # 16 s pass at every look: 30 s of silence every few steps
+        now[0] += 16.0
+        return now[0]
+
+    monkeypatch.setattr(train_module, "_clock", clock)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal: no bar
+    lines: list[str] = []
+    train(tiny_config(corpus_file, 5), tmp_path / "run", log=lines.append)
+    beats = [line for line in lines if re.fullmatch(r"step \d/5, [\d,]+ tokens/s", line)]
+    assert beats, lines
+    assert lines[-1].startswith("done: step 5, ")  # the lines go on as before
+    quiet: list[str] = []
+    train(tiny_config(corpus_file, 5), tmp_path / "quiet", progress=False, log=quiet.append)
+    assert not [line for line in quiet if re.fullmatch(r"step \d/5, .*", line)]
+
+
+def test_the_heartbeat_waits_for_30_silent_seconds() -> None:
+    from tqdm import tqdm
+
+    now = [100.0]
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "_clock", lambda: now[0])
+        bar = tqdm(total=10, disable=True)
+        reporter = train_module._Reporter(lines.append, bar, heartbeat=True, tokens_per_step=50)
+        now[0] += 29.9
+        reporter.after_step(3, 10)
+        assert lines == []
+        reporter.write("step 3/10: train 7.000 bpc")
+        now[0] += 29.9
+        reporter.after_step(4, 10)
+        now[0] += 0.1
+        reporter.after_step(5, 10)  # 30 s since the report line, 2 steps of 50 tokens
+        assert lines == ["step 3/10: train 7.000 bpc", "step 5/10, 3 tokens/s"]
+        now[0] += 29.0
+        reporter.after_step(6, 10)
+        assert len(lines) == 2  # the heartbeat counts as a line

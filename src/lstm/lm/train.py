@@ -15,6 +15,7 @@ folder they all see.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -39,6 +40,11 @@ from lstm.lm.sample import bits_per_character
 
 LOG_EVERY = 10
 """Steps per training-loss record (and per validation report, if ``eval_every`` is smaller)."""
+
+HEARTBEAT_SECONDS = 30.0
+"""Longest silence off a terminal: after this long without a line, a short progress line."""
+
+_clock = time.monotonic  # the reporter's clock; tests put a fake one here
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,53 @@ class _Meter:
         return speed
 
 
+class _Reporter:
+    """Where the loop's lines go: past the progress bar on a terminal, with a heartbeat off one.
+
+    On a terminal the bar is cleared before a line and drawn again after it, so the two never
+    share a line (a line printed over the bar read ``1.85step/s]step 20/60: train ...``). Off a
+    terminal there is no bar, and :meth:`after_step` prints ``step N/M, X tokens/s`` when
+    :data:`HEARTBEAT_SECONDS` have passed since the last line, so a log never falls silent.
+
+    Parameters
+    ----------
+    log : callable
+        Receives the lines.
+    bar : tqdm
+        The progress bar (disabled off a terminal, or when no progress is asked for).
+    heartbeat : bool
+        Whether to print heartbeat lines while the bar is not shown.
+    tokens_per_step : int
+        For the heartbeat's speed.
+    """
+
+    def __init__(
+        self, log: Callable[[str], None], bar: Any, *, heartbeat: bool, tokens_per_step: int
+    ) -> None:
+        self.log, self.bar, self.tokens_per_step = log, bar, tokens_per_step
+        self.heartbeat = heartbeat and bar.disable
+        self.step = self.line_step = int(bar.n)
+        self.line_time = _clock()
+
+    def write(self, line: str) -> None:
+        """Print ``line`` on a line of its own."""
+        if self.bar.disable:
+            self.log(line)
+        else:
+            self.bar.clear()
+            self.log(line)
+            self.bar.refresh()
+        self.line_time, self.line_step = _clock(), self.step
+
+    def after_step(self, step: int, steps: int) -> None:
+        """Note that ``step`` is done; print a heartbeat if the log has been silent too long."""
+        self.step = step
+        elapsed = _clock() - self.line_time
+        if self.heartbeat and elapsed >= HEARTBEAT_SECONDS:
+            speed = (step - self.line_step) * self.tokens_per_step / elapsed
+            self.write(f"step {step}/{steps}, {speed:,.0f} tokens/s")
+
+
 def train(
     config: TrainConfig,
     out: str | Path,
@@ -217,7 +270,8 @@ def train(
     force : bool
         Start afresh, replacing the run files in ``out`` (other files are left alone).
     progress : bool
-        Show a progress bar on stderr (process 0 only).
+        Show a progress bar on stderr when it is a terminal, else a line at least every
+        :data:`HEARTBEAT_SECONDS` (process 0 only).
     log : callable
         Receives the report lines (process 0 only).
 
@@ -340,6 +394,8 @@ def _loop(run: _Run, state: TrainingState, *, progress: bool) -> Summary:
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    reporter = _Reporter(run.log, bar, heartbeat=progress, tokens_per_step=run.tokens_per_step)
+    run = dataclasses.replace(run, log=reporter.write)
     meter = _Meter()
     state.model.train()
     while state.step < config.steps:
@@ -348,6 +404,7 @@ def _loop(run: _Run, state: TrainingState, *, progress: bool) -> Summary:
         if _records_at(config, state.step):
             _show(bar, _record(run, state, meter))
         bar.update()
+        reporter.after_step(state.step, config.steps)
         if state.step % config.checkpoint_every == 0 or state.step == config.steps:
             _checkpoint(run, state)
     bar.close()
