@@ -235,6 +235,8 @@ def train(
     run = _open_run(config, Path(out), log)
     if resume:
         saved = run.folder.check_resumable(config, run.corpus, run.processes.world_size)
+        if saved is None:  # a run killed before its first checkpoint, or none at all
+            run.log(f"no checkpoint in {run.folder.path}: starting at step 0")
     else:
         run.folder.check_new(force=force)
         saved = None
