@@ -120,6 +120,9 @@ def test_resuming_a_finished_run_changes_nothing(
     assert "no steps left to train" in printed
     after = weights(out)
     assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
+    code, printed, _ = run_cli(train_args(corpus_file, out, "--steps", "4", "--resume"), capsys)
+    assert code == 0
+    assert re.search(r"over this run's 1 step in [0-9.]+s$", printed.rstrip("\n"))  # not "1 steps"
 
 
 def test_validation_follows_eval_every_not_the_log_interval(

@@ -453,7 +453,8 @@ def _finish(run: _Run, state: TrainingState, trained: int, elapsed: float) -> Su
         run.folder.write_results([*state.metrics, final], title)
     tokens_per_second = trained * run.tokens_per_step / elapsed if trained else math.nan
     speed = (
-        f"{tokens_per_second:,.0f} tokens/s over this run's {trained} steps in {elapsed:.1f}s"
+        f"{tokens_per_second:,.0f} tokens/s over this run's {trained} step{'s' * (trained != 1)} "
+        f"in {elapsed:.1f}s"
         if trained
         else "no steps left to train"
     )
