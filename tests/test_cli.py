@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -16,7 +17,7 @@ from lstm import cli
 from lstm.lm.config import TrainConfig, flags
 from lstm.lm.corpus import read_corpus, split
 from lstm.lm.files import load_tensors
-from lstm.lm.run_folder import RUN_FILES, STATE_FILE, load_run
+from lstm.lm.run_folder import MODEL_FILE, RUN_FILES, STATE_FILE, load_run
 from lstm.lm.sample import bits_per_character
 
 # ------------------------------------------------------------------------------ train
@@ -83,13 +84,29 @@ def test_resume_continues_exactly(
     assert code == 0
     assert "resuming at step 6 of 12" in printed
     assert_same_weights(straight, halted)
+    assert sha256(halted / MODEL_FILE) == sha256(straight / MODEL_FILE)  # byte for byte
     # The first leg ended at step 6, so it logged steps 5-6 there; records before and after match.
-    straight_bpc = {r["step"]: r["train_bpc"] for r in metrics(straight) if "train_bpc" in r}
-    halted_bpc = {r["step"]: r["train_bpc"] for r in metrics(halted) if "train_bpc" in r}
+    straight_records, halted_records = metrics(straight), metrics(halted)
+    straight_bpc = {r["step"]: r["train_bpc"] for r in straight_records if "train_bpc" in r}
+    halted_bpc = {r["step"]: r["train_bpc"] for r in halted_records if "train_bpc" in r}
     assert sorted(straight_bpc) == [4, 8, 12]
     assert sorted(halted_bpc) == [4, 6, 8, 12]
     assert halted_bpc[4] == straight_bpc[4]
     assert halted_bpc[12] == straight_bpc[12]
+    # The training state leaves out the times, and the resume took them back from metrics.jsonl.
+    assert all("tokens_per_second" in r for r in halted_records if "train_bpc" in r)
+    state = load_tensors(halted / STATE_FILE, kind="lstm-training-state/1")[1]
+    assert [r["step"] for r in state["metrics"] if "tokens_per_second" not in r] == [4, 6, 8, 12]
+    # Its records aside (the first leg's own at step 6 changed the next), the training state
+    # is the straight run's; byte for byte where the first leg stops between records (after a
+    # signal: test_signals.py).
+    straight_state = load_tensors(straight / STATE_FILE, kind="lstm-training-state/1")[1]
+    assert {**state, "metrics": None} == {**straight_state, "metrics": None}
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_resuming_a_finished_run_changes_nothing(
@@ -103,6 +120,9 @@ def test_resuming_a_finished_run_changes_nothing(
     assert "no steps left to train" in printed
     after = weights(out)
     assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
+    code, printed, _ = run_cli(train_args(corpus_file, out, "--steps", "4", "--resume"), capsys)
+    assert code == 0
+    assert re.search(r"over this run's 1 step in [0-9.]+s$", printed.rstrip("\n"))  # not "1 steps"
 
 
 def test_validation_follows_eval_every_not_the_log_interval(

@@ -126,3 +126,24 @@ def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path: Path) -> N
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_the_same_tensors_and_info_give_the_same_bytes(tmp_path: Path) -> None:
+    # safetensors orders the metadata by a randomly seeded hash map: before the header was
+    # sorted, a few saves of the same file came out in different bytes.
+    tensors = {"weight": torch.arange(6.0).reshape(2, 3), "step": torch.tensor([3])}
+    info = {"step": 3, "metrics": [{"step": 1, "train_bpc": 7.5}]}
+    files = [tmp_path / f"{index}.safetensors" for index in range(12)]
+    for path in files:
+        save_tensors(path, tensors, kind=KIND, info=info)
+    assert len({path.read_bytes() for path in files}) == 1
+    data = files[0].read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    assert (8 + length) % 8 == 0  # the data stays aligned
+    header = data[8 : 8 + length].decode()
+    assert header.index('"__metadata__"') < header.index('"step"') < header.index('"weight"')
+    metadata = header[header.index('"__metadata__"') :]
+    assert metadata.index('"info"') < metadata.index('"kind"') < metadata.index('"sha256"')
+    loaded, loaded_info = load_tensors(files[0], kind=KIND)
+    assert loaded_info == info
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())

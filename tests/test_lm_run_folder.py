@@ -237,8 +237,15 @@ def test_resume_of_a_folder_without_checkpoint_starts_at_step_zero(
     assert run_cli(train_args(corpus_file, straight, "--steps", "3"), capsys)[0] == 0
     out.mkdir()
     (out / "config.json").write_bytes((straight / "config.json").read_bytes())
-    assert run_cli(train_args(corpus_file, out, "--steps", "3", "--resume"), capsys)[0] == 0
+    code, printed, _ = run_cli(train_args(corpus_file, out, "--steps", "3", "--resume"), capsys)
+    assert code == 0
+    assert printed.splitlines()[0] == f"no checkpoint in {out}: starting at step 0"
     assert_same_weights(straight, out)
+    missing = tmp_path / "missing"
+    code, printed, _ = run_cli(train_args(corpus_file, missing, "--steps", "3", "--resume"), capsys)
+    assert code == 0
+    assert printed.splitlines()[0] == f"no checkpoint in {missing}: starting at step 0"
+    assert_same_weights(straight, missing)
 
 
 def _truncate(folder: Path) -> None:

@@ -10,13 +10,16 @@ Commands:
 * ``bench``: speed of the cells beside ``torch.nn.LSTM`` (see :mod:`lstm.bench`).
 
 Invalid input ends with one line on stderr (``python -m lstm train: error: ...``) and exit
-status 2, without a traceback; a folder that cannot be written ends with status 1.
+status 2, without a traceback; a folder that cannot be written ends with status 1. Ctrl-C
+(SIGINT) or SIGTERM during ``train`` ends the current step, writes a checkpoint and prints one
+line with the command that resumes; the status is then 130 (SIGINT) or 143 (SIGTERM).
 ``train``, ``evaluate``, ``generate`` and ``compare`` need the ``[cli]`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -225,8 +228,9 @@ def _bench(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else argv
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exit:  # --help, --version, or a one-line usage error already printed
         return exit.code if isinstance(exit.code, int) else 2
     handler: Callable[[argparse.Namespace], None] = args.handler
@@ -245,7 +249,42 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"{prefix} {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{prefix} interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        from lstm.lm.stop import Stopped
+
+        if not isinstance(interrupt, Stopped):  # before or after the training loop
+            print(f"{prefix} interrupted", file=sys.stderr)
+            return 130
+        if interrupt.leader:
+            resume = resume_command(arguments, interrupt.world_size)
+            print(interrupt.describe(resume if args.command == "train" else None), file=sys.stderr)
+        return interrupt.exit_status
     return 0
+
+
+def resume_command(arguments: list[str], world_size: int = 1) -> str:
+    """The shell command that continues ``python -m lstm ARGUMENTS``: ``--resume``, no ``--force``.
+
+    Parameters
+    ----------
+    arguments : list of str
+        The arguments of ``train`` as given (after ``python -m lstm``).
+    world_size : int
+        Processes of the run: above 1 the command starts them with
+        ``torchrun --nproc_per_node=N`` (on one machine; several need torchrun's own flags).
+
+    Returns
+    -------
+    str
+        Quoted for a POSIX shell.
+    """
+    # argparse takes any unambiguous prefix of a flag too (--forc, --res)
+    kept = [argument for argument in arguments if not _abbreviates(argument, "--force")]
+    if not any(_abbreviates(argument, "--resume") for argument in kept):
+        kept.append("--resume")
+    launcher = ["torchrun", f"--nproc_per_node={world_size}"] if world_size > 1 else ["python"]
+    return shlex.join([*launcher, "-m", "lstm", *kept])
+
+
+def _abbreviates(argument: str, flag: str) -> bool:
+    return len(argument) >= 3 and flag.startswith(argument)

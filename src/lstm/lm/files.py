@@ -3,7 +3,8 @@
 Nothing here unpickles. Tensors live in safetensors files whose metadata carries a format tag
 and the SHA-256 of the tensor data, so a truncated, corrupted or foreign file is refused with a
 :class:`CheckpointError` naming the file and what was wrong, before any tensor is used.
-Writes are atomic (:mod:`lstm._atomic`): a reader sees the old file or the new one, never a part.
+Writes are atomic (:mod:`lstm._atomic`): a reader sees the old file or the new one, never a part,
+and deterministic: the same tensors and info give the same bytes (the header's keys are sorted).
 """
 
 from __future__ import annotations
@@ -54,10 +55,27 @@ def save_tensors(path: Path, tensors: Mapping[str, Tensor], *, kind: str, info: 
         Format tag checked by :func:`load_tensors`, e.g. ``"lstm-model/1"``.
     info : JSON-serialisable
         Stored in the metadata; returned by :func:`load_tensors`.
+
+    The same tensors, ``kind`` and ``info`` always give the same bytes: nothing else (no time,
+    no version) is written, and the header's keys are sorted.
     """
     cpu = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
     metadata = {"kind": kind, "info": json.dumps(info, sort_keys=True), "sha256": _digest(cpu)}
-    write_bytes(path, save_safetensors(cpu, metadata=metadata))
+    write_bytes(path, _sorted_header(save_safetensors(cpu, metadata=metadata)))
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys in sorted order.
+
+    safetensors writes ``__metadata__`` from a Rust ``HashMap``, whose order is seeded at random
+    for each map, so the same file came out in different bytes from one save to the next. The
+    tensors' offsets count from the end of the header and stay valid; the header is padded
+    with spaces to a multiple of 8 bytes, as safetensors pads it, so the data stays aligned.
+    """
+    length = _header_length(data)
+    header = json.dumps(json.loads(data[8 : 8 + length]), sort_keys=True, separators=(",", ":"))
+    padded = header.encode() + b" " * (-len(header.encode()) % 8)
+    return struct.pack("<Q", len(padded)) + padded + data[8 + length :]
 
 
 def load_tensors(path: Path, *, kind: str) -> tuple[dict[str, Tensor], Any]:

@@ -7,7 +7,9 @@ A run folder holds:
 * ``model.safetensors`` -- the weights (what ``evaluate`` and ``generate`` read), with the
   configuration they were trained with;
 * ``training-state.safetensors`` -- everything a resume needs, self-contained: weights, Adam's
-  state, every process's RNG state and carried state, the step and the metrics so far;
+  state, every process's RNG state and carried state, the step and the metrics so far (less
+  what the clock measured, :data:`CLOCK_FIELDS`: a resumed run ends with the same bytes as an
+  uninterrupted one);
 * ``metrics.jsonl`` -- one JSON record per report; ``curves.png`` -- training and validation BPC.
 
 Every file is written atomically, the training state first, so a folder left by a run killed
@@ -48,6 +50,11 @@ RUN_FILES = (CONFIG_FILE, MODEL_FILE, STATE_FILE, METRICS_FILE, CURVES_FILE)
 MODEL_KIND = "lstm-byte-model/1"
 STATE_KIND = "lstm-training-state/1"
 """The format tags of the two safetensors files (see :func:`lstm.lm.files.load_tensors`)."""
+
+CLOCK_FIELDS = ("tokens_per_second",)
+"""Fields of a metrics record read off the clock. The training state leaves them out, so that it
+depends on the training alone; ``metrics.jsonl`` keeps them, and a resume takes them back from
+there."""
 
 
 def default_path(config: TrainConfig) -> Path:
@@ -331,7 +338,7 @@ class RunFolder:
             "step": checkpoint.step,
             "param_groups": checkpoint.optimiser["param_groups"],
             "carry": len(checkpoint.carry),
-            "metrics": checkpoint.metrics,
+            "metrics": [_without_clock(record) for record in checkpoint.metrics],
             "pending": list(checkpoint.pending),
         }
         save_tensors(self.path / STATE_FILE, tensors, kind=STATE_KIND, info=info)
@@ -365,9 +372,26 @@ class RunFolder:
                 optimiser={"state": optimiser_state, "param_groups": info["param_groups"]},
                 rng=rng,
                 carry=tuple(tensors[f"carry/{index}"] for index in range(int(info["carry"]))),
-                metrics=list(info["metrics"]),
+                metrics=self._with_clock(list(info["metrics"])),
                 pending=(bits, steps),
             )
+
+    def _with_clock(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records with their :data:`CLOCK_FIELDS` from ``metrics.jsonl`` where it has them.
+
+        ``metrics.jsonl`` is written after the training state, so a run killed in between
+        leaves it a checkpoint behind; the records it lacks stay without their times.
+        """
+        try:
+            written = self.read_metrics()
+        except (OSError, ValueError):  # missing or damaged: the times are lost, nothing else
+            return records
+        timed: dict[int, dict[str, Any]] = {}
+        for record in written:  # the final record, of the same step, has no times: skipped
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                clock = {name: record[name] for name in CLOCK_FIELDS if name in record}
+                timed.update({record["step"]: clock} if clock else {})
+        return [{**record, **timed.get(record["step"], {})} for record in records]
 
     def write_metrics(self, records: list[dict[str, Any]]) -> None:
         """Write ``metrics.jsonl``: one JSON object per line."""
@@ -384,6 +408,10 @@ class RunFolder:
         """Write the final ``metrics.jsonl`` and ``curves.png``."""
         self.write_metrics(records)
         _plot(self.path / CURVES_FILE, records, title)
+
+
+def _without_clock(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in record.items() if name not in CLOCK_FIELDS}
 
 
 def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -7,7 +7,8 @@ to zeros at the start of each pass), and takes one Adam step on the mean cross-e
 Everything that changes from step to step is a :class:`TrainingState`; a checkpoint saves all
 of it (with every process's RNG state) in the run folder (:mod:`lstm.lm.run_folder`), training
 state first, so a run killed at any moment resumes from its last checkpoint and ends with the
-same weights as a run never interrupted. Under ``torchrun`` every process trains on its own
+same weights as a run never interrupted. SIGINT (Ctrl-C) and SIGTERM stop it after the current
+step with a checkpoint (:mod:`lstm.lm.stop`). Under ``torchrun`` every process trains on its own
 streams with ``DistributedDataParallel`` (gloo on the CPU, nccl on CUDA); process 0 alone
 reports and writes. Every process reads the checkpoint on resume, so ``--out`` must be a
 folder they all see.
@@ -37,6 +38,7 @@ from lstm.lm.corpus import Corpus, Splits, Streams, check_size, load_corpus, spl
 from lstm.lm.model import VOCABULARY, ByteModel, State, build_model, parameter_count
 from lstm.lm.run_folder import STATE_FILE, Checkpoint, RunFolder, load_weights, reading
 from lstm.lm.sample import bits_per_character
+from lstm.lm.stop import Stopped, StopSignals
 
 LOG_EVERY = 10
 """Steps per training-loss record (and per validation report, if ``eval_every`` is smaller)."""
@@ -292,6 +294,8 @@ def train(
     run = _open_run(config, Path(out), log)
     if resume:
         saved = run.folder.check_resumable(config, run.corpus, run.processes.world_size)
+        if saved is None:  # a run killed before its first checkpoint, or none at all
+            run.log(f"no checkpoint in {run.folder.path}: starting at step 0")
     else:
         run.folder.check_new(force=force)
         saved = None
@@ -398,20 +402,49 @@ def _loop(run: _Run, state: TrainingState, *, progress: bool) -> Summary:
     run = dataclasses.replace(run, log=reporter.write)
     meter = _Meter()
     state.model.train()
-    while state.step < config.steps:
-        _train_step(run, network, state)
-        meter.interval_steps += 1
-        if _records_at(config, state.step):
-            _show(bar, _record(run, state, meter))
-        bar.update()
-        reporter.after_step(state.step, config.steps)
-        if state.step % config.checkpoint_every == 0 or state.step == config.steps:
-            _checkpoint(run, state)
+    with StopSignals() as signals:  # SIGINT, SIGTERM: stop after this step, checkpointed
+        while state.step < config.steps:
+            _train_step(run, network, state)
+            meter.interval_steps += 1
+            if _records_at(config, state.step):
+                _show(bar, _record(run, state, meter))
+            bar.update()
+            reporter.after_step(state.step, config.steps)
+            due = state.step % config.checkpoint_every == 0 or state.step == config.steps
+            if due:
+                _checkpoint(run, state)
+            _stop_if_signalled(run, state, signals, bar, checkpointed=due)
     bar.close()
     elapsed = time.perf_counter() - meter.started
     if state.step != config.steps:  # resumed beyond --steps: nothing trained
         _checkpoint(run, state)
     return _finish(run, state, config.steps - start, elapsed)
+
+
+def _stop_if_signalled(
+    run: _Run, state: TrainingState, signals: StopSignals, bar: Any, *, checkpointed: bool
+) -> None:
+    """After a step: if a signal came (to any process), write a checkpoint and stop.
+
+    Raises
+    ------
+    Stopped
+        In every process, after the same step, once the checkpoint is written.
+    """
+    number = signals.agreed(run.processes.distributed, run.device)
+    if number is None:
+        return
+    if not checkpointed:
+        _checkpoint(run, state)
+    bar.close()
+    raise Stopped(
+        number,
+        state.step,
+        run.config.steps,
+        run.folder.path,
+        world_size=run.processes.world_size,
+        leader=run.processes.leader,
+    )
 
 
 def _network(model: ByteModel, run: _Run) -> nn.Module:
@@ -527,7 +560,8 @@ def _finish(run: _Run, state: TrainingState, trained: int, elapsed: float) -> Su
         run.folder.write_results([*state.metrics, final], title)
     tokens_per_second = trained * run.tokens_per_step / elapsed if trained else math.nan
     speed = (
-        f"{tokens_per_second:,.0f} tokens/s over this run's {trained} steps in {elapsed:.1f}s"
+        f"{tokens_per_second:,.0f} tokens/s over this run's {trained} step{'s' * (trained != 1)} "
+        f"in {elapsed:.1f}s"
         if trained
         else "no steps left to train"
     )
