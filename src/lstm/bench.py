@@ -39,7 +39,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from lstm import _atomic as atomic
 from lstm.cells.lstm import LSTM
@@ -179,6 +178,11 @@ def time_interleaved(
     steps: dict[str, Callable[[], None]], rounds: int, min_run_time: float, threads: int
 ) -> dict[str, list[float]]:
     """Per-call times of each step, measured round by round in a rotating order."""
+    # Imported here, not at the top: torch.utils.benchmark is slow to import and, on a CUDA
+    # build of torch without the CUDA toolkit, warns that CUDA_HOME is unset; every
+    # ``python -m lstm`` command (``--help`` included) imports this module for its flags.
+    from torch.utils import benchmark
+
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
