@@ -3,8 +3,16 @@ refuses, and what ``python -m lstm --help`` imports."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli, train_args
+from lstm import cli
 
 # ------------------------------------------------------------------------------ startup
 
@@ -36,3 +44,126 @@ def test_building_the_parser_imports_no_heavy_module() -> None:
     assert "lstm.cli" in loaded
     heavy = {name for name in loaded if name.startswith(HEAVY_MODULES)}
     assert not heavy, f"python -m lstm --help imports {sorted(heavy)}"
+
+
+# ------------------------------------------------------------------------------ --threads
+
+
+@pytest.fixture
+def thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The calls to torch's thread setters, recorded instead of made (they are process-wide)."""
+    calls: list[tuple[str, int]] = []
+    for name in ("set_num_threads", "set_num_interop_threads"):
+        monkeypatch.setattr(torch, name, lambda count, name=name: calls.append((name, count)))
+    return calls
+
+
+RUN_COMMANDS = {
+    "train": ["train"],
+    "evaluate": ["evaluate", "--checkpoint", "run"],
+    "generate": ["generate", "--checkpoint", "run"],
+    "compare": ["compare"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(RUN_COMMANDS))
+def test_threads_are_set_before_the_command_runs(
+    command: str,
+    thread_calls: list[tuple[str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[list[tuple[str, int]]] = []
+    monkeypatch.setattr(cli, f"_{command}", lambda args: seen.append(list(thread_calls)))
+    assert run_cli([*RUN_COMMANDS[command], "--threads", "3"], capsys)[0] == 0
+    assert seen == [[("set_num_threads", 3), ("set_num_interop_threads", 3)]]
+    thread_calls.clear()
+    assert run_cli(RUN_COMMANDS[command], capsys)[0] == 0
+    assert thread_calls == []  # not given: torch's own default stays
+
+
+@pytest.mark.parametrize("command", sorted(RUN_COMMANDS))
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "expected --threads >= 1, got 0"), ("two", "invalid int value: 'two'")],
+)
+def test_bad_thread_counts_are_one_line_and_status_2(
+    command: str,
+    value: str,
+    message: str,
+    thread_calls: list[tuple[str, int]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(cli, f"_{command}", lambda args: pytest.fail("the command ran"))
+    code, _, error = run_cli([*RUN_COMMANDS[command], "--threads", value], capsys)
+    assert code == 2
+    assert error.startswith(f"python -m lstm {command}: error: ")
+    assert len(error.splitlines()) == 1, error
+    assert message in error
+    assert thread_calls == []
+
+
+def test_threads_are_recorded_and_a_run_resumes_with_another_count(
+    corpus_file: Path,
+    tmp_path: Path,
+    thread_calls: list[tuple[str, int]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "run"
+    assert run_cli(train_args(corpus_file, out, "--steps", "2", "--threads", "1"), capsys)[0] == 0
+    assert json.loads((out / "config.json").read_text())["train"]["threads"] == 1
+    resumed = train_args(corpus_file, out, "--steps", "4", "--threads", "2", "--resume")
+    code, printed, error = run_cli(resumed, capsys)
+    assert code == 0, error
+    assert "resuming at step 2 of 4" in printed
+    # The weights carry the new count, config.json the first: both still load.
+    code, printed, error = run_cli(["evaluate", "--checkpoint", str(out)], capsys)
+    assert code == 0, error
+    assert "at step 4" in printed
+    assert ("set_num_threads", 2) in thread_calls
+
+
+# ------------------------------------------------------------------------------ compare
+
+
+@pytest.mark.parametrize(
+    ("refused", "message"),
+    [
+        (["--cell", "slstm"], "--cell: compare trains the cells given by --cells (default: lstm "),
+        (["--cell=slstm"], "e.g. --cells lstm slstm"),
+        (["--impl", "torch"], "--impl: a flag of train; compare trains this library's cells"),
+        (["--eval-every", "3"], "--eval-every: a flag of train; compare validates every"),
+        (["--checkpoint-every", "3"], "--checkpoint-every: a flag of train; compare checkpoints"),
+        (["--resume"], "--resume: compare always starts new runs"),
+    ],
+)
+def test_compare_refuses_train_flags_it_cannot_honour(
+    refused: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # --cell slstm used to pass as an abbreviation of --cells, or train lstm, array and
+    # stochastic-array without a word.
+    monkeypatch.setattr(cli, "_compare", lambda args: pytest.fail("compare ran"))
+    out = tmp_path / "compare"
+    code, printed, error = run_cli(["compare", "--out", str(out), *refused], capsys)
+    assert code == 2
+    assert printed == ""
+    assert error.startswith("python -m lstm compare: error: ")
+    assert len(error.splitlines()) == 1, error
+    assert message in error
+    assert not out.exists()
+
+
+def test_compare_takes_its_cells_from_cells_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    planned: list[list[str]] = []
+    monkeypatch.setattr(cli, "_compare", lambda args: planned.append(args.cells))
+    assert run_cli(["compare"], capsys)[0] == 0
+    assert run_cli(["compare", "--cells", "slstm", "lstm"], capsys)[0] == 0
+    assert planned == [["lstm", "array", "stochastic-array"], ["slstm", "lstm"]]
+    assert "--cell " not in run_cli(["compare", "--help"], capsys)[1]
