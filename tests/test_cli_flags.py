@@ -3,7 +3,9 @@ refuses, and what ``python -m lstm --help`` imports."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +169,79 @@ def test_compare_takes_its_cells_from_cells_alone(
     assert run_cli(["compare", "--cells", "slstm", "lstm"], capsys)[0] == 0
     assert planned == [["lstm", "array", "stochastic-array"], ["slstm", "lstm"]]
     assert "--cell " not in run_cli(["compare", "--help"], capsys)[1]
+
+
+# ------------------------------------------------------------------------------ help and README
+
+
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """``python -m lstm`` (as ``""``) and each of its commands' parsers, by command."""
+    parser = cli.build_parser()
+    commands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    return {"": parser, **commands.choices}
+
+
+def shown_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The flags the help lists (not -h, not the refused ones, not the commands)."""
+    return [
+        action
+        for action in parser._actions
+        if action.option_strings
+        and action.help is not argparse.SUPPRESS
+        and not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+    ]
+
+
+def shown_default(action: argparse.Action) -> str | None:
+    """How the help should name the action's default (``None``: it has none to show)."""
+    if action.default in (None, "", argparse.SUPPRESS) or action.nargs == 0:
+        return None  # no value, or a switch (store_true, version)
+    if isinstance(action.default, (list, tuple)):
+        return " ".join(str(value) for value in action.default)
+    return str(action.default)
+
+
+@pytest.mark.parametrize("command", sorted(parsers()))
+def test_every_flag_has_help_that_names_its_default(command: str) -> None:
+    parser = parsers()[command]
+    for action in shown_actions(parser):
+        assert action.help, f"{command} {action.option_strings[0]} has no help"
+        text = action.help % {**vars(action), "prog": parser.prog}
+        default = shown_default(action)
+        if default is not None:
+            assert re.search(rf"default:? {re.escape(default)}\b", text), (
+                f"{command} {action.option_strings[0]}: {text!r} does not name {default!r}"
+            )
+
+
+def test_generate_help_says_the_default_seed_is_deterministic() -> None:
+    (seed,) = [action for action in parsers()["generate"]._actions if action.dest == "seed"]
+    assert isinstance(seed.help, str)
+    assert "default makes generate deterministic" in seed.help
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_rows() -> dict[str, str]:
+    """The command cell of each ``python -m lstm COMMAND`` row of the README's table."""
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## The command line", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `python -m lstm (\w+)([^`]*)` \|", section, flags=re.M)
+    return dict(rows)
+
+
+@pytest.mark.parametrize("command", sorted(set(parsers()) - {""}))
+def test_the_readme_table_lists_every_flag(command: str) -> None:
+    row = readme_rows()[command]
+    listed = set(re.findall(r"--[a-z][a-z-]*", row))
+    parser = parsers()[command]
+    flags = {action.option_strings[0] for action in shown_actions(parser)}
+    assert listed == flags, (
+        f"README's {command} row: missing {sorted(flags - listed)}, extra {sorted(listed - flags)}"
+    )
+    for group in parser._mutually_exclusive_groups:
+        alternatives = r" \| ".join(action.option_strings[0] for action in group._group_actions)
+        assert f"[{alternatives}]" in row, f"README's {command} row: [{alternatives}]"
