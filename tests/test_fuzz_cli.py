@@ -23,7 +23,14 @@ from conftest import SLOW, counted
 from lstm import CELLS, cli
 
 TINY = ["--hidden", "4", "--seq-len", "4", "--batch-size", "1", "--steps", "1", "--quiet"]
-POSITIVE_INTEGERS = ["--hidden", "--layers", "--batch-size", "--steps", "--checkpoint-every"]
+POSITIVE_INTEGERS = [
+    "--hidden",
+    "--layers",
+    "--batch-size",
+    "--steps",
+    "--checkpoint-every",
+    "--threads",
+]
 
 
 def _not_an_int(text: str) -> bool:

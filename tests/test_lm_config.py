@@ -67,14 +67,26 @@ def test_flags_come_from_the_fields() -> None:
     train = {option.name: option for option in flags("train")}
     compare = {option.name: option for option in flags("compare")}
     assert list(train) == [name for name in TrainConfig().to_json() if name != "clip"]
-    assert set(train) - set(compare) == {"checkpoint_every", "eval_every", "eval_bytes", "impl"}
-    assert [option.name for option in flags("evaluate")] == ["device"]
+    # compare takes its cells from its own --cells
+    assert set(train) - set(compare) == {"cell", "checkpoint_every", "eval_every", "impl"}
+    assert [option.name for option in flags("evaluate")] == ["device", "threads"]
     assert (train["steps"].default, compare["steps"].default) == (400, 300)
     assert (train["k"].value_type, train["k"].default, train["lr"].value_type) == (int, None, float)
     assert train["device"].choices == ("auto", "cpu", "cuda")
     assert train["seq_len"].option_string == "--seq-len"
     assert all(cell in train["cell"].help for cell in CELLS)  # the registry when asked
-    assert all("%(default)s" in option.help for name, option in train.items() if name != "k")
+    no_default = {"k", "threads"}  # None: the registry's lanes, torch's own thread count
+    assert all(
+        "%(default)s" in option.help for name, option in train.items() if name not in no_default
+    )
+
+
+def test_threads_may_be_left_to_torch_and_change_on_resume() -> None:
+    assert TrainConfig().threads is None
+    with pytest.raises(ValueError, match=r"^expected --threads >= 1, got 0$"):
+        TrainConfig(threads=0)
+    assert TrainConfig(threads=1).differences(TrainConfig(threads=2)) == []
+    assert TrainConfig(threads=1).differences(TrainConfig(hidden=8)) == ["--hidden: 8 -> 256"]
 
 
 def test_from_flags_takes_the_command_flags_and_the_command_fields() -> None:

@@ -39,7 +39,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from lstm import _atomic as atomic
 from lstm.cells.lstm import LSTM
@@ -179,6 +178,11 @@ def time_interleaved(
     steps: dict[str, Callable[[], None]], rounds: int, min_run_time: float, threads: int
 ) -> dict[str, list[float]]:
     """Per-call times of each step, measured round by round in a rotating order."""
+    # Imported here, not at the top: torch.utils.benchmark is slow to import and, on a CUDA
+    # build of torch without the CUDA toolkit, warns that CUDA_HOME is unset; every
+    # ``python -m lstm`` command (``--help`` included) imports this module for its flags.
+    from torch.utils import benchmark
+
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
@@ -434,28 +438,71 @@ def _shape_argument(text: str) -> Shape:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m lstm bench``."""
     parser.add_argument(
-        "--cell", action="append", choices=sorted(CELLS), help="repeatable; default lstm"
+        "--cell",
+        action="append",
+        choices=sorted(CELLS),
+        metavar="NAME",
+        help=f"one of {', '.join(sorted(CELLS))} (repeatable; default lstm)",
     )
     parser.add_argument("--all-cells", action="store_true", help="every registered cell")
     parser.add_argument(
         "--shape",
         action="append",
         type=_shape_argument,
+        metavar="B,T,I,H",
         help="batch,seq_len,input,hidden (repeatable); default the small, medium and large shapes",
     )
-    parser.add_argument("--mode", choices=[*MODES, "both"], default="both")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default 4)")
-    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per measurement")
     parser.add_argument(
-        "--threads", type=int, default=None, help="default: torch.get_num_threads()"
+        "--mode",
+        choices=[*MODES, "both"],
+        default="both",
+        help="forward (no grad), train (forward and backward) or both (default %(default)s)",
     )
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        metavar="N",
+        help="interleaved rounds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--min-run-time",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="seconds per measurement (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads while timing (default: torch.get_num_threads())",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="of the weights and inputs (default %(default)s)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference and hoisted paths"
     )
-    parser.add_argument("--json", type=Path, default=Path("bench.json"), help="default bench.json")
-    parser.add_argument("--plot", type=Path, default=None, help="write a PNG chart here")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench.json"),
+        metavar="FILE",
+        help="write the results here (default %(default)s)",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write a PNG chart here (default: none)",
+    )
 
 
 def run(args: argparse.Namespace) -> list[Result]:

@@ -19,14 +19,15 @@ line with the command that resumes; the status is then 130 (SIGINT) or 143 (SIGT
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from lstm import __version__, bench
-from lstm.lm.config import TrainConfig, flags
+from lstm.lm.config import COMPARE_CELLS, TrainConfig, flag, flags
 from lstm.registry import CELLS
 
 EXTRAS = {"safetensors": "cli", "tqdm": "cli", "matplotlib": "plot"}
@@ -41,6 +42,33 @@ class _Parser(argparse.ArgumentParser):
 
 
 _Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
+
+
+class _Refused(argparse.Action):
+    """A flag a command does not take, refused with a message that says what to do instead.
+
+    It takes any number of values (so that the refusal, not a stray value, is the error) and
+    is left out of the help.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, *, instead: str) -> None:
+        super().__init__(
+            option_strings,
+            argparse.SUPPRESS,
+            nargs="*",
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+        self.instead = instead
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(f"{option_string}: {self.instead}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +152,12 @@ def _add_generate(commands: _Commands) -> None:
         help="below 1: likelier bytes, above 1: more varied (default %(default)s)",
     )
     generate.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="seeds the draws (default %(default)s)"
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seeds the draws: the same run, prompt and seed print the same text, so the "
+        "default makes generate deterministic (default %(default)s)",
     )
     _add_config_flags(generate, "generate")
     generate.set_defaults(handler=_generate)
@@ -145,8 +178,10 @@ def _add_compare(commands: _Commands) -> None:
         "--cells",
         nargs="+",
         choices=sorted(CELLS),
-        default=None,
-        help="default: lstm array stochastic-array",
+        default=list(COMPARE_CELLS),
+        metavar="NAME",
+        help=f"the cells to compare: {', '.join(sorted(CELLS))} "
+        f"(default: {' '.join(COMPARE_CELLS)})",
     )
     compare.add_argument(
         "--out",
@@ -157,7 +192,36 @@ def _add_compare(commands: _Commands) -> None:
     )
     compare.add_argument("--force", action="store_true", help="replace the results in --out")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    _refuse_train_flags(compare)
     compare.set_defaults(handler=_compare)
+
+
+def _refuse_train_flags(compare: argparse.ArgumentParser) -> None:
+    """Refuse ``train``'s flags that ``compare`` cannot honour, rather than ignore them.
+
+    Without this, ``--cell`` was taken for an abbreviation of ``--cells`` or silently dropped.
+    """
+    compare.add_argument(
+        flag("cell"),
+        action=_Refused,
+        instead=f"compare trains the cells given by --cells (default: {' '.join(COMPARE_CELLS)}), "
+        "e.g. --cells lstm slstm",
+    )
+    reasons = {
+        "impl": "compare trains this library's cells",
+        "checkpoint_every": "compare checkpoints every cell once, at the end",
+        "eval_every": "compare validates every --steps/6 steps, for its chart",
+    }
+    taken = {option.name for option in flags("compare")}
+    for option in flags("train"):
+        if option.name not in taken | {"cell"}:
+            reason = reasons.get(option.name, "compare does not take it")
+            compare.add_argument(
+                option.option_string, action=_Refused, instead=f"a flag of train; {reason}"
+            )
+    compare.add_argument(
+        "--resume", action=_Refused, instead="compare always starts new runs; see --force"
+    )
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -211,18 +275,40 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from lstm.lm.compare import DEFAULT_CELLS, compare
+    from lstm.lm.compare import compare
 
     config = TrainConfig.from_flags(
         vars(args), "compare", eval_every=max(1, args.steps // 6), checkpoint_every=args.steps
     )
-    compare(
-        config, args.cells or DEFAULT_CELLS, args.out, force=args.force, progress=not args.quiet
-    )
+    compare(config, args.cells, args.out, force=args.force, progress=not args.quiet)
 
 
 def _bench(args: argparse.Namespace) -> None:
     bench.run(args)
+
+
+def use_threads(threads: int | None) -> None:
+    """Apply ``--threads`` before a command does any work; ``None`` leaves torch's defaults.
+
+    Sets torch's intra-op threads, and its inter-op threads where that is still allowed.
+
+    Raises
+    ------
+    ValueError
+        If ``threads`` is below 1.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ValueError(f"expected {flag('threads')} >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+    # Inter-op threads can be set once per process, before any inter-op work; torch raises
+    # RuntimeError after that (a second main() in one process, a test). This model's work is
+    # intra-op, so keeping the earlier value there changes no result.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], None] = args.handler
     prefix = f"python -m lstm {args.command}: error:"
     try:
+        use_threads(getattr(args, "threads", None))
         handler(args)
     except ModuleNotFoundError as error:
         if error.name not in EXTRAS:

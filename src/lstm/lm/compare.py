@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 
 from lstm._atomic import write_figure, write_json
-from lstm.lm.config import TrainConfig
+from lstm.lm.config import COMPARE_CELLS, TrainConfig
 from lstm.lm.model import build_model, parameter_count
 from lstm.lm.run_folder import RunFolder
 from lstm.lm.train import train
 from lstm.registry import DEFAULT_LANES, get_cell, takes_lanes
 
-DEFAULT_CELLS = ("lstm", "array", "stochastic-array")
+DEFAULT_CELLS = COMPARE_CELLS
 TOLERANCE = 0.05
 """Largest relative difference between a cell's parameter count and the budget."""
 

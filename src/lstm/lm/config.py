@@ -22,11 +22,21 @@ from lstm.lm.model import IMPLS, check_model_options
 
 DEVICES = ("auto", "cpu", "cuda")
 
-RESUMABLE = frozenset({"steps", "checkpoint_every", "eval_every", "eval_bytes", "device"})
-"""Fields a resumed run may change: how long it goes on, how often it reports, where it runs."""
+RESUMABLE = frozenset(
+    {"steps", "checkpoint_every", "eval_every", "eval_bytes", "device", "threads"}
+)
+"""Fields a resumed run may change: how long it goes on, how often it reports, where and on how
+many CPU threads it runs (the weights are bitwise the same only for the same device and thread
+count, as for a run never interrupted)."""
 
 MODEL_COMMANDS = ("train", "compare")
 """The commands that build a :class:`TrainConfig` from their flags."""
+
+COMPARE_CELLS = ("lstm", "array", "stochastic-array")
+"""The cells ``compare`` trains unless ``--cells`` names others."""
+
+RUN_COMMANDS = (*MODEL_COMMANDS, "evaluate", "generate")
+"""The commands that run a model (and take ``--device`` and ``--threads``)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,8 @@ class Option:
         A command's own default where it is not the field's (``compare`` trains fewer steps).
     minimum : int or None
         For an integer field: the smallest valid value.
+    optional : bool
+        ``None`` is valid too (the default: the choice is left to torch).
     positive : bool
         For a number field: must be finite and greater than zero.
     """
@@ -58,6 +70,7 @@ class Option:
     commands: tuple[str, ...] = MODEL_COMMANDS
     defaults: Mapping[str, Any] = field(default_factory=dict)
     minimum: int | None = None
+    optional: bool = False
     positive: bool = False
 
 
@@ -137,6 +150,9 @@ class TrainConfig:
         This library's cell, or ``torch.nn.LSTM`` (cell ``"lstm"`` only).
     device : {"auto", "cpu", "cuda"}
         Where to train; ``"auto"`` is CUDA when available.
+    threads : int or None
+        torch's intra-op CPU threads (``torch.set_num_threads``), set by :mod:`lstm.cli`
+        before any work; ``None`` leaves torch's default. A resumed run may change it.
     """
 
     data: str = field(
@@ -147,7 +163,11 @@ class TrainConfig:
             metavar="FILE",
         ),
     )
-    cell: str = field(default="lstm", metadata=_option(_cell_help, metavar="NAME"))
+    cell: str = field(
+        # compare takes the cells to compare from its own --cells
+        default="lstm",
+        metadata=_option(_cell_help, metavar="NAME", commands=("train",)),
+    )
     hidden: int = field(
         default=256,
         metadata=_option(
@@ -229,7 +249,7 @@ class TrainConfig:
         metadata=_option(
             "validation bytes per report; the final report reads all (default %(default)s)",
             metavar="N",
-            commands=("train",),
+            commands=MODEL_COMMANDS,
             minimum=2,
         ),
     )
@@ -246,15 +266,28 @@ class TrainConfig:
         metadata=_option(
             "auto: CUDA when available (default %(default)s)",
             choices=DEVICES,
-            commands=(*MODEL_COMMANDS, "evaluate", "generate"),
+            commands=RUN_COMMANDS,
+        ),
+    )
+    threads: int | None = field(
+        default=None,
+        metadata=_option(
+            "torch's CPU threads; 1 on shared or busy cores, where waiting for a busy core "
+            "costs more than a second thread gains (default: torch's own, usually one per "
+            "physical core)",
+            metavar="N",
+            commands=RUN_COMMANDS,
+            minimum=1,
+            optional=True,
         ),
     )
 
     def __post_init__(self) -> None:
         # Integers, then numbers, then the rest: where two values are bad, the first is named.
         for name, option in _options():
-            if option.minimum is not None:
-                _check_integer(name, getattr(self, name), option.minimum)
+            value = getattr(self, name)
+            if option.minimum is not None and not (option.optional and value is None):
+                _check_integer(name, value, option.minimum)
         for name, option in _options():
             if option.positive:
                 _check_positive(name, getattr(self, name))

@@ -185,7 +185,7 @@ def load_run(folder: str | Path, device: torch.device | None = None) -> LoadedRu
         raise CheckpointError(f"checkpoint folder {run.path} does not exist")
     config, saved = run.read_config()
     tensors, info = load_tensors(run.path / MODEL_FILE, kind=MODEL_KIND)
-    if not isinstance(info, dict) or info.get("train") != config.to_json():
+    if not isinstance(info, dict) or not _same_model(config, info.get("train")):
         raise CheckpointError(
             f"{run.path / MODEL_FILE} was not written with {run.path / CONFIG_FILE}'s configuration"
         )
@@ -193,6 +193,20 @@ def load_run(folder: str | Path, device: torch.device | None = None) -> LoadedRu
     load_weights(model, tensors, run.path / MODEL_FILE)
     model.to(device or torch.device("cpu")).eval()
     return LoadedRun(config, model, int(info.get("step", 0)), dict(saved.get("corpus", {})))
+
+
+def _same_model(config: TrainConfig, written: Any) -> bool:
+    """Whether the configuration saved with the weights describes ``config``'s model.
+
+    A resumed run may change the fields of :data:`~lstm.lm.config.RESUMABLE` (``--steps``,
+    ``--threads``, ...); its weights then carry the new values, ``config.json`` the first.
+    """
+    if not isinstance(written, dict):
+        return False
+    try:
+        return not config.differences(TrainConfig.from_json(written))
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
