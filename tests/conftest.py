@@ -61,6 +61,11 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+SUBPROCESSES = "subprocess trainings"
+"""xdist group of the tests that train in several processes at once (torchrun, SIGKILL and
+signal trials): they run one after another in one worker, so they do not compete for the
+cores with each other, only with the other worker's in-process tests."""
+
 COMMAND_LINE_TESTS = ("test_cli", "test_fuzz_cli", "test_faults", "test_lm_")
 """Files of the command line's tests (``lstm.cli``, ``lstm.lm``), by name prefix."""
 
@@ -74,12 +79,16 @@ def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     ``layer_norm``) waits for a thread that another process holds: the gradcheck of the
     layer-normalised cell took 86 s on two threads under load, 7 s on one. The command line's
     tests keep torch's default: they compare in-process runs bitwise with runs in
-    subprocesses, which use the default.
+    subprocesses, which use the default (or both pass the same ``--threads``); a test that
+    runs the command line in process with ``--threads`` leaves the count as it found it.
     """
-    if request.node.path.name.startswith(COMMAND_LINE_TESTS):
-        yield
-        return
     threads = torch.get_num_threads()
+    if request.node.path.name.startswith(COMMAND_LINE_TESTS):
+        try:
+            yield  # `--threads N` in process sets torch's count: put it back for the next test
+        finally:
+            torch.set_num_threads(threads)
+        return
     torch.set_num_threads(1)
     try:
         yield

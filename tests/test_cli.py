@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, assert_same_weights, metrics, run_cli, train_args, weights
+from conftest import (
+    SUBPROCESSES,
+    TINY,
+    assert_same_weights,
+    metrics,
+    run_cli,
+    train_args,
+    weights,
+)
 from lstm import cli
 from lstm.lm.config import TrainConfig, flags
 from lstm.lm.corpus import read_corpus, split
@@ -313,6 +321,7 @@ def torchrun(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.xdist_group(SUBPROCESSES)
 def test_two_processes_train_with_ddp_and_resume_the_same(
     corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, assert_same_weights, run_cli
+from conftest import SUBPROCESSES, TINY, assert_same_weights, run_cli
 from lstm import cli
 from lstm.cli import resume_command
 from lstm.lm.run_folder import MODEL_FILE, STATE_FILE
 
-FLAGS = [*TINY, "--steps", "400", "--checkpoint-every", "1000", "--eval-every", "2"]
+# Subprocess trainings: one worker runs them in turn (see conftest.SUBPROCESSES).
+pytestmark = pytest.mark.xdist_group(SUBPROCESSES)
+
+FLAGS = [*TINY, "--steps", "60", "--checkpoint-every", "1000", "--eval-every", "2"]
 FLAGS += ["--eval-bytes", "64"]  # a line on stdout every 2 steps: progress to wait for
+# One thread: these subprocesses share the cores with the other test worker.
+FLAGS += ["--threads", "1"]
 
 
 def sha256(path: Path) -> str:
@@ -73,19 +78,19 @@ def test_a_signal_checkpoints_and_the_printed_command_resumes_exactly(
     code, error = stop_after_progress(argv, number)
     assert code == status, error
     match = re.fullmatch(
-        rf"{number.name}: stopped at step (\d+) of 400, checkpoint in (.+); resume with: (.+)\n",
+        rf"{number.name}: stopped at step (\d+) of 60, checkpoint in (.+); resume with: (.+)\n",
         error,
     )
     assert match, error  # one line, and nothing else (no traceback)
     step, folder, command = int(match[1]), match[2], match[3]
-    assert 6 <= step < 400
+    assert 6 <= step < 60
     assert folder == str(out)
     assert (out / STATE_FILE).exists()
     resume = [*argv[:-1], "--resume"]
     assert shlex.split(command) == ["python", "-m", "lstm", *resume]
     code, printed, _ = run_cli(shlex.split(command)[3:], capsys)
     assert code == 0
-    assert f"resuming at step {step} of 400" in printed
+    assert f"resuming at step {step} of 60" in printed
     assert_same_weights(straight, out)
     for name in (MODEL_FILE, STATE_FILE):
         assert sha256(out / name) == sha256(straight / name), name
