@@ -66,29 +66,24 @@ SUBPROCESSES = "subprocess trainings"
 signal trials): they run one after another in one worker, so they do not compete for the
 cores with each other, only with the other worker's in-process tests."""
 
-COMMAND_LINE_TESTS = ("test_cli", "test_fuzz_cli", "test_faults", "test_lm_")
-"""Files of the command line's tests (``lstm.cli``, ``lstm.lm``), by name prefix."""
+# Every process a test starts (a training subprocess, torchrun's workers) computes on one
+# thread too: torch reads OMP_NUM_THREADS when it starts. See _one_thread.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The core's tests run torch on one thread.
+def _one_thread() -> Iterator[None]:
+    """Every test runs torch on one thread, as do the processes tests start.
 
     Their tensors are tiny (a few dozen numbers), so intra-op threads never help them, and on
     a machine whose cores are shared every parallel region (MKL's float64 matrix products,
     ``layer_norm``) waits for a thread that another process holds: the gradcheck of the
-    layer-normalised cell took 86 s on two threads under load, 7 s on one. The command line's
-    tests keep torch's default: they compare in-process runs bitwise with runs in
-    subprocesses, which use the default (or both pass the same ``--threads``); a test that
-    runs the command line in process with ``--threads`` leaves the count as it found it.
+    layer-normalised cell took 86 s on two threads under load, 7 s on one, and the suite runs
+    one test process per core. The command line's tests compare in-process runs bitwise with
+    runs in subprocesses: both use one thread (``OMP_NUM_THREADS=1`` above). A test that runs
+    the command line in process with ``--threads`` leaves the count as it found it.
     """
     threads = torch.get_num_threads()
-    if request.node.path.name.startswith(COMMAND_LINE_TESTS):
-        try:
-            yield  # `--threads N` in process sets torch's count: put it back for the next test
-        finally:
-            torch.set_num_threads(threads)
-        return
     torch.set_num_threads(1)
     try:
         yield

@@ -31,7 +31,6 @@ pytestmark = pytest.mark.xdist_group(SUBPROCESSES)
 ARGS = [
     "train", "--hidden", "8", "--seq-len", "8", "--batch-size", "2", "--steps", "30",
     "--checkpoint-every", "1", "--eval-every", "10", "--quiet", "--device", "cpu",
-    "--threads", "1",  # the subprocesses share the cores with the other test worker
 ]  # fmt: skip
 
 

@@ -29,8 +29,6 @@ pytestmark = pytest.mark.xdist_group(SUBPROCESSES)
 
 FLAGS = [*TINY, "--steps", "60", "--checkpoint-every", "1000", "--eval-every", "2"]
 FLAGS += ["--eval-bytes", "64"]  # a line on stdout every 2 steps: progress to wait for
-# One thread: these subprocesses share the cores with the other test worker.
-FLAGS += ["--threads", "1"]
 
 
 def sha256(path: Path) -> str:
