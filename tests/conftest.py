@@ -61,11 +61,6 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-SUBPROCESSES = "subprocess trainings"
-"""xdist group of the tests that train in several processes at once (torchrun, SIGKILL and
-signal trials): they run one after another in one worker, so they do not compete for the
-cores with each other, only with the other worker's in-process tests."""
-
 # Every process a test starts (a training subprocess, torchrun's workers) computes on one
 # thread too: torch reads OMP_NUM_THREADS when it starts. See _one_thread.
 os.environ["OMP_NUM_THREADS"] = "1"

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from conftest import (
-    SUBPROCESSES,
     TINY,
     assert_same_weights,
     metrics,
@@ -321,7 +320,6 @@ def torchrun(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.xdist_group(SUBPROCESSES)
 def test_two_processes_train_with_ddp_and_resume_the_same(
     corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

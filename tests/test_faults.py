@@ -21,12 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SUBPROCESSES
 from lstm.lm.files import load_tensors
 from lstm.lm.run_folder import MODEL_KIND, STATE_FILE, STATE_KIND
-
-# Subprocess trainings: one worker runs them in turn (see conftest.SUBPROCESSES).
-pytestmark = pytest.mark.xdist_group(SUBPROCESSES)
 
 ARGS = [
     "train", "--hidden", "8", "--seq-len", "8", "--batch-size", "2", "--steps", "30",

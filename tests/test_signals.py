@@ -19,13 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SUBPROCESSES, TINY, assert_same_weights, run_cli
+from conftest import TINY, assert_same_weights, run_cli
 from lstm import cli
 from lstm.cli import resume_command
 from lstm.lm.run_folder import MODEL_FILE, STATE_FILE
-
-# Subprocess trainings: one worker runs them in turn (see conftest.SUBPROCESSES).
-pytestmark = pytest.mark.xdist_group(SUBPROCESSES)
 
 FLAGS = [*TINY, "--steps", "60", "--checkpoint-every", "1000", "--eval-every", "2"]
 FLAGS += ["--eval-bytes", "64"]  # a line on stdout every 2 steps: progress to wait for
