@@ -436,7 +436,14 @@ def _shape_argument(text: str) -> Shape:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``python -m lstm bench``."""
+    """The options of ``python -m lstm bench``: what to measure, how, and where to write it."""
+    _add_workload_arguments(parser)
+    _add_timing_arguments(parser)
+    _add_output_arguments(parser)
+
+
+def _add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--cell``, ``--all-cells``, ``--shape``, ``--mode``, ``--dtype``."""
     parser.add_argument(
         "--cell",
         action="append",
@@ -459,6 +466,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="forward (no grad), train (forward and backward) or both (default %(default)s)",
     )
     parser.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="of the weights and inputs (default %(default)s)",
+    )
+
+
+def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--rounds``, ``--min-run-time``, ``--threads``."""
+    parser.add_argument(
         "--rounds",
         type=int,
         default=4,
@@ -479,12 +496,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="torch threads while timing (default: torch.get_num_threads())",
     )
-    parser.add_argument(
-        "--dtype",
-        choices=["float32", "float64"],
-        default="float32",
-        help="of the weights and inputs (default %(default)s)",
-    )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-memory``, ``--no-reference``, ``--json``, ``--plot``."""
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference and hoisted paths"

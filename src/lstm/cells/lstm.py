@@ -614,7 +614,7 @@ class LSTM(Recurrent):
         except AttributeError:
             if name not in _TORCH_LISTS and not _TORCH_NAME.fullmatch(name):
                 raise
-        return self._torch_layout_attribute(name)
+        return _torch_layout_attribute(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if _TORCH_NAME.fullmatch(name) or name in _TORCH_LISTS:
@@ -625,46 +625,50 @@ class LSTM(Recurrent):
             )
         super().__setattr__(name, value)
 
-    def _torch_layout_attribute(self, name: str) -> Any:
-        """The value of one of nn.LSTM's names (see :meth:`__getattr__`), or AttributeError."""
-        owner = type(self).__name__
-        if self.step_source.overrides(LSTM):
-            raise AttributeError(
-                f"{owner} has no attribute {name!r}: nn.LSTM's weight names exist only for a "
-                "class that computes the plain LSTM"
-            )
-        names = [self._torch_names(layer, direction) for layer, direction in self.cell_indices()]
-        if name == "_all_weights":
-            return names
-        if name == "_flat_weights_names":
-            return [entry for cell in names for entry in cell]
-        if name == "all_weights":
-            return [[self._torch_weight(entry) for entry in cell] for cell in names]
-        if name == "_flat_weights":
-            return [self._torch_weight(entry) for cell in names for entry in cell]
-        if not any(name in cell for cell in names):
-            raise AttributeError(
-                f"{owner} has no attribute {name!r}: its nn.LSTM names are "
-                f"{[entry for cell in names for entry in cell]}"
-            )
-        return self._torch_weight(name)
 
-    def _torch_names(self, layer: int, direction: int) -> list[str]:
-        """nn.LSTM's names of cell ``(layer, direction)``, in its order."""
-        suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
-        kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else [])
-        if self.proj_size:
-            kinds.append("weight_hr")
-        return [kind + suffix for kind in kinds]
+# ---------------------------------------------------------------------- nn.LSTM's names
+def _torch_layout_attribute(module: LSTM, name: str) -> Any:
+    """The value of one of nn.LSTM's names (see :meth:`LSTM.__getattr__`), or AttributeError."""
+    owner = type(module).__name__
+    if module.step_source.overrides(LSTM):
+        raise AttributeError(
+            f"{owner} has no attribute {name!r}: nn.LSTM's weight names exist only for a "
+            "class that computes the plain LSTM"
+        )
+    names = [_torch_names(module, layer, direction) for layer, direction in module.cell_indices()]
+    if name == "_all_weights":
+        return names
+    if name == "_flat_weights_names":
+        return [entry for cell in names for entry in cell]
+    if name == "all_weights":
+        return [[_torch_weight(module, entry) for entry in cell] for cell in names]
+    if name == "_flat_weights":
+        return [_torch_weight(module, entry) for cell in names for entry in cell]
+    if not any(name in cell for cell in names):
+        raise AttributeError(
+            f"{owner} has no attribute {name!r}: its nn.LSTM names are "
+            f"{[entry for cell in names for entry in cell]}"
+        )
+    return _torch_weight(module, name)
 
-    def _torch_weight(self, name: str) -> Tensor:
-        """A copy of nn.LSTM's parameter ``name`` (a valid one), gate blocks i, f, g, o."""
-        match = _TORCH_NAME.fullmatch(name)
-        assert match is not None
-        kind, which, layer, reverse = match.groups()
-        parts = self.cell_parts(int(layer), 1 if reverse else 0)
-        with torch.no_grad():
-            if which == "hr":  # the projection: no gate blocks to reorder
-                return cast(nn.Linear, parts["h2p"]).weight.clone()
-            source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
-            return _permute_gates(source, self.hidden_size)
+
+def _torch_names(module: LSTM, layer: int, direction: int) -> list[str]:
+    """nn.LSTM's names of cell ``(layer, direction)``, in its order."""
+    suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+    kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if module.bias else [])
+    if module.proj_size:
+        kinds.append("weight_hr")
+    return [kind + suffix for kind in kinds]
+
+
+def _torch_weight(module: LSTM, name: str) -> Tensor:
+    """A copy of nn.LSTM's parameter ``name`` (a valid one), gate blocks i, f, g, o."""
+    match = _TORCH_NAME.fullmatch(name)
+    assert match is not None
+    kind, which, layer, reverse = match.groups()
+    parts = module.cell_parts(int(layer), 1 if reverse else 0)
+    with torch.no_grad():
+        if which == "hr":  # the projection: no gate blocks to reorder
+            return cast(nn.Linear, parts["h2p"]).weight.clone()
+        source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
+        return _permute_gates(source, module.hidden_size)
