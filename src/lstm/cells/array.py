@@ -300,7 +300,36 @@ def stochastic_output_pooling(gates: Tensor, state: Tensor, sample: bool) -> tup
     return pool_lanes(outputs, state, sample), state
 
 
-class StochasticArrayLSTM(ArrayLSTM):
+class _LaneChoice(ArrayLSTM):
+    """The Array cells that choose one lane per unit: the ``sample_lanes`` option they share.
+
+    By default the most likely lane, in training and eval mode alike; ``sample_lanes=True``
+    draws it in training mode (:attr:`draws`). See :class:`StochasticArrayLSTM` and
+    :class:`StochasticMemoryArrayLSTM`.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        k: int,
+        *,
+        sample_lanes: bool = False,
+        **options: Any,
+    ) -> None:
+        self.sample_lanes = check_bool(type(self).__name__, "sample_lanes", sample_lanes)
+        super().__init__(input_size, hidden_size, k, **options)
+
+    @property
+    def draws(self) -> bool:
+        """Whether this step draws its lanes at random: ``sample_lanes`` in training mode."""
+        return self.sample_lanes and self.training
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", sample_lanes=True" if self.sample_lanes else "")
+
+
+class StochasticArrayLSTM(_LaneChoice):
     r"""Array-LSTM with stochastic output pooling (Rocki 2016).
 
     Every lane keeps its own cell state, but the hidden output of each unit comes from a
@@ -349,18 +378,6 @@ class StochasticArrayLSTM(ArrayLSTM):
     >>> sampling = lstm.StochasticArrayLSTM(8, 16, k=4, sample_lanes=True)
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        k: int,
-        *,
-        sample_lanes: bool = False,
-        **options: Any,
-    ) -> None:
-        self.sample_lanes = check_bool(type(self).__name__, "sample_lanes", sample_lanes)
-        super().__init__(input_size, hidden_size, k, **options)
-
     def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
         """One lane per unit (:func:`pool_lanes`), drawn only with ``sample_lanes`` in training.
 
@@ -373,10 +390,7 @@ class StochasticArrayLSTM(ArrayLSTM):
         -------
         hidden : Tensor of shape (batch, hidden_size)
         """
-        return pool_lanes(outputs, states, sample=self.sample_lanes and self.training)
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", sample_lanes=True" if self.sample_lanes else "")
+        return pool_lanes(outputs, states, sample=self.draws)
 
 
 # ------------------------------------------------------------------ soft lane attention
@@ -566,7 +580,7 @@ def stochastic_memory_lanes(gates: Tensor, state: Tensor, sample: bool) -> tuple
     return output, torch.where(lane == choice, written, state)
 
 
-class StochasticMemoryArrayLSTM(ArrayLSTM):
+class StochasticMemoryArrayLSTM(_LaneChoice):
     r"""Array-LSTM with a stochastic memory array: one lane per unit written at each step.
 
     This project's reading of the paper (Rocki 2016 reports it as its best model; the
@@ -615,18 +629,6 @@ class StochasticMemoryArrayLSTM(ArrayLSTM):
     fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
     """This class's own step runs with ``i2h`` hoisted out of the loop."""
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        k: int,
-        *,
-        sample_lanes: bool = False,
-        **options: Any,
-    ) -> None:
-        self.sample_lanes = check_bool(type(self).__name__, "sample_lanes", sample_lanes)
-        super().__init__(input_size, hidden_size, k, **options)
-
     def build_cell(
         self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
     ) -> dict[str, CellPart]:
@@ -645,9 +647,5 @@ class StochasticMemoryArrayLSTM(ArrayLSTM):
         """
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
-        sample = self.sample_lanes and self.training
-        outputs, state = stochastic_memory_lanes(gates, state, sample)
+        outputs, state = stochastic_memory_lanes(gates, state, self.draws)
         return self.update_hidden(outputs, state), state
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", sample_lanes=True" if self.sample_lanes else "")
