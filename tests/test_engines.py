@@ -524,11 +524,23 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert Inherits.step_source.overrides(LSTM) == []
 
 
+def test_a_declared_kernel_without_fused_forward_is_refused_at_class_creation() -> None:
+    with pytest.raises(TypeError, match=r"^Broken: expected a fused_forward method beside Fast"):
+
+        class Broken(lstm.Recurrent):
+            fast_path = lstm.engines.FastPath("kernel", "a kernel that is not there")
+            gate_blocks = 4
+            forward_cell = LSTM.forward_cell
+
+
 def test_a_declared_kernel_that_returns_nothing_is_refused() -> None:
     class Broken(lstm.Recurrent):
         fast_path = lstm.engines.FastPath("kernel", "a kernel that forgets to answer")
         gate_blocks = 4
         forward_cell = LSTM.forward_cell
+
+        def fused_forward(self, inputs: Tensor, initial: Any, lengths: Any) -> Any:
+            return None
 
     model = Broken(3, 4)
     assert model.engine_for(torch.randn(2, 5, 3)).name == "kernel"

@@ -14,6 +14,7 @@ arithmetic).
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -169,6 +170,20 @@ def check_factory(owner: str, device: Any, dtype: Any) -> None:
             f"{owner}: expected dtype to be a floating-point torch.dtype, got {dtype!r}"
         )
     check_device(owner, device)
+
+
+def warn_unused_dropout(owner: str, dropout: float, num_layers: int) -> None:
+    """Warn, as ``torch.nn.LSTM`` does, when ``dropout`` cannot act: it acts between layers.
+
+    Called from a constructor; the warning points at the line that called the constructor.
+    """
+    if dropout > 0 and num_layers == 1:
+        warnings.warn(
+            f"{owner}: dropout={dropout} acts between layers, so it has no effect "
+            "with num_layers=1",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def describe(value: Any) -> str:

@@ -13,7 +13,6 @@ The driver composes one module per concern: :mod:`lstm.layout` (input and output
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -21,19 +20,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from lstm import parameters
-from lstm.checks import (
-    check_bool,
-    check_call_options,
-    check_cell_index,
-    check_factory,
-    check_int,
-    check_probability,
-)
-from lstm.engines import ENGINES, Engine, StepSource, choose_engine, run_engine, step_source
-from lstm.layout import Batch, read_input, write_output
+from lstm import checks, parameters
+from lstm.engines import ENGINES, Engine, StepSource, prepare_call, run_engine, step_source
+from lstm.layout import write_output
 from lstm.parameters import CellPart, Device, DType, cell_suffix, linear_maps
-from lstm.state import CellState, State, initial_states, map_state
+from lstm.state import State, map_state
 
 # Recurrent, and names that lived here before the driver was split (still importable).
 __all__ = ["ENGINES", "CellPart", "Recurrent", "State", "cell_suffix"]
@@ -131,31 +122,23 @@ class Recurrent(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.input_size = check_int(owner, "input_size", input_size, 1)
-        self.hidden_size = check_int(owner, "hidden_size", hidden_size, 1)
-        self.num_layers = check_int(owner, "num_layers", num_layers, 1)
-        self.bias = check_bool(owner, "bias", bias)
-        self.batch_first = check_bool(owner, "batch_first", batch_first)
-        self.dropout = check_probability(owner, "dropout", dropout, include_one=True)
-        self.bidirectional = check_bool(owner, "bidirectional", bidirectional)
-        self.recurrent_dropout = check_probability(owner, "recurrent_dropout", recurrent_dropout)
-        self.zoneout = check_probability(owner, "zoneout", zoneout)
-        check_factory(owner, device, dtype)
-        if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn(
-                f"{owner}: dropout={self.dropout} acts between layers, so it has no effect "
-                "with num_layers=1",
-                UserWarning,
-                stacklevel=2,
-            )
+        self.input_size = checks.check_int(owner, "input_size", input_size, 1)
+        self.hidden_size = checks.check_int(owner, "hidden_size", hidden_size, 1)
+        self.num_layers = checks.check_int(owner, "num_layers", num_layers, 1)
+        self.bias = checks.check_bool(owner, "bias", bias)
+        self.batch_first = checks.check_bool(owner, "batch_first", batch_first)
+        self.dropout = checks.check_probability(owner, "dropout", dropout, include_one=True)
+        self.bidirectional = checks.check_bool(owner, "bidirectional", bidirectional)
+        self.recurrent_dropout = checks.check_probability(
+            owner, "recurrent_dropout", recurrent_dropout
+        )
+        self.zoneout = checks.check_probability(owner, "zoneout", zoneout)
+        checks.check_factory(owner, device, dtype)
+        checks.warn_unused_dropout(owner, self.dropout, self.num_layers)
         self.engine = "auto"
         self.cell_index = (0, 0)
         self.cell_names: tuple[str, ...] = ()
-        for layer, direction in self.cell_indices():
-            width = self.layer_input_size(layer)
-            parts = self.build_cell(width, self.hidden_size, device=device, dtype=dtype)
-            suffix = cell_suffix(layer, direction)
-            self.cell_names = parameters.register_cell(self, owner, parts, self.cell_names, suffix)
+        self.cell_names = parameters.register_cells(self, device, dtype)
 
     # ------------------------------------------------------------------ what a cell says
     def build_cell(
@@ -281,7 +264,7 @@ class Recurrent(nn.Module):
         e.g. ``{"i2h": Linear, "h2h": Linear}`` for the LSTM.
         """
         owner, layers, directions = type(self).__name__, self.num_layers, self.num_directions
-        check_cell_index(owner, layer, direction, layers, directions)
+        checks.check_cell_index(owner, layer, direction, layers, directions)
         return parameters.cell_parts(self, self.cell_names, cell_suffix(layer, direction))
 
     def layer_cell(self, layer: int = 0, direction: int = 0) -> Recurrent:
@@ -303,11 +286,7 @@ class Recurrent(nn.Module):
         For the built-in cells these are ``nn.Linear`` layers, initialised as PyTorch does:
         weights and biases uniform in ``(-1/sqrt(in_features), 1/sqrt(in_features))``.
         """
-        for layer, direction in self.cell_indices():
-            for part in self.cell_parts(layer, direction).values():
-                reset = getattr(part, "reset_parameters", None)
-                if callable(reset):
-                    reset()
+        parameters.reset_parts(self.cell_parts(*index) for index in self.cell_indices())
 
     def flatten_parameters(self) -> None:
         """Do nothing and return None, as ``torch.nn.LSTM.flatten_parameters`` on the CPU.
@@ -317,7 +296,6 @@ class Recurrent(nn.Module):
         there is nothing to pack. It exists so that code written for ``torch.nn.LSTM``
         (pytorch/examples' word_language_model calls it after loading) runs unchanged.
         """
-        return None
 
     def extra_repr(self) -> str:
         changed = [(name, getattr(self, name)) for name in _DEFAULTS]
@@ -378,7 +356,9 @@ class Recurrent(nn.Module):
             features)`` becomes ``(*lead, batch, seq_len, num_directions * features)``. For
             the LSTM: ``(batch, seq_len, num_directions * hidden_size)``, the cell state.
         """
-        batch, initial, engine = self._prepare(x, lengths, hidden, return_all_states)
+        batch, initial, engine = prepare_call(
+            self, x, lengths, hidden, all_states=return_all_states
+        )
         collected: list[list[State]] | None = [] if return_all_states else None
         output, finals = run_engine(engine, self, batch.inputs, initial, batch.ragged, collected)
         return write_output(batch, output, finals, collected, self.batch_first)
@@ -409,29 +389,10 @@ class Recurrent(nn.Module):
         >>> lstm.LSTM(3, 4).engine_for(torch.randn(2, 5, 3)).name
         'kernel'
         """
-        return self._prepare(x, lengths, hidden, return_all_states)[2]
+        return prepare_call(self, x, lengths, hidden, all_states=return_all_states).engine
 
-    def _prepare(
-        self, x: Any, lengths: Any, hidden: Any, return_all_states: Any
-    ) -> tuple[Batch, list[CellState], Engine]:
-        """Check a call's arguments; its input, initial states and engine."""
-        check_call_options(type(self).__name__, self.engine, ENGINES, return_all_states)
-        batch = read_input(self, x, lengths)
-        initial = initial_states(self, batch.inputs, hidden, batch.unbatched)
-        engine = choose_engine(
-            self, batch.inputs, batch.ragged, initial, all_states=return_all_states
-        )
-        return batch, initial, engine
-
-    def fused_forward(
-        self, inputs: Tensor, initial: list[CellState], lengths: Tensor | None
-    ) -> tuple[Tensor, list[CellState]] | None:
-        """The whole-stack kernel of a family that declares ``FastPath("kernel", ...)``.
-
-        Called only when :meth:`engine_for` chose ``kernel``; same arguments and results as
-        :func:`lstm.scan.run_stack` (``lengths`` None when no sequence is shorter), which
-        it must equal. The base class has no kernel (None).
-        """
+    def fused_forward(self, inputs: Tensor, initial: list[Any], lengths: Tensor | None) -> Any:
+        """None: this class has no whole-stack kernel (:class:`lstm.engines.KernelFamily`)."""
         return None
 
 

@@ -10,7 +10,7 @@ Three engines compute the same function (tested to 1e-10 in float64):
     product before it; ``self.i2h(x)`` inside ``forward_cell`` then returns the precomputed
     row.
 ``kernel``
-    The cell family's whole-stack :meth:`~lstm.driver.Recurrent.fused_forward` (for the LSTM:
+    The cell family's whole-stack ``fused_forward`` (:class:`KernelFamily`; for the LSTM:
     ``torch.lstm``, the kernel of ``torch.nn.LSTM``).
 
 A family declares its fast path once, beside the ``forward_cell`` it speeds up, as a
@@ -19,22 +19,25 @@ is created (:func:`step_source`): a fast path applies only to a class whose ``fo
 and ``build_cell`` both come from the class that declared it, so a subclass that rewrites the
 step runs its own code without opting out of anything. :func:`choose_engine` then applies the
 rules of the table in docs/architecture.md to one call, and returns the engine with its
-reason; ``model.engine_for(x)`` shows it to the user.
+reason; ``model.engine_for(x)`` shows it to the user. :func:`prepare_call` checks a call's
+arguments and makes that choice for both ``forward`` and ``engine_for``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 
 import lstm.state
+from lstm.checks import check_call_options
+from lstm.layout import Batch, read_input
 from lstm.parameters import cell_suffix, view_with
 from lstm.scan import run_stack
-from lstm.state import CellState, state_parts
+from lstm.state import CellState, initial_states, state_parts
 
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
@@ -64,12 +67,28 @@ class FastPath(NamedTuple):
     """A cell family's faster engine, declared as a class attribute next to its step."""
 
     engine: str
-    """``"kernel"`` (the class's :meth:`~lstm.driver.Recurrent.fused_forward`) or ``"hoisted"``."""
+    """``"kernel"`` (the class's ``fused_forward``, see :class:`KernelFamily`) or ``"hoisted"``."""
     description: str
     """What runs, for :class:`Engine`'s reason (e.g. "torch.lstm, the kernel of nn.LSTM")."""
     ragged_training_max_len: int | None = None
     """Kernel only: the longest ragged batch that trains on the kernel; longer ones that need
     gradients run hoisted (:data:`lstm.cells.lstm.PACKED_TRAINING_MAX_LEN`)."""
+
+
+class KernelFamily(Protocol):
+    """What a family that declares ``FastPath("kernel", ...)`` defines beside its step."""
+
+    def fused_forward(
+        self, inputs: Tensor, initial: list[CellState], lengths: Tensor | None
+    ) -> tuple[Tensor, list[CellState]]:
+        """Run the whole stack in one call: the same function as the reference engine.
+
+        Called only when :func:`choose_engine` chose ``kernel``; same arguments and results
+        as :func:`lstm.scan.run_stack` (``inputs`` batch-first, ``lengths`` None when no
+        sequence is shorter), which it must equal (test it against ``engine="reference"`` in
+        float64). :meth:`lstm.LSTM.fused_forward` is the example.
+        """
+        ...
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,11 @@ def step_source(cls: type) -> StepSource:
     )
     step, builder = defined_by["forward_cell"], defined_by["build_cell"]
     declared: FastPath | None = vars(step).get("fast_path")
+    if declared is not None and declared.engine == "kernel" and "fused_forward" not in vars(step):
+        raise TypeError(
+            f"{step.__name__}: expected a fused_forward method beside FastPath('kernel', ...) "
+            "(lstm.engines.KernelFamily), got none in the class"
+        )
     if declared is not None and builder is step:
         return StepSource(
             defined_by, declared, f"{step.__name__}'s own step: {declared.description}"
@@ -184,6 +208,50 @@ def choose_engine(
     return Engine("kernel", source.reason)
 
 
+class Call(NamedTuple):
+    """One ``forward`` call, checked: its input, every cell's initial state, and its engine."""
+
+    batch: Batch
+    """The input, batch-first, with its lengths (:func:`lstm.layout.read_input`)."""
+    initial: list[CellState]
+    """``(hidden, state)`` of every cell, in :meth:`~lstm.driver.Recurrent.cell_indices` order."""
+    engine: Engine
+    """The engine that runs, and why (:func:`choose_engine`)."""
+
+
+def prepare_call(
+    module: Recurrent, x: Any, lengths: Any, hidden: Any, *, all_states: Any = False
+) -> Call:
+    """Check the arguments of one ``forward`` call and choose its engine.
+
+    ``forward`` and ``engine_for`` both start here, so the engine ``engine_for`` names is the
+    one ``forward`` runs for the same arguments.
+
+    Parameters
+    ----------
+    module : Recurrent
+    x, lengths, hidden
+        As :meth:`lstm.driver.Recurrent.forward` takes them.
+    all_states : bool, default False
+        ``forward``'s ``return_all_states``.
+
+    Returns
+    -------
+    Call
+        ``(batch, initial, engine)``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As ``forward`` does, naming the expected and the actual value, before any engine runs.
+    """
+    check_call_options(type(module).__name__, module.engine, ENGINES, all_states)
+    batch = read_input(module, x, lengths)
+    initial = initial_states(module, batch.inputs, hidden, batch.unbatched)
+    engine = choose_engine(module, batch.inputs, batch.ragged, initial, all_states=all_states)
+    return Call(batch, initial, engine)
+
+
 def run_engine(
     engine: Engine,
     module: Recurrent,
@@ -194,7 +262,7 @@ def run_engine(
 ) -> tuple[Tensor, list[CellState]]:
     """Run ``engine``: outputs ``(batch, seq_len, D*H)`` and the final state of every cell."""
     if engine.name == "kernel":
-        result = module.fused_forward(inputs, initial, lengths)
+        result = cast(KernelFamily, module).fused_forward(inputs, initial, lengths)
         if result is None:
             raise TypeError(
                 f"{type(module).__name__}.fused_forward: expected (outputs, finals) from the "

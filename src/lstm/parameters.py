@@ -9,10 +9,14 @@ single-layer LSTM has exactly the keys ``i2h.weight``, ``i2h.bias``, ``h2h.weigh
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from lstm.driver import Recurrent
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -131,6 +135,28 @@ def register_cell(
     return tuple(parts)
 
 
+def register_cells(module: Recurrent, device: Device, dtype: DType) -> tuple[str, ...]:
+    """Build every cell of ``module`` and register its parts; return the parts' plain names.
+
+    Calls ``module.build_cell(width, hidden_size, device=device, dtype=dtype)`` once per
+    ``(layer, direction)`` of ``module.cell_indices()``, ``width`` being
+    ``module.layer_input_size(layer)``, and registers what it returns with
+    :func:`register_cell` under the suffix :func:`cell_suffix` gives.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`register_cell`, naming the class.
+    """
+    owner = type(module).__name__
+    names: tuple[str, ...] = ()
+    for layer, direction in module.cell_indices():
+        width = module.layer_input_size(layer)
+        parts = module.build_cell(width, module.hidden_size, device=device, dtype=dtype)
+        names = register_cell(module, owner, parts, names, cell_suffix(layer, direction))
+    return names
+
+
 def view_with(module: ModuleT, parts: dict[str, CellPart], cell_index: tuple[int, int]) -> ModuleT:
     """A shallow copy of ``module`` in which ``module.<name>`` is ``parts[name]``.
 
@@ -178,3 +204,19 @@ def cell_parts(module: nn.Module, names: tuple[str, ...], suffix: str) -> dict[s
         parameter = module._parameters.get(name + suffix)
         parts[name] = parameter if parameter is not None else module._modules[name + suffix]  # type: ignore[assignment]
     return parts
+
+
+def reset_parts(cells: Iterable[dict[str, CellPart]]) -> None:
+    """Call ``reset_parameters()`` on every part of ``cells`` that has that method.
+
+    Parameters
+    ----------
+    cells : iterable of dict of str to nn.Module or nn.Parameter
+        The parts of each cell, as :func:`cell_parts` returns them. A bare ``nn.Parameter``
+        has no ``reset_parameters`` and is left as it is.
+    """
+    for parts in cells:
+        for part in parts.values():
+            reset = getattr(part, "reset_parameters", None)
+            if callable(reset):
+                reset()
