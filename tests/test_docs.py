@@ -71,3 +71,66 @@ def test_docstring_examples(name: str) -> None:
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0
     assert failures == 0
+
+
+CODE_LINE_MAX = 100
+"""Longest line of a fenced code block in the docs. At 1280 px the theme shows 102 characters
+per code block on every page (measured with docs/browse.py), so no block scrolls sideways."""
+
+EXAMPLE_LINE_MAX = 94
+"""Longest line of a docstring example, its ``>>> `` prompt included: the API page nests the
+examples in definition lists, where a block shows 94 characters at 1280 px (docs/browse.py)."""
+
+
+def rendered_pages() -> list[Path]:
+    """Every page of the docs, and every file a page pulls in with ``{include}``."""
+    pages = sorted(DOCS.rglob("*.md"))
+    included = [
+        (page.parent / target).resolve()
+        for page in pages
+        for target in re.findall(r"^```\{include\} (\S+)", page.read_text("utf-8"), re.M)
+    ]
+    return pages + included
+
+
+def long_code_lines(text: str, limit: int) -> list[str]:
+    """Lines longer than ``limit`` inside the fenced code blocks of Markdown ``text``.
+
+    Directive blocks (```` ```{eval-rst} ````, ```` ```{toctree} ````) are not code a reader
+    sees and are skipped.
+    """
+    long, fence = [], None  # fence: the opening line of the block we are in, if any
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = line if fence is None else None
+        elif fence is not None and not fence.startswith("```{") and len(line) > limit:
+            long.append(line)
+    return long
+
+
+def test_long_code_lines_finds_only_lines_inside_code_blocks() -> None:
+    text = "prose " * 30 + "\n```python\nshort\n" + "x" * 12 + "\n```\n" + "y" * 12 + "\n"
+    text += "```{eval-rst}\n" + "z" * 12 + "\n```\n"
+    assert long_code_lines(text, 10) == ["x" * 12]
+
+
+def test_the_included_pages_are_checked_too() -> None:
+    assert (DOCS.parent / "BENCHMARKS.md").resolve() in rendered_pages()
+
+
+@pytest.mark.parametrize("page", rendered_pages(), ids=lambda path: path.name)
+def test_no_code_line_is_wider_than_the_page(page: Path) -> None:
+    assert long_code_lines(page.read_text("utf-8"), CODE_LINE_MAX) == []
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_no_docstring_example_line_is_wider_than_the_api_page(name: str) -> None:
+    module = importlib.import_module(name)
+    lines = [
+        line
+        for test in doctest.DocTestFinder().find(module)
+        for example in test.examples
+        for line in (example.source + example.want).splitlines()
+    ]
+    assert lines
+    assert [line for line in lines if len(">>> " + line) > EXAMPLE_LINE_MAX] == []

@@ -34,6 +34,11 @@ CELLS: dict[str, type[Recurrent]] = {
     "layernorm": LayerNormLSTM,
     "slstm": SLSTM,
 }
+"""Every registered cell: name (as the command line's ``--cell`` takes it) -> class.
+
+A plain dict: ``lstm.CELLS["mine"] = MyCell`` registers a cell for :func:`create`, the
+benchmark and the command line.
+"""
 
 DEFAULT_LANES = 4
 """``k`` given by :func:`create` to a cell with lanes when the caller gives none."""

@@ -215,9 +215,17 @@ class LSTM(Recurrent):
         Size of input dimension.
     hidden_size : int
         Size of hidden dimension.
-    num_layers, bias, batch_first, dropout, bidirectional
-        Positional or keyword, in ``torch.nn.LSTM``'s order, as in ``torch.nn.LSTM`` except
-        that ``batch_first`` defaults to True. See :class:`lstm.driver.Recurrent`.
+    num_layers : int, default 1
+        Stacked layers (these five may be given positionally, in ``torch.nn.LSTM``'s order;
+        :class:`lstm.driver.Recurrent` describes each).
+    bias : bool, default True
+        Whether ``i2h`` and ``h2h`` have biases.
+    batch_first : bool, default True
+        Unlike ``torch.nn.LSTM``, True by default: ``(batch, seq_len, features)``.
+    dropout : float, default 0.0
+        Between layers, in training mode.
+    bidirectional : bool, default False
+        Also run each layer over the reversed sequences.
     proj_size : int, default 0
         Positional or keyword (eighth, as in ``torch.nn.LSTM``). If ``> 0``, each cell
         projects its hidden output to ``proj_size`` features (``0 < proj_size <
