@@ -31,3 +31,14 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 
 html_theme = "alabaster"
 html_title = f"lstm {release}"
+
+# --- The architecture picture ---------------------------------------------------------------
+# docs/architecture.md shows docs/_generated/architecture.svg, drawn here from the source's own
+# modules and imports at every build (docs/diagrams.py), so the picture follows the code.
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import diagrams  # noqa: E402
+
+diagrams.write_architecture_svg(Path(__file__).resolve().parent / "_generated" / "architecture.svg")
