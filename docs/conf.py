@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import lstm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import diagrams  # docs/diagrams.py, found through the line above
 
 project = "lstm"
 author = "The lstm developers"
@@ -44,3 +50,8 @@ html_theme_options = {
     "pygments_light_style": "default",
     "pygments_dark_style": "monokai",
 }
+
+# --- The architecture picture ---------------------------------------------------------------
+# docs/architecture.md shows docs/_generated/architecture.svg, drawn here from the source's own
+# modules and imports at every build (docs/diagrams.py), so the picture follows the code.
+diagrams.write_architecture_svg(Path(__file__).resolve().parent / "_generated" / "architecture.svg")

@@ -7,25 +7,10 @@ import re
 from pathlib import Path
 
 import lstm
+from diagrams import import_graph, runtime_imports  # docs/diagrams.py: the picture reads them too
 
 PACKAGE = Path(lstm.__file__).parent
 DOC = Path(__file__).parent.parent / "docs" / "architecture.md"
-
-
-def runtime_imports(module: str) -> set[str]:
-    """The ``lstm.*`` modules ``module`` imports outside ``if TYPE_CHECKING:`` blocks."""
-    tree = ast.parse((PACKAGE / (module.replace(".", "/") + ".py")).read_text())
-    found: set[str] = set()
-    for node in tree.body:  # module level only: no import hides in a function of the core
-        if isinstance(node, ast.ImportFrom) and node.module == "lstm":  # from lstm import state
-            found |= {a.name for a in node.names if (PACKAGE / f"{a.name}.py").exists()}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lstm."):
-            found.add(node.module.removeprefix("lstm."))
-        elif isinstance(node, ast.Import):
-            found |= {
-                a.name.removeprefix("lstm.") for a in node.names if a.name.startswith("lstm.")
-            }
-    return found
 
 
 def documented_imports() -> dict[str, set[str]]:
@@ -38,16 +23,20 @@ def test_architecture_table_matches_the_imports() -> None:
     core = {"checks", "parameters", "state", "scan", "layout", "engines", "driver", "registry"}
     core |= {f"cells.{path.stem}" for path in (PACKAGE / "cells").glob("[!_]*.py")}
     assert set(table) == core
+    graph = import_graph(PACKAGE)  # what the picture of docs/architecture.md draws
+    assert set(graph) == core
     order = list(table)
     for index, (module, imports) in enumerate(table.items()):
-        assert runtime_imports(module) == imports, module
+        assert graph[module] == imports, module
         assert imports <= set(order[:index]), f"{module} imports a module below it"
 
 
 def test_core_never_imports_the_command_line() -> None:
     for module in documented_imports():
         assert not {
-            name for name in runtime_imports(module) if name.split(".")[0] in ("lm", "cli", "bench")
+            name
+            for name in runtime_imports(module, PACKAGE)
+            if name.split(".")[0] in ("lm", "cli", "bench")
         }
 
 
