@@ -18,7 +18,17 @@ from typing import Any, NamedTuple
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "lstm"
 """The package read by default: the source tree next to these docs."""
 
-CORE = ("checks", "parameters", "state", "scan", "layout", "engines", "driver", "registry")
+CORE = (
+    "checks",
+    "parameters",
+    "state",
+    "scan",
+    "fused",
+    "layout",
+    "engines",
+    "driver",
+    "registry",
+)
 """The core's modules outside ``cells/``; the cell families are found on disk."""
 
 SUMMARIES = {
@@ -26,6 +36,7 @@ SUMMARIES = {
     "parameters": "nn.LSTM-style names per cell (i2h_l1_reverse), views",
     "state": "the opaque state: map, combine, stack; initial states",
     "scan": "the time loop: one direction, the layer stack, dropout, zoneout",
+    "fused": "a direction as one autograd node: a family's step rule, backward by hand",
     "layout": "forward's input in, results out, in the caller's layout",
     "engines": "checks a call, chooses its engine and why; the kernel contract",
     "driver": "Recurrent: the cell contract, parameters per layer and direction, forward",

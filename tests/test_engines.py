@@ -27,7 +27,7 @@ from builders import DOUBLE, close, gradients
 from lstm import CIFGLSTM, LSTM, ArrayLSTM, PeepholeLSTM, StochasticArrayLSTM
 from lstm.cells.lstm import PACKED_TRAINING_MAX_LEN
 from pairwise import case_id, pairwise, product, unmet_pairs
-from toy_cells import CoupledGateLSTM
+from toy_cells import CoupledGateLSTM, TupleStateCell
 
 LENGTHS = torch.tensor([6, 2, 5, 1])
 
@@ -380,7 +380,29 @@ CASES = {
         lambda: WideParameters(3, 4), "reference", "WideParameters overrides build_cell of LSTM"
     ),
     "family without fast path": Case(
-        lambda: CIFGLSTM(3, 4), "reference", "CIFGLSTM's forward_cell has no fast path"
+        lambda: TupleStateCell(3, 4), "reference", "TupleStateCell's forward_cell has no fast path"
+    ),
+    "fused family": Case(lambda: CIFGLSTM(3, 4, num_layers=2), "fused", "CIFGLSTM's own step"),
+    "fused family, zoneout": Case(
+        lambda: CIFGLSTM(3, 4, zoneout=0.1),
+        "hoisted",
+        "the fused engine does not apply: zoneout=0.1",
+    ),
+    "fused family, hooked h2h": Case(
+        lambda: _with_hook(CIFGLSTM(3, 4, bidirectional=True), "h2h_reverse"),
+        "hoisted",
+        "the fused engine does not apply: h2h_reverse has forward hooks",
+    ),
+    "fused family, parametrized i2h": Case(
+        lambda: _parametrized(CIFGLSTM(3, 4)),
+        "reference",
+        "the fused engine does not apply: i2h is a ParametrizedLinear",
+    ),
+    "fused family, autocast": Case(
+        lambda: CIFGLSTM(3, 4),
+        "hoisted",
+        "the fused engine does not apply: autocast is on for cpu",
+        context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
     ),
     "peephole": Case(
         lambda: PeepholeLSTM(3, 4), "reference", "PeepholeLSTM overrides forward_cell of LSTM"
@@ -460,7 +482,10 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         return kernel(*arguments)
 
     def counting_loop(*arguments: Any, prepare: Any = None, **options: Any) -> Any:
-        ran.append("reference" if prepare is None else "hoisted")
+        if options.get("run") is not None:
+            ran.append("fused")
+        else:
+            ran.append("reference" if prepare is None else "hoisted")
         return loop(*arguments, prepare=prepare, **options)
 
     monkeypatch.setattr(torch, "lstm", counting_kernel)
@@ -515,7 +540,9 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert LSTM.step_source.fast_path.engine == "kernel"
     assert ArrayLSTM.step_source.fast_path is not None
     assert ArrayLSTM.step_source.fast_path.engine == "hoisted"
-    for cls in (CoupledGateLSTM, PeepholeLSTM, CIFGLSTM, WideParameters):
+    assert CIFGLSTM.step_source.fast_path is not None
+    assert CIFGLSTM.step_source.fast_path.engine == "fused"
+    for cls in (CoupledGateLSTM, PeepholeLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
     # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
     assert StochasticArrayLSTM.step_source.fast_path is ArrayLSTM.fast_path

@@ -9,6 +9,10 @@ Three engines compute the same function (tested to 1e-10 in float64):
     The same loop, but a plain ``nn.Linear`` ``i2h`` is applied to all steps in one matrix
     product before it; ``self.i2h(x)`` inside ``forward_cell`` then returns the precomputed
     row.
+``fused``
+    Each direction of each layer as one autograd Function (:mod:`lstm.fused`): the input
+    projection hoisted, the family's element-wise step and its hand-written backward per
+    step, the recurrent weight's gradient as one product over all steps.
 ``kernel``
     The cell family's whole-stack ``fused_forward`` (:class:`KernelFamily`; for the LSTM:
     ``torch.lstm``, the kernel of ``torch.nn.LSTM``).
@@ -34,6 +38,7 @@ from torch import Tensor, nn
 
 import lstm.state
 from lstm.checks import check_call_options
+from lstm.fused import fused_problem, run_fused_direction
 from lstm.layout import Batch, read_input
 from lstm.parameters import cell_suffix, view_with
 from lstm.scan import run_stack
@@ -52,13 +57,13 @@ CONTRACT = ("build_cell", "forward_cell", "init_hidden", "initHidden")
 class Engine(NamedTuple):
     """The engine chosen for one call, and why.
 
-    ``name`` is ``"kernel"``, ``"hoisted"`` or ``"reference"``; ``reason`` says what made the
-    choice: the class that declares or overrides the step, the setting, or the condition
-    that blocks a faster engine.
+    ``name`` is ``"kernel"``, ``"fused"``, ``"hoisted"`` or ``"reference"``; ``reason`` says
+    what made the choice: the class that declares or overrides the step, the setting, or the
+    condition that blocks a faster engine.
     """
 
     name: str
-    """``"kernel"``, ``"hoisted"`` or ``"reference"``."""
+    """``"kernel"``, ``"fused"``, ``"hoisted"`` or ``"reference"``."""
     reason: str
     """What made the choice, naming the class or the condition."""
 
@@ -67,7 +72,8 @@ class FastPath(NamedTuple):
     """A cell family's faster engine, declared as a class attribute next to its step."""
 
     engine: str
-    """``"kernel"`` (the class's ``fused_forward``, see :class:`KernelFamily`) or ``"hoisted"``."""
+    """``"kernel"`` (the class's ``fused_forward``, see :class:`KernelFamily`), ``"fused"`` (the
+    class's ``step_rule``, a :class:`lstm.fused.StepRule`) or ``"hoisted"``."""
     description: str
     """What runs, for :class:`Engine`'s reason (e.g. "torch.lstm, the kernel of nn.LSTM")."""
     ragged_training_max_len: int | None = None
@@ -134,6 +140,11 @@ def step_source(cls: type) -> StepSource:
             f"{step.__name__}: expected a fused_forward method beside FastPath('kernel', ...) "
             "(lstm.engines.KernelFamily), got none in the class"
         )
+    if declared is not None and declared.engine == "fused" and "step_rule" not in vars(step):
+        raise TypeError(
+            f"{step.__name__}: expected a step_rule attribute beside FastPath('fused', ...) "
+            "(an lstm.fused.StepRule), got none in the class"
+        )
     if declared is not None and builder is step:
         return StepSource(
             defined_by, declared, f"{step.__name__}'s own step: {declared.description}"
@@ -194,6 +205,8 @@ def choose_engine(
         if unhoistable is not None:
             return Engine("reference", f"{source.reason}, but {unhoistable}")
         return Engine("hoisted", source.reason)
+    if fast.engine == "fused":
+        return _fused_or_fallback(module, inputs, source.reason)
     blocker = _kernel_blocker(module, inputs)
     if blocker is not None:
         return Engine("reference", f"the kernel does not apply: {blocker}")
@@ -269,6 +282,8 @@ def run_engine(
                 "kernel its class declares, got None"
             )
         return result
+    if engine.name == "fused":
+        return run_stack(module, inputs, initial, lengths, run=run_fused_direction)
     prepare = hoist_input_projection if engine.name == "hoisted" else None
     return run_stack(module, inputs, initial, lengths, prepare=prepare, collect=collect)
 
@@ -282,7 +297,7 @@ def plain_linear_problem(name: str, part: object) -> str | None:
     """
     if type(part) is not nn.Linear:
         return f"{name} is a {type(part).__name__}, not a plain nn.Linear"
-    if part._forward_hooks or part._forward_pre_hooks:
+    if _has_hooks(part):
         return f"{name} has forward hooks"
     return None
 
@@ -300,8 +315,49 @@ def _unhoistable(module: Recurrent) -> str | None:
     return None
 
 
-def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
-    """Why the whole-stack kernel cannot run this call, or None."""
+def _fused_or_fallback(module: Recurrent, inputs: Tensor, reason: str) -> Engine:
+    """``fused`` where nothing blocks it, else hoisted (or reference), naming what blocks."""
+    blocker = _step_blocker(module, inputs) or _tracing_blocker() or _fused_blocker(module)
+    if blocker is None:
+        return Engine("fused", reason)
+    fallback = "reference" if _unhoistable(module) is not None else "hoisted"
+    return Engine(fallback, f"the fused engine does not apply: {blocker}")
+
+
+def _fused_blocker(module: Recurrent) -> str | None:
+    """Why some cell's parts keep the fused engine from reading them directly, or None."""
+    for layer, direction in module.cell_indices():
+        suffix = cell_suffix(layer, direction)
+        parts = module.cell_parts(layer, direction)
+        for name in ("i2h", "h2h"):
+            problem = plain_linear_problem(name + suffix, parts.get(name))
+            if problem is not None:
+                return problem
+        for name, part in parts.items():
+            if isinstance(part, nn.Module) and _has_hooks(part):
+                return f"{name}{suffix} has forward hooks"
+        problem = fused_problem(module.layer_cell(layer, direction))
+        if problem is not None:
+            return problem
+    return None
+
+
+def _has_hooks(part: nn.Module) -> bool:
+    """Whether ``part`` has forward hooks (a fast path would skip them)."""
+    return bool(part._forward_hooks or part._forward_pre_hooks)
+
+
+def _tracing_blocker() -> str | None:
+    """Why a traced or compiled call should see the step itself, or None."""
+    if torch.compiler.is_compiling():
+        return "torch.compile is tracing (it fuses the step itself)"
+    if torch.jit.is_tracing():  # type: ignore[attr-defined, no-untyped-call]
+        return "torch.jit is tracing"
+    return None
+
+
+def _step_blocker(module: Recurrent, inputs: Tensor) -> str | None:
+    """What keeps any engine but the step-by-step ones from running this call, or None."""
     if torch.is_autocast_enabled(inputs.device.type):
         return f"autocast is on for {inputs.device.type}"
     if inputs.dtype == torch.float16 and inputs.device.type == "cpu":
@@ -310,6 +366,14 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
         return f"zoneout={module.zoneout} acts at every step"
     if module.training and module.recurrent_dropout > 0:
         return f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
+    return None
+
+
+def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
+    """Why the whole-stack kernel cannot run this call, or None."""
+    blocker = _step_blocker(module, inputs)
+    if blocker is not None:
+        return blocker
     for layer, direction in module.cell_indices():
         for name, part in module.cell_parts(layer, direction).items():
             full_name = name + cell_suffix(layer, direction)

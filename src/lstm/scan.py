@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 PrepareCell = Callable[["Recurrent", Tensor, tuple[Tensor, ...]], "Recurrent"]
 """``prepare(cell, layer_input (B, T, F), steps)``: the cell to step for one layer/direction."""
 
+RunDirection = Callable[
+    ["Recurrent", Tensor, CellState, "Tensor | None", bool], tuple[Tensor, CellState]
+]
+"""``run(cell, layer_input (B, T, F), initial, mask (T, B, 1) or None, reverse)``: a whole
+direction at once, returning outputs ``(B, T, H)`` and the final state (the fused engine,
+:func:`lstm.fused.run_fused_direction`)."""
+
 
 def run_stack(
     module: Recurrent,
@@ -34,6 +41,7 @@ def run_stack(
     *,
     prepare: PrepareCell | None = None,
     collect: list[list[State]] | None = None,
+    run: RunDirection | None = None,
 ) -> tuple[Tensor, list[CellState]]:
     """``forward_cell`` at every step of every layer and direction.
 
@@ -51,6 +59,9 @@ def run_stack(
     collect : list, optional
         If given, one list per direction of the last layer's per-step states (in time order,
         zero past each sequence's end) is appended to it.
+    run : callable, optional
+        Runs a whole direction instead of stepping ``forward_cell`` (:data:`RunDirection`);
+        not with ``prepare`` or ``collect``.
 
     Returns
     -------
@@ -67,16 +78,23 @@ def run_stack(
     layer_input = inputs  # (B, T, F)
     for layer in range(module.num_layers):
         outputs = []
-        steps = layer_input.unbind(1)  # T x (B, F): unbind, not x[:, t], keeps backward O(T)
+        # T x (B, F): unbind, not x[:, t], keeps backward O(T); a whole-direction run slices
+        # the layer's input itself.
+        steps = layer_input.unbind(1) if run is None else ()
         for direction in range(module.num_directions):
             cell = module.layer_cell(layer, direction)
+            index = layer * module.num_directions + direction
+            if run is not None:
+                out, final = run(cell, layer_input, initial[index], mask, direction == 1)
+                outputs.append(out)
+                finals.append(final)
+                continue
             if prepare is not None:
                 cell = prepare(cell, layer_input, steps)
             record: list[State] | None = None
             if collect is not None and layer == module.num_layers - 1:
                 record = []
                 collect.append(record)
-            index = layer * module.num_directions + direction
             out, final = run_direction(module, cell, steps, initial[index], mask, direction, record)
             outputs.append(out)  # (B, T, H)
             finals.append(final)

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from lstm.cells.lstm import LSTM
 from lstm.checks import check_forward_cell
 from lstm.driver import Recurrent
+from lstm.engines import FastPath
+from lstm.fused import StepRule, Tensors
 from lstm.parameters import CellPart, Device, DType
 from lstm.state import takes_original_layout
 
@@ -123,6 +125,53 @@ def cifg_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sigmoid(output) * torch.tanh(state), state
 
 
+class CIFGRule(StepRule):
+    r""":func:`cifg_pointwise` for the fused engine, with its backward by hand.
+
+    With :math:`f, o` the sigmoids, :math:`g = \tanh(a_g)`, :math:`\tau = \tanh(c_t)` and
+    incoming gradients :math:`\bar h, \bar c` of :math:`h_t, c_t`:
+
+    .. math::
+
+        \bar c' &= \bar c + \bar h \odot o \odot (1 - \tau^2), \quad
+        \bar c_{t-1} = \bar c' \odot f \\
+        \bar a_f &= \bar c' \odot (c_{t-1} - g) \odot f (1 - f), \quad
+        \bar a_o = \bar h \odot \tau \odot o (1 - o), \quad
+        \bar a_g = \bar c' \odot (1 - f) \odot (1 - g^2)
+    """
+
+    def forward(
+        self, gates: Tensor, state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """One step: ``(hidden, (c_t,), (f, o, g, c_{t-1}, tanh c_t))``."""
+        (cell_state,) = state
+        width = cell_state.shape[-1]
+        forget_output = torch.sigmoid(gates[:, : 2 * width])  # (B, 2H): f, o
+        forget, output = forget_output[:, :width], forget_output[:, width:]
+        candidate = torch.tanh(gates[:, 2 * width :])
+        new_state = torch.addcmul(candidate, forget, cell_state - candidate)  # g + f (c - g)
+        squashed = torch.tanh(new_state)
+        return output * squashed, (new_state,), (forget, output, candidate, cell_state, squashed)
+
+    def backward(
+        self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """Gradients of one step (the equations above)."""
+        forget, output, candidate, cell_state, squashed = saved
+        width = cell_state.shape[-1]
+        d_cell = d_state[0] + d_hidden * output * (1 - squashed * squashed)
+        d_gates = d_hidden.new_empty(d_hidden.shape[0], 3 * width)
+        d_gates[:, :width] = d_cell * (cell_state - candidate) * forget * (1 - forget)
+        d_gates[:, width : 2 * width] = d_hidden * squashed * output * (1 - output)
+        d_gates[:, 2 * width :] = d_cell * (1 - forget) * (1 - candidate * candidate)
+        return d_gates, (d_cell * forget,), ()
+
+    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+        """:func:`cifg_pointwise`."""
+        hidden, new_state = cifg_pointwise(gates, state[0])
+        return hidden, (new_state,)
+
+
 class CIFGLSTM(Recurrent):
     r"""Coupled input-forget gate LSTM: the input gate is :math:`1 - f` (Greff et al. 2017).
 
@@ -151,6 +200,8 @@ class CIFGLSTM(Recurrent):
     i2h: nn.Linear
     h2h: nn.Linear
     gate_blocks = 3
+    fast_path = FastPath("fused", "one autograd node per direction, backward by hand")
+    step_rule = CIFGRule()
 
     @takes_original_layout
     def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
