@@ -29,7 +29,7 @@ gradient penalties) recomputes the direction with the rule's differentiable
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from lstm.driver import Recurrent
 
 Tensors = tuple[Tensor, ...]
+Gates = Any
+"""A step's gates: :math:`a_t` ``(batch, G)``, or the pair ``(p_t, r_t)`` for a rule that is
+not :attr:`StepRule.joint`."""
 
 
 class StepRule:
@@ -51,14 +54,35 @@ class StepRule:
     ``state`` is the cell's state as a tuple of tensors (:func:`lstm.state.state_parts`);
     ``params`` are the family's parameters besides ``i2h`` and ``h2h``
     (:meth:`params`), e.g. peephole weights.
+
+    A rule with :attr:`joint` False gets the two halves separately, as the pair
+    ``gates = (p_t, r_t)`` of the projected input :math:`p_t` (:meth:`project`, row ``t``)
+    and the recurrent product :math:`r_t = W_{hh} h_{t-1}`, and returns the pair of their
+    gradients as ``d_gates``: for a family that transforms them before adding them (the
+    layer-normalised LSTM normalises each).
     """
+
+    joint: ClassVar[bool] = True
+    """Whether the rule reads :math:`a_t = p_t + W_{hh} h_{t-1}` (True) or the pair."""
 
     def params(self, cell: Recurrent) -> Tensors:
         """The parameters of ``cell`` (a layer-cell view) the rule reads; none by default."""
         return ()
 
+    def project(self, cell: Recurrent, inputs: Tensor) -> Tensor:
+        """:math:`p_t` for all steps at once, ``(seq_len, batch, G)``, under autograd.
+
+        ``inputs`` is the layer's input ``(seq_len, batch, features)``. By default
+        ``i2h(x_t)`` plus ``h2h``'s bias, so that :math:`a_t = p_t + W_{hh} h_{t-1}`.
+        """
+        i2h, h2h = cell._modules["i2h"], cell._modules["h2h"]
+        assert isinstance(i2h, torch.nn.Linear)
+        assert isinstance(h2h, torch.nn.Linear)
+        projected: Tensor = i2h(inputs)
+        return projected if h2h.bias is None else projected + h2h.bias
+
     def forward(
-        self, gates: Tensor, state: Tensors, params: Tensors
+        self, gates: Gates, state: Tensors, params: Tensors
     ) -> tuple[Tensor, Tensors, Tensors]:
         """One step without autograd: ``(hidden, new_state, saved)``.
 
@@ -68,7 +92,7 @@ class StepRule:
 
     def backward(
         self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
-    ) -> tuple[Tensor, Tensors, Tensors]:
+    ) -> tuple[Gates, Tensors, Tensors]:
         """Gradients of one step: ``(d_gates, d_state_before, d_params)``.
 
         ``d_hidden`` and ``d_state`` are the gradients of the step's outputs; ``d_params``
@@ -76,7 +100,7 @@ class StepRule:
         """
         raise NotImplementedError
 
-    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+    def reference(self, gates: Gates, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
         """The same step with differentiable torch operations: ``(hidden, new_state)``."""
         raise NotImplementedError
 
@@ -116,12 +140,9 @@ def run_fused_direction(
     (hidden, state) : the final state, taken at each sequence's end.
     """
     rule: StepRule = type(cell).step_rule  # type: ignore[attr-defined]
-    i2h, h2h = cell._modules["i2h"], cell._modules["h2h"]
-    assert isinstance(i2h, torch.nn.Linear)
+    h2h = cell._modules["h2h"]
     assert isinstance(h2h, torch.nn.Linear)
-    projected = i2h(layer_input.transpose(0, 1))  # (T, B, G)
-    if h2h.bias is not None:
-        projected = projected + h2h.bias
+    projected = rule.project(cell, layer_input.transpose(0, 1))  # (T, B, G)
     hidden, state = initial
     parts = state_parts(state)
     params = rule.params(cell)
@@ -151,19 +172,23 @@ def _scan(
 ) -> tuple[Tensor, Tensor, Tensors, list[Tensors], Tensor | None]:
     """The forward loop: outputs (T, B, H), final hidden and state, and what backward needs.
 
-    With ``save``, returns each step's saved tensors (in time order) and the hidden input of
-    every step ``(T, B, H)`` for the recurrent weight's gradient.
+    With ``save``, returns each step's saved tensors (in time order) and, for ragged
+    batches, the hidden input of every step ``(T, B, H)`` (for the recurrent weight's
+    gradient; without a mask the outputs are those inputs, shifted by one step).
     """
     steps = projected.shape[0]
     outputs = projected.new_empty(steps, hidden.shape[0], hidden.shape[1])
-    inputs = torch.empty_like(outputs) if save else None
+    inputs = torch.empty_like(outputs) if save and mask is not None else None
     saved: list[Tensors] = [()] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     weight_t = weight.t()
     for t in order:
         if inputs is not None:
             inputs[t] = hidden
-        gates = torch.addmm(projected[t], hidden, weight_t)
+        if rule.joint:
+            gates: Gates = torch.addmm(projected[t], hidden, weight_t)
+        else:
+            gates = (projected[t], hidden @ weight_t)
         new_hidden, new_state, saved[t] = rule.forward(gates, state, params)
         if mask is None:
             outputs[t] = new_hidden
@@ -174,6 +199,12 @@ def _scan(
             hidden = torch.where(running, new_hidden, hidden)
             state = tuple(torch.where(running, n, o) for n, o in zip(new_state, state, strict=True))
     return outputs, hidden, state, saved, inputs
+
+
+def _step_inputs(outputs: Tensor, hidden: Tensor, reverse: bool) -> Tensor:
+    """Without a mask, the hidden input of every step: the initial hidden, then the outputs."""
+    first = hidden.unsqueeze(0)
+    return torch.cat((outputs[1:], first) if reverse else (first, outputs[:-1]))
 
 
 def _reference_scan(
@@ -190,7 +221,8 @@ def _reference_scan(
     outputs: list[Tensor] = []
     order = range(projected.shape[0] - 1, -1, -1) if reverse else range(projected.shape[0])
     for t in order:
-        gates = projected[t] + hidden @ weight.t()
+        recurrent = hidden @ weight.t()
+        gates = projected[t] + recurrent if rule.joint else (projected[t], recurrent)
         new_hidden, new_state = rule.reference(gates, state, params)
         if mask is None:
             outputs.append(new_hidden)
@@ -226,19 +258,20 @@ class _FusedDirection(torch.autograd.Function):
         )
         ctx.rule, ctx.reverse, ctx.mask, ctx.state_count = rule, reverse, mask, state_count
         ctx.steps_saved, ctx.inputs = saved, inputs
-        ctx.save_for_backward(projected, weight, hidden, *rest)
+        ctx.save_for_backward(outputs, projected, weight, hidden, *rest)
         return (outputs, final, *new_state)
 
     @staticmethod
     def backward(ctx: Any, d_outputs: Tensor, d_hidden: Tensor, *d_state: Tensor) -> Any:
-        projected, weight, hidden, *rest = ctx.saved_tensors
+        outputs, projected, weight, hidden, *rest = ctx.saved_tensors
         count = ctx.state_count
         state, params = tuple(rest[:count]), tuple(rest[count:])
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference loop
             grads = _reference_backward(ctx, projected, weight, hidden, state, params)
             return (None, None, None, None, *grads(d_outputs, d_hidden, d_state))
+        inputs = ctx.inputs if ctx.mask is not None else _step_inputs(outputs, hidden, ctx.reverse)
         d_projected, d_weight, d_hidden0, d_state0, d_params = _manual_backward(
-            ctx.rule, ctx.steps_saved, ctx.inputs, ctx.mask, ctx.reverse, weight, params,
+            ctx.rule, ctx.steps_saved, inputs, ctx.mask, ctx.reverse, weight, params,
             d_outputs, d_hidden, tuple(d_state),
         )  # fmt: skip
         return (None, None, None, None, d_projected, d_weight, d_hidden0, *d_state0, *d_params)
@@ -257,8 +290,9 @@ def _manual_backward(
     d_state: Tensors,
 ) -> tuple[Tensor, Tensor, Tensor, Tensors, list[Tensor]]:
     """The backward loop: per step the rule's backward and one product; then one product."""
-    steps = d_outputs.shape[0]
-    d_gates_all = d_outputs.new_empty(steps, d_outputs.shape[1], weight.shape[0])  # (T, B, G)
+    steps, batch = d_outputs.shape[0], d_outputs.shape[1]
+    d_recurrent = d_outputs.new_empty(steps, batch, weight.shape[0])  # (T, B, G)
+    d_projected = d_recurrent if rule.joint else torch.empty_like(d_recurrent)
     d_params = [torch.zeros_like(p) for p in params]
     order = range(steps) if reverse else range(steps - 1, -1, -1)  # forward order, reversed
     for t in order:
@@ -273,16 +307,19 @@ def _manual_backward(
             kept_hidden = torch.where(running, 0.0, d_hidden)
             kept_state = tuple(torch.where(running, 0.0, d) for d in d_state)
         d_gates, d_state, d_step_params = rule.backward(saved[t], d_new_hidden, d_new_state, params)
-        d_gates_all[t] = d_gates
-        d_hidden = d_gates @ weight
+        if rule.joint:
+            d_recurrent[t] = d_gates
+        else:
+            d_projected[t], d_recurrent[t] = d_gates
+        d_hidden = d_recurrent[t] @ weight
         if kept_hidden is not None:
             d_hidden = d_hidden + kept_hidden
             d_state = tuple(d + k for d, k in zip(d_state, kept_state, strict=True))
         for total, step in zip(d_params, d_step_params, strict=True):
             total += step
-    flat_gates = d_gates_all.reshape(-1, weight.shape[0])
-    d_weight = flat_gates.t() @ inputs.reshape(-1, weight.shape[1])  # one product, all steps
-    return d_gates_all, d_weight, d_hidden, d_state, d_params
+    flat = d_recurrent.reshape(-1, weight.shape[0])
+    d_weight = flat.t() @ inputs.reshape(-1, weight.shape[1])  # one product over all steps
+    return d_projected, d_weight, d_hidden, d_state, d_params
 
 
 def _reference_backward(
@@ -295,7 +332,8 @@ def _reference_backward(
 ) -> Any:
     """Gradients by autograd through :func:`_reference_scan`, differentiable themselves."""
     inputs = (projected, weight, hidden, *state, *params)
-    wanted = [tensor for tensor, need in zip(inputs, ctx.needs_input_grad[4:], strict=True) if need]
+    needs = ctx.needs_input_grad[4:]
+    wanted = [tensor for tensor, need in zip(inputs, needs, strict=True) if need]
 
     def grads(d_outputs: Tensor, d_hidden: Tensor, d_state: Tensors) -> list[Tensor | None]:
         with torch.enable_grad():
@@ -310,8 +348,6 @@ def _reference_backward(
                 allow_unused=True,
             )
         answers = iter(found)
-        return [
-            next(answers) if need else None for need in ctx.needs_input_grad[4 : 4 + len(inputs)]
-        ]
+        return [next(answers) if need else None for need in needs]
 
     return grads
