@@ -33,16 +33,24 @@ def test_the_fused_families_are_found() -> None:
     assert "cifg" in FUSED
 
 
-def _rule_inputs(name: str, batch: int = 3) -> tuple[StepRule, Tensor, tuple[Tensor, ...], Any]:
-    """A rule, random gates and a random state of the right shapes, and its parameters."""
+def _rule_inputs(name: str, batch: int = 3) -> tuple[StepRule, Any, tuple[Tensor, ...], Any]:
+    """A rule, random gates (a pair for a rule that is not joint), a random state of the
+    right shapes, and the rule's parameters."""
     model = build(name)
     rule = type(model).step_rule
     x = torch.randn(batch, 2, model.input_size, dtype=DOUBLE)
     _, state = model.init_hidden(x)
-    gates = torch.randn(batch, model.i2h.out_features, dtype=DOUBLE)
+    width = model.h2h.out_features
+    gates: Any = torch.randn(batch, width, dtype=DOUBLE)
+    if not rule.joint:
+        gates = (gates, torch.randn(batch, width, dtype=DOUBLE))
     state = tuple(torch.randn_like(part) for part in parts(state))
     params = tuple(p.detach() for p in rule.params(model))
     return rule, gates, state, params
+
+
+def _flat(gates: Any) -> tuple[Tensor, ...]:
+    return tuple(gates) if isinstance(gates, tuple) else (gates,)
 
 
 @pytest.mark.parametrize("name", FUSED)
@@ -50,23 +58,25 @@ def test_rule_forward_equals_its_reference(name: str) -> None:
     rule, gates, state, params = _rule_inputs(name)
     hidden, new_state, _ = rule.forward(gates, state, params)
     want_hidden, want_state = rule.reference(gates, state, params)
+    assert len(new_state) == len(state)
     close((hidden, *new_state), (want_hidden, *want_state), atol=1e-14)
 
 
 @pytest.mark.parametrize("name", FUSED)
 def test_rule_backward_equals_autograd_of_its_reference(name: str) -> None:
     rule, gates, state, params = _rule_inputs(name)
-    inputs = [t.clone().requires_grad_() for t in (gates, *state, *params)]
-    count = len(state)
+    inputs = [t.clone().requires_grad_() for t in (*_flat(gates), *state, *params)]
+    first, count = len(_flat(gates)), len(state)
+    given = inputs[0] if rule.joint else tuple(inputs[:first])
     hidden, new_state = rule.reference(
-        inputs[0], tuple(inputs[1 : 1 + count]), tuple(inputs[1 + count :])
+        given, tuple(inputs[first : first + count]), tuple(inputs[first + count :])
     )
     d_hidden = torch.randn_like(hidden)
     d_state = tuple(torch.randn_like(part) for part in new_state)
     want = torch.autograd.grad((hidden, *new_state), inputs, (d_hidden, *d_state))
     _, _, saved = rule.forward(gates, state, params)
     d_gates, d_before, d_params = rule.backward(saved, d_hidden, d_state, params)
-    close((d_gates, *d_before, *d_params), tuple(want), atol=1e-12)
+    close((*_flat(d_gates), *d_before, *d_params), tuple(want), atol=1e-12)
 
 
 # Layers, directions and ragged lengths each change the fused loop (masking, the reverse
