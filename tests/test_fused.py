@@ -156,3 +156,78 @@ def test_a_subclass_that_rewrites_the_step_leaves_the_fused_engine() -> None:
     engine = Rewritten(3, 4).engine_for(torch.randn(2, 5, 3))
     assert engine.name == "reference"
     assert "Rewritten overrides forward_cell of CIFGLSTM" in engine.reason
+
+
+# ------------------------------------------------------------------ a projection wider than h2h
+
+
+class InputScaledRule(StepRule):
+    """The toy's step: ``c' = σ(a_f) c + σ(e) tanh(a_g)``, ``h' = tanh(c')``, where the scale's
+    pre-activation ``e = W_s x`` depends on the input only and rides in extra columns."""
+
+    def project(self, cell: lstm.Recurrent, inputs: Tensor) -> Tensor:
+        return torch.cat((cell.i2h(inputs) + cell.h2h.bias, cell.i2s(inputs)), dim=-1)
+
+    def forward(self, gates: Tensor, state: Any, params: Any) -> Any:
+        (cell_state,) = state
+        width = cell_state.shape[-1]
+        forget, scale = torch.sigmoid(gates[:, :width]), torch.sigmoid(gates[:, 2 * width :])
+        candidate = torch.tanh(gates[:, width : 2 * width])
+        new_state = forget * cell_state + scale * candidate
+        hidden = torch.tanh(new_state)
+        return hidden, (new_state,), (forget, scale, candidate, cell_state, hidden)
+
+    def backward(self, saved: Any, d_hidden: Tensor, d_state: Any, params: Any) -> Any:
+        forget, scale, candidate, cell_state, hidden = saved
+        d_cell = d_state[0] + d_hidden * (1 - hidden * hidden)
+        d_gates = torch.cat(
+            (
+                d_cell * cell_state * forget * (1 - forget),
+                d_cell * scale * (1 - candidate * candidate),
+                d_cell * candidate * scale * (1 - scale),
+            ),
+            dim=-1,
+        )
+        return d_gates, (d_cell * forget,), ()
+
+    def reference(self, gates: Tensor, state: Any, params: Any) -> Any:
+        width = state[0].shape[-1]
+        forget, candidate, scale = gates.split(width, dim=-1)
+        new_state = torch.sigmoid(forget) * state[0] + torch.sigmoid(scale) * torch.tanh(candidate)
+        return torch.tanh(new_state), (new_state,)
+
+
+class InputScaledCell(lstm.Recurrent):
+    """A test family whose rule reads per-step data beside the gates (like lane attention)."""
+
+    fast_path = lstm.engines.FastPath("fused", "a wide projection")
+    step_rule = InputScaledRule()
+
+    def build_cell(self, input_size: int, hidden_size: int, **factory: Any) -> Any:
+        width = 2 * hidden_size
+        maps = lstm.parameters.linear_maps(input_size, hidden_size, width, bias=True, **factory)
+        return {**maps, "i2s": torch.nn.Linear(input_size, hidden_size, **factory)}
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        gates = torch.cat((self.i2h(x) + self.h2h(hidden), self.i2s(x)), dim=-1)
+        hidden, (state,) = self.step_rule.reference(gates, (state,), ())
+        return hidden, state
+
+
+def test_a_projection_wider_than_h2h_carries_per_step_data_to_the_rule() -> None:
+    torch.manual_seed(0)
+    model = InputScaledCell(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference = InputScaledCell(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    x = torch.randn(3, 5, 3, dtype=DOUBLE)
+    assert model.engine_for(x).name == "fused"
+    found = []
+    for module in (model, reference):
+        given = x.clone().requires_grad_()
+        got = results(*module(given, lengths=[5, 2, 4]))
+        found.append((got, gradients(got, [given, *module.parameters()])))
+    close(found[0][0], found[1][0], atol=1e-12)
+    close(found[0][1], found[1][1], atol=1e-10)
+    small = x[:2, :3].clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda x: model(x, lengths=[3, 2])[0], (small,))

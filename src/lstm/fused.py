@@ -55,7 +55,10 @@ class StepRule:
     ``params`` are the family's parameters besides ``i2h`` and ``h2h``
     (:meth:`params`), e.g. peephole weights.
 
-    A rule with :attr:`joint` False gets the two halves separately, as the pair
+    :meth:`project` may return more columns than ``h2h`` has rows: the recurrent product is
+    added to the first ``G`` and ``gates`` carries the rest unchanged (per-step data that
+    depends on the input only, such as an attention map), and ``d_gates`` has the same
+    width. A rule with :attr:`joint` False gets the two halves separately, as the pair
     ``gates = (p_t, r_t)`` of the projected input :math:`p_t` (:meth:`project`, row ``t``)
     and the recurrent product :math:`r_t = W_{hh} h_{t-1}`, and returns the pair of their
     gradients as ``d_gates``: for a family that transforms them before adding them (the
@@ -182,11 +185,16 @@ def _scan(
     saved: list[Tensors] = [()] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     weight_t = weight.t()
+    width = weight.shape[0]
+    wide = projected.shape[-1] > width
     for t in order:
         if inputs is not None:
             inputs[t] = hidden
-        if rule.joint:
-            gates: Gates = torch.addmm(projected[t], hidden, weight_t)
+        if rule.joint and wide:  # extra columns past the gates: added to the first G only
+            gates: Gates = projected[t].clone()
+            gates[:, :width].addmm_(hidden, weight_t)
+        elif rule.joint:
+            gates = torch.addmm(projected[t], hidden, weight_t)
         else:
             gates = (projected[t], hidden @ weight_t)
         new_hidden, new_state, saved[t] = rule.forward(gates, state, params)
@@ -222,7 +230,13 @@ def _reference_scan(
     order = range(projected.shape[0] - 1, -1, -1) if reverse else range(projected.shape[0])
     for t in order:
         recurrent = hidden @ weight.t()
-        gates = projected[t] + recurrent if rule.joint else (projected[t], recurrent)
+        if rule.joint and projected.shape[-1] > recurrent.shape[-1]:  # extra columns
+            extra = projected.shape[-1] - recurrent.shape[-1]
+            gates: Gates = projected[t] + torch.nn.functional.pad(recurrent, (0, extra))
+        elif rule.joint:
+            gates = projected[t] + recurrent
+        else:
+            gates = (projected[t], recurrent)
         new_hidden, new_state = rule.reference(gates, state, params)
         if mask is None:
             outputs.append(new_hidden)
@@ -272,7 +286,7 @@ class _FusedDirection(torch.autograd.Function):
         inputs = ctx.inputs if ctx.mask is not None else _step_inputs(outputs, hidden, ctx.reverse)
         d_projected, d_weight, d_hidden0, d_state0, d_params = _manual_backward(
             ctx.rule, ctx.steps_saved, inputs, ctx.mask, ctx.reverse, weight, params,
-            d_outputs, d_hidden, tuple(d_state),
+            d_outputs, d_hidden, tuple(d_state), projected.shape[-1],
         )  # fmt: skip
         return (None, None, None, None, d_projected, d_weight, d_hidden0, *d_state0, *d_params)
 
@@ -288,11 +302,12 @@ def _manual_backward(
     d_outputs: Tensor,
     d_hidden: Tensor,
     d_state: Tensors,
+    projected_width: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensors, list[Tensor]]:
     """The backward loop: per step the rule's backward and one product; then one product."""
-    steps, batch = d_outputs.shape[0], d_outputs.shape[1]
-    d_recurrent = d_outputs.new_empty(steps, batch, weight.shape[0])  # (T, B, G)
-    d_projected = d_recurrent if rule.joint else torch.empty_like(d_recurrent)
+    steps, batch, width = d_outputs.shape[0], d_outputs.shape[1], weight.shape[0]
+    d_projected = d_outputs.new_empty(steps, batch, projected_width)  # (T, B, G [+ extra])
+    d_recurrent = d_projected[..., :width] if rule.joint else torch.empty_like(d_projected)
     d_params = [torch.zeros_like(p) for p in params]
     order = range(steps) if reverse else range(steps - 1, -1, -1)  # forward order, reversed
     for t in order:
@@ -308,7 +323,7 @@ def _manual_backward(
             kept_state = tuple(torch.where(running, 0.0, d) for d in d_state)
         d_gates, d_state, d_step_params = rule.backward(saved[t], d_new_hidden, d_new_state, params)
         if rule.joint:
-            d_recurrent[t] = d_gates
+            d_projected[t] = d_gates
         else:
             d_projected[t], d_recurrent[t] = d_gates
         d_hidden = d_recurrent[t] @ weight
@@ -317,7 +332,7 @@ def _manual_backward(
             d_state = tuple(d + k for d, k in zip(d_state, kept_state, strict=True))
         for total, step in zip(d_params, d_step_params, strict=True):
             total += step
-    flat = d_recurrent.reshape(-1, weight.shape[0])
+    flat = d_recurrent.reshape(-1, width)
     d_weight = flat.t() @ inputs.reshape(-1, weight.shape[1])  # one product over all steps
     return d_projected, d_weight, d_hidden, d_state, d_params
 
