@@ -37,7 +37,7 @@ def _rule_inputs(name: str, batch: int = 3) -> tuple[StepRule, Any, tuple[Tensor
     """A rule, random gates (a pair for a rule that is not joint), a random state of the
     right shapes, and the rule's parameters."""
     model = build(name)
-    rule = type(model).step_rule
+    rule = type(model).step_rule.bind(model)
     x = torch.randn(batch, 2, model.input_size, dtype=DOUBLE)
     _, state = model.init_hidden(x)
     width = model.h2h.out_features

@@ -68,6 +68,14 @@ class StepRule:
     joint: ClassVar[bool] = True
     """Whether the rule reads :math:`a_t = p_t + W_{hh} h_{t-1}` (True) or the pair."""
 
+    def bind(self, cell: Recurrent) -> StepRule:
+        """The rule for one call on ``cell`` (a layer-cell view): this rule by default.
+
+        A rule whose step depends on the module's settings (a lane choice that samples in
+        training, max pooling, ...) returns a copy configured for ``cell`` here.
+        """
+        return self
+
     def params(self, cell: Recurrent) -> Tensors:
         """The parameters of ``cell`` (a layer-cell view) the rule reads; none by default."""
         return ()
@@ -142,7 +150,7 @@ def run_fused_direction(
         Zero past each sequence's end.
     (hidden, state) : the final state, taken at each sequence's end.
     """
-    rule: StepRule = type(cell).step_rule  # type: ignore[attr-defined]
+    rule: StepRule = type(cell).step_rule.bind(cell)  # type: ignore[attr-defined]
     h2h = cell._modules["h2h"]
     assert isinstance(h2h, torch.nn.Linear)
     projected = rule.project(cell, layer_input.transpose(0, 1))  # (T, B, G)
