@@ -187,9 +187,14 @@ def _scan(
     batches, the hidden input of every step ``(T, B, H)`` (for the recurrent weight's
     gradient; without a mask the outputs are those inputs, shifted by one step).
     """
+    # Per-step tensors are collected in lists and stacked once: every indexing or copy
+    # inside the loop is one more dispatched operation per step (one more kernel launch
+    # on a GPU), which is what the loop's time is made of at small sizes.
     steps = projected.shape[0]
-    outputs = projected.new_empty(steps, hidden.shape[0], hidden.shape[1])
-    inputs = torch.empty_like(outputs) if save and mask is not None else None
+    rows = projected.unbind(0)
+    outputs: list[Tensor] = [projected] * steps
+    inputs: list[Tensor] | None = [projected] * steps if save and mask is not None else None
+    running = mask.unbind(0) if mask is not None else ()
     saved: list[Tensors] = [()] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     weight_t = weight.t()
@@ -199,22 +204,24 @@ def _scan(
         if inputs is not None:
             inputs[t] = hidden
         if rule.joint and wide:  # extra columns past the gates: added to the first G only
-            gates: Gates = projected[t].clone()
+            gates: Gates = rows[t].clone()
             gates[:, :width].addmm_(hidden, weight_t)
         elif rule.joint:
-            gates = torch.addmm(projected[t], hidden, weight_t)
+            gates = torch.addmm(rows[t], hidden, weight_t)
         else:
-            gates = (projected[t], hidden @ weight_t)
+            gates = (rows[t], hidden @ weight_t)
         new_hidden, new_state, saved[t] = rule.forward(gates, state, params)
         if mask is None:
-            outputs[t] = new_hidden
-            hidden, state = new_hidden, new_state
+            outputs[t] = hidden = new_hidden
+            state = new_state
         else:
-            running = mask[t]  # (B, 1)
-            torch.mul(new_hidden, running, out=outputs[t])
-            hidden = torch.where(running, new_hidden, hidden)
-            state = tuple(torch.where(running, n, o) for n, o in zip(new_state, state, strict=True))
-    return outputs, hidden, state, saved, inputs
+            outputs[t] = new_hidden * running[t]  # zero past the end: running is (B, 1)
+            hidden = torch.where(running[t], new_hidden, hidden)
+            state = tuple(
+                torch.where(running[t], n, o) for n, o in zip(new_state, state, strict=True)
+            )
+    stacked_inputs = torch.stack(inputs) if inputs is not None else None
+    return torch.stack(outputs), hidden, state, saved, stacked_inputs
 
 
 def _step_inputs(outputs: Tensor, hidden: Tensor, reverse: bool) -> Tensor:
@@ -313,36 +320,41 @@ def _manual_backward(
     projected_width: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensors, list[Tensor]]:
     """The backward loop: per step the rule's backward and one product; then one product."""
-    steps, batch, width = d_outputs.shape[0], d_outputs.shape[1], weight.shape[0]
-    d_projected = d_outputs.new_empty(steps, batch, projected_width)  # (T, B, G [+ extra])
-    d_recurrent = d_projected[..., :width] if rule.joint else torch.empty_like(d_projected)
+    steps, width = d_outputs.shape[0], weight.shape[0]
+    wide = projected_width > width
+    d_rows = d_outputs.unbind(0)
+    running = mask.unbind(0) if mask is not None else ()
+    d_projected: list[Tensor] = [d_outputs] * steps
+    d_recurrent: list[Tensor] = [d_outputs] * steps
     d_params = [torch.zeros_like(p) for p in params]
     order = range(steps) if reverse else range(steps - 1, -1, -1)  # forward order, reversed
     for t in order:
         if mask is None:
-            d_new_hidden, d_new_state = d_outputs[t] + d_hidden, d_state
+            d_new_hidden, d_new_state = d_rows[t] + d_hidden, d_state
             kept_hidden: Tensor | None = None
             kept_state: Tensors = ()
         else:
-            running = mask[t]
-            d_new_hidden = (d_outputs[t] + d_hidden) * running
-            d_new_state = tuple(d * running for d in d_state)
-            kept_hidden = torch.where(running, 0.0, d_hidden)
-            kept_state = tuple(torch.where(running, 0.0, d) for d in d_state)
+            d_new_hidden = (d_rows[t] + d_hidden) * running[t]
+            d_new_state = tuple(d * running[t] for d in d_state)
+            kept_hidden = torch.where(running[t], 0.0, d_hidden)
+            kept_state = tuple(torch.where(running[t], 0.0, d) for d in d_state)
         d_gates, d_state, d_step_params = rule.backward(saved[t], d_new_hidden, d_new_state, params)
-        if rule.joint:
-            d_projected[t] = d_gates
-        else:
+        if not rule.joint:
             d_projected[t], d_recurrent[t] = d_gates
+        else:
+            d_projected[t] = d_gates
+            d_recurrent[t] = d_gates[:, :width] if wide else d_gates
         d_hidden = d_recurrent[t] @ weight
         if kept_hidden is not None:
             d_hidden = d_hidden + kept_hidden
             d_state = tuple(d + k for d, k in zip(d_state, kept_state, strict=True))
         for total, step in zip(d_params, d_step_params, strict=True):
             total += step
-    flat = d_recurrent.reshape(-1, width)
+    stacked = torch.stack(d_projected)  # (T, B, G [+ extra])
+    shared = rule.joint and not wide  # then d_recurrent is d_projected
+    flat = (stacked if shared else torch.stack(d_recurrent)).reshape(-1, width)
     d_weight = flat.t() @ inputs.reshape(-1, weight.shape[1])  # one product over all steps
-    return d_projected, d_weight, d_hidden, d_state, d_params
+    return stacked, d_weight, d_hidden, d_state, d_params
 
 
 def _reference_backward(

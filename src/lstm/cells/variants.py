@@ -143,27 +143,38 @@ class CIFGRule(StepRule):
     def forward(
         self, gates: Tensor, state: Tensors, params: Tensors
     ) -> tuple[Tensor, Tensors, Tensors]:
-        """One step: ``(hidden, (c_t,), (f, o, g, c_{t-1}, tanh c_t))``."""
+        """One step: ``(hidden, (c_t,), (σ(f, o), g, c_{t-1} - g, tanh c_t))``."""
         (cell_state,) = state
         width = cell_state.shape[-1]
-        forget_output = torch.sigmoid(gates[:, : 2 * width])  # (B, 2H): f, o
-        forget, output = forget_output[:, :width], forget_output[:, width:]
-        candidate = torch.tanh(gates[:, 2 * width :])
-        new_state = torch.addcmul(candidate, forget, cell_state - candidate)  # g + f (c - g)
+        pre_forget_output, pre_candidate = gates.split_with_sizes((2 * width, width), dim=1)
+        forget_output = torch.sigmoid(pre_forget_output)  # (B, 2H): f, o
+        forget, output = forget_output.chunk(2, dim=1)
+        candidate = torch.tanh(pre_candidate)
+        carried = cell_state - candidate
+        new_state = torch.addcmul(candidate, forget, carried)  # f c + (1 - f) g
         squashed = torch.tanh(new_state)
-        return output * squashed, (new_state,), (forget, output, candidate, cell_state, squashed)
+        saved = (forget_output, candidate, carried, squashed)
+        return output * squashed, (new_state,), saved
 
     def backward(
         self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
     ) -> tuple[Tensor, Tensors, Tensors]:
-        """Gradients of one step (the equations above)."""
-        forget, output, candidate, cell_state, squashed = saved
-        width = cell_state.shape[-1]
-        d_cell = d_state[0] + d_hidden * output * (1 - squashed * squashed)
+        """Gradients of one step (the equations above), in few operations."""
+        forget_output, candidate, carried, squashed = saved
+        width = candidate.shape[-1]
+        forget, output = forget_output.chunk(2, dim=1)
+        one = squashed.new_ones(())
+        d_cell = torch.addcmul(
+            d_state[0], d_hidden * output, torch.addcmul(one, squashed, squashed, value=-1)
+        )
         d_gates = d_hidden.new_empty(d_hidden.shape[0], 3 * width)
-        d_gates[:, :width] = d_cell * (cell_state - candidate) * forget * (1 - forget)
-        d_gates[:, width : 2 * width] = d_hidden * squashed * output * (1 - output)
-        d_gates[:, 2 * width :] = d_cell * (1 - forget) * (1 - candidate * candidate)
+        d_forget_output, d_candidate = d_gates.split_with_sizes((2 * width, width), dim=1)
+        # the sigmoids' outer gradients side by side, then their derivative s (1 - s) at once
+        torch.cat((d_cell * carried, d_hidden * squashed), dim=1, out=d_forget_output)
+        d_forget_output.mul_(forget_output).mul_(1 - forget_output)
+        not_forget = 1 - forget
+        torch.mul(d_cell * not_forget, torch.addcmul(one, candidate, candidate, value=-1),
+                  out=d_candidate)  # fmt: skip
         return d_gates, (d_cell * forget,), ()
 
     def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
