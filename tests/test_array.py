@@ -21,6 +21,7 @@ from lstm import (
     stochastic_memory_lanes,
     stochastic_output_pooling,
 )
+from lstm.cells.array import _choose_lanes
 from reference import Step, run_reference, stack_states, zeros_initial
 
 K = 3
@@ -316,6 +317,64 @@ def test_stochastic_pooling_draws_lanes_from_the_softmax_of_output_gates() -> No
     frequencies = matches.double().mean(dim=1)  # (k, H)
     expected = torch.softmax(o[:, 0], dim=0)  # (k, H)
     torch.testing.assert_close(frequencies, expected, rtol=0, atol=0.02)
+
+
+CHI_SQUARE_3_DOF_AT_0_001 = 16.266
+"""The chi-square distribution's 0.999 quantile for 3 degrees of freedom (k = 4 lanes): a
+statistic above it has probability 0.001 when the lanes are drawn from the expected
+probabilities (scipy.stats.chi2.ppf(0.999, 3) = 16.2662)."""
+
+
+def chi_square(lanes: Tensor, expected: Tensor) -> float:
+    """Pearson's statistic, sum_j (observed_j - n p_j)^2 / (n p_j), of drawn lanes against p."""
+    observed = torch.bincount(lanes.flatten(), minlength=expected.numel()).double()
+    counts = expected.double() * lanes.numel()
+    return float(((observed - counts) ** 2 / counts).sum())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_drawn_lanes_follow_the_softmax_of_the_scores(dtype: torch.dtype) -> None:
+    # Gumbel-max: argmax_j (s_j + G_j) ~ softmax(s). Scores are logits up to a constant.
+    torch.manual_seed(0)
+    rows = 200_000
+    scores = (torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=DOUBLE).log() + 2.5).to(dtype)
+    expected = torch.softmax(scores.double(), dim=0)  # of the scores as stored in dtype
+    lanes = _choose_lanes(scores.view(4, 1, 1).expand(4, rows // 50, 50), sample=True)
+    assert lanes.shape == (1, rows // 50, 50)
+    assert chi_square(lanes, expected) < CHI_SQUARE_3_DOF_AT_0_001
+    # The test can fail: the same draws reject uniform lanes, and lanes 1 point off.
+    assert chi_square(lanes, torch.full((4,), 0.25)) > 100 * CHI_SQUARE_3_DOF_AT_0_001
+    off = torch.tensor([0.11, 0.19, 0.3, 0.4])
+    assert chi_square(lanes, off) > 5 * CHI_SQUARE_3_DOF_AT_0_001
+
+
+def test_drawn_lanes_are_seeded_and_skip_impossible_lanes() -> None:
+    inf = float("inf")
+    scores = torch.tensor([0.0, -inf, 1.0, -inf]).view(4, 1, 1).expand(4, 500, 8)
+    torch.manual_seed(3)
+    first = _choose_lanes(scores, sample=True)
+    torch.manual_seed(3)
+    assert torch.equal(_choose_lanes(scores, sample=True), first)  # seeded: reproducible
+    assert not torch.equal(_choose_lanes(scores, sample=True), first)  # but drawn
+    # p_j = 0 for a score of -inf: such a lane is never drawn; both others are.
+    assert torch.equal(first.unique(), torch.tensor([0, 2]))
+    # No lane has a probability: lane 0, not an error or NaN (the softmax is undefined).
+    none = torch.full((4, 3, 5), -inf)
+    assert torch.equal(_choose_lanes(none, sample=True), torch.zeros(1, 3, 5, dtype=torch.long))
+
+
+def test_sample_lanes_draws_without_multinomial(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The issue: a draw that costs no more than the rest of the step (Gumbel-max, not a
+    # torch.multinomial over batch * hidden rows at every step).
+    def refuse(*args: object, **kwargs: object) -> Tensor:
+        raise AssertionError("torch.multinomial called")
+
+    monkeypatch.setattr(torch, "multinomial", refuse)
+    x = torch.randn(2, 5, 3)
+    for cls in (StochasticArrayLSTM, StochasticMemoryArrayLSTM):
+        model = cls(3, 4, K, sample_lanes=True).train()
+        out, _ = model(x)
+        assert torch.isfinite(out).all()
 
 
 def test_stochastic_pooling_trains() -> None:

@@ -226,18 +226,70 @@ class ArrayLSTM(LSTM):
 
 
 def _choose_lanes(scores: Tensor, sample: bool) -> Tensor:
-    """One lane per unit from ``p = softmax over lanes of scores`` ``(k, batch, H)``.
+    r"""One lane per unit from :math:`p_j = \mathrm{softmax}_j(s^j)` over the lanes' scores.
 
-    Drawn from ``p`` when ``sample``, else its most likely lane (the argmax of ``scores``:
-    the softmax keeps the order). No gradient flows through the choice. Returns the lane
-    indices as ``(1, batch, H)``, ready for ``gather`` along dimension 0.
+    With ``sample=False``, the most likely lane, :math:`j^* = \arg\max_j s^j` (the softmax
+    keeps the order, so it is not computed). With ``sample=True``, :math:`j^* \sim p`, drawn
+    by the Gumbel-max trick (:func:`_gumbel_max_lanes`). No gradient flows through the choice.
+
+    Parameters
+    ----------
+    scores : Tensor of shape (k, batch, hidden_size)
+        The lanes' scores :math:`s^j` (logits of :math:`p`), per unit.
+    sample : bool
+        Draw the lane (True) or take the most likely one (False).
+
+    Returns
+    -------
+    choice : Tensor of shape (1, batch, hidden_size), int64
+        Each unit's lane, ready for ``gather`` along dimension 0.
     """
-    lanes, batch, size = scores.shape
     if not sample:
         return scores.argmax(dim=0, keepdim=True)
-    probabilities = torch.softmax(scores.detach(), dim=0)  # (k, B, H), over lanes
-    flat = probabilities.permute(1, 2, 0).reshape(batch * size, lanes)  # (B*H, k)
-    return torch.multinomial(flat, 1).view(1, batch, size)
+    return _gumbel_max_lanes(scores)
+
+
+def _gumbel_max_lanes(scores: Tensor) -> Tensor:
+    r"""Draw one lane per unit from :math:`p_j = \mathrm{softmax}_j(s^j)` (Gumbel-max trick).
+
+    For every unit, with independent :math:`U^j \sim \mathcal{U}(0, 1)` per lane,
+
+    .. math::
+
+        G^j = -\log(-\log U^j), \qquad j^* = \arg\max_j \, (s^j + G^j),
+        \qquad P(j^* = j) = \frac{e^{s^j}}{\sum_l e^{s^l}} = p_j
+
+    (:math:`G^j` are standard Gumbel variables: E. J. Gumbel, *Statistical Theory of Extreme
+    Values and Some Practical Applications*, 1954; the trick as used in sampling, e.g. C. J.
+    Maddison, D. Tarlow and T. Minka, *A\* Sampling*, NeurIPS 2014). This replaces a
+    ``torch.multinomial`` over ``batch * hidden_size`` rows of :math:`p`: it needs neither
+    the softmax nor a row-major copy, only one uniform draw and element-wise operations.
+
+    :math:`U` is clamped to at least the smallest normal number, so :math:`G` is finite: a
+    lane whose score is :math:`-\infty` (:math:`p_j = 0`) is never drawn, unless all of a
+    unit's lanes are (then lane 0, where :math:`p` is undefined). The noise is drawn in
+    float32 for float16 and bfloat16 scores (their uniform draws are too coarse), else in
+    the scores' dtype. It comes from torch's default generator on the scores' device, so
+    ``torch.manual_seed`` reproduces it.
+
+    Parameters
+    ----------
+    scores : Tensor of shape (k, batch, hidden_size)
+        The lanes' scores :math:`s^j` (logits of :math:`p`), per unit.
+
+    Returns
+    -------
+    choice : Tensor of shape (1, batch, hidden_size), int64
+        Each unit's drawn lane, ready for ``gather`` along dimension 0.
+    """
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    uniform = torch.rand(scores.shape, dtype=dtype, device=scores.device)
+    # log(-log U) in place, finite for U in [tiny, 1); then s - log(-log U) = s + G.
+    log_exponential = uniform.clamp_min_(torch.finfo(dtype).tiny).log_().neg_().log_()
+    perturbed = log_exponential.neg_().add_(scores.detach())  # (k, B, H)
+    # max(...).indices: argmax's index (the first maximum), several times faster than
+    # argmax over dimension 0 on the CPU (pytorch/pytorch#140000).
+    return perturbed.max(dim=0, keepdim=True).indices
 
 
 def pool_lanes(outputs: Tensor, states: Tensor, sample: bool) -> Tensor:
