@@ -244,8 +244,8 @@ def _choose_lanes(scores: Tensor, sample: bool) -> Tensor:
     choice : Tensor of shape (1, batch, hidden_size), int64
         Each unit's lane, ready for ``gather`` along dimension 0.
     """
-    if not sample:
-        return scores.argmax(dim=0, keepdim=True)
+    if not sample:  # argmax's index, by the faster max(...).indices (see _gumbel_max_lanes)
+        return scores.max(dim=0, keepdim=True).indices
     return _gumbel_max_lanes(scores)
 
 
