@@ -404,9 +404,7 @@ CASES = {
         "the fused engine does not apply: autocast is on for cpu",
         context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
     ),
-    "peephole": Case(
-        lambda: PeepholeLSTM(3, 4), "reference", "PeepholeLSTM overrides forward_cell of LSTM"
-    ),
+    "peephole": Case(lambda: PeepholeLSTM(3, 4), "fused", "PeepholeLSTM's own step"),
     "array": Case(lambda: ArrayLSTM(3, 4, k=2, num_layers=2), "hoisted", "ArrayLSTM's own step"),
     "array, parametrized i2h": Case(
         lambda: _parametrized(ArrayLSTM(3, 4, k=2)),
@@ -542,7 +540,10 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert ArrayLSTM.step_source.fast_path.engine == "hoisted"
     assert CIFGLSTM.step_source.fast_path is not None
     assert CIFGLSTM.step_source.fast_path.engine == "fused"
-    for cls in (CoupledGateLSTM, PeepholeLSTM, WideParameters):
+    # PeepholeLSTM rewrites LSTM's step and parameters, and declares its own fast path.
+    assert PeepholeLSTM.step_source.fast_path is PeepholeLSTM.fast_path
+    assert PeepholeLSTM.step_source.overrides(LSTM) == ["build_cell", "forward_cell"]
+    for cls in (CoupledGateLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
     # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
     assert StochasticArrayLSTM.step_source.fast_path is ArrayLSTM.fast_path

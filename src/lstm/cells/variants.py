@@ -47,6 +47,91 @@ def peephole_pointwise(gates: Tensor, state: Tensor, peephole: Tensor) -> tuple[
     return hidden, state
 
 
+class PeepholeRule(StepRule):
+    r""":func:`peephole_pointwise` for the fused engine, with its backward by hand.
+
+    With :math:`f, i, o` the sigmoids, :math:`g = \tanh(a_g)`, :math:`\tau = \tanh(c_t)` and
+    incoming gradients :math:`\bar h, \bar c` of :math:`h_t, c_t`: the output gate reads
+    :math:`c_t`, so the gradient of :math:`c_t` gains a term through :math:`a_o + p_o c_t`;
+    the forget and input gates read :math:`c_{t-1}`, so its gradient gains two.
+
+    .. math::
+
+        \bar a_o &= \bar h \odot \tau \odot o (1 - o), \quad
+        \bar c' = \bar c + \bar h \odot o \odot (1 - \tau^2) + \bar a_o \odot p_o \\
+        \bar a_f &= \bar c' \odot c_{t-1} \odot f (1 - f), \quad
+        \bar a_i = \bar c' \odot g \odot i (1 - i), \quad
+        \bar a_g = \bar c' \odot i \odot (1 - g^2) \\
+        \bar c_{t-1} &= \bar c' \odot f + \bar a_f \odot p_f + \bar a_i \odot p_i \\
+        \bar p_f &= \textstyle\sum_b \bar a_f \odot c_{t-1}, \quad
+        \bar p_i = \textstyle\sum_b \bar a_i \odot c_{t-1}, \quad
+        \bar p_o = \textstyle\sum_b \bar a_o \odot c_t
+
+    (sums over the batch: :math:`\bar p` has the peephole's shape ``(3, hidden_size)``).
+    """
+
+    def params(self, cell: Recurrent) -> Tensors:
+        """``(cell.peephole,)``: the diagonal weights :math:`p_f, p_i, p_o`, (3, H)."""
+        peephole = cell.peephole
+        assert isinstance(peephole, Tensor)
+        return (peephole,)
+
+    def forward(
+        self, gates: Tensor, state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """One step: ``(hidden, (c_t,), (f and i, f, i, o, g, c_{t-1}, c_t, tanh c_t))``."""
+        (cell_state,), (peephole,) = state, params
+        batch, width = cell_state.shape
+        blocks = gates.reshape(batch, 4, width)  # f, i, o, g
+        # f and i in one sigmoid over (B, 2, H): a + p * c_{t-1}, p broadcast over the batch.
+        forget_input = torch.sigmoid(
+            torch.addcmul(blocks[:, :2], peephole[:2], cell_state.unsqueeze(1))
+        )
+        forget, input_gate = forget_input.unbind(1)
+        candidate = torch.tanh(blocks[:, 3])
+        new_state = torch.addcmul(forget * cell_state, input_gate, candidate)
+        output = torch.sigmoid(torch.addcmul(blocks[:, 2], peephole[2], new_state))
+        squashed = torch.tanh(new_state)
+        saved = forget_input, forget, input_gate, output, candidate, cell_state, new_state, squashed
+        return output * squashed, (new_state,), saved
+
+    def backward(
+        self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """Gradients of one step (the equations above)."""
+        forget_input, forget, input_gate, output, candidate, cell_state, new_state, squashed = saved
+        (peephole,) = params
+        batch, width = cell_state.shape
+        d_gates = d_hidden.new_empty(batch, 4, width)  # f, i, o, g
+        d_forget_input, d_output, d_candidate = d_gates[:, :2], d_gates[:, 2], d_gates[:, 3]
+        one = d_hidden.new_ones(())
+        # s (1 - s) as addcmul(s, s, s, value=-1), 1 - t^2 as addcmul(1, t, t, value=-1).
+        torch.mul(
+            d_hidden * squashed, torch.addcmul(output, output, output, value=-1), out=d_output
+        )
+        d_cell = torch.addcmul(
+            d_state[0], d_hidden * output, torch.addcmul(one, squashed, squashed, value=-1)
+        ).addcmul_(d_output, peephole[2])
+        torch.mul(  # f and i at once: d_cell * (c_{t-1}, g) * s (1 - s) over (B, 2, H)
+            d_cell.unsqueeze(1) * torch.stack((cell_state, candidate), dim=1),
+            torch.addcmul(forget_input, forget_input, forget_input, value=-1),
+            out=d_forget_input,
+        )
+        torch.mul(
+            d_cell * input_gate, torch.addcmul(one, candidate, candidate, value=-1), out=d_candidate
+        )
+        d_before = torch.addcmul((d_forget_input * peephole[:2]).sum(dim=1), d_cell, forget)
+        # Each gate's pre-activation times the state its peephole reads, summed over the batch.
+        reads = torch.stack((cell_state, cell_state, new_state), dim=1)  # (B, 3, H)
+        d_peephole = (d_gates[:, :3] * reads).sum(dim=0)
+        return d_gates.view(batch, 4 * width), (d_before,), (d_peephole,)
+
+    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+        """:func:`peephole_pointwise`."""
+        hidden, new_state = peephole_pointwise(gates, state[0], params[0])
+        return hidden, (new_state,)
+
+
 class PeepholeLSTM(LSTM):
     r"""LSTM whose gates also see the cell state (Gers & Schmidhuber 2000; pytorch#630).
 
@@ -73,6 +158,8 @@ class PeepholeLSTM(LSTM):
     """
 
     peephole: nn.Parameter
+    fast_path = FastPath("fused", "one autograd node per direction, backward by hand")
+    step_rule = PeepholeRule()
 
     def build_cell(
         self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
