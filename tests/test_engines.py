@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm
 import lstm.engines
 from builders import DOUBLE, close, gradients
-from lstm import CIFGLSTM, LSTM, ArrayLSTM, PeepholeLSTM, StochasticArrayLSTM
+from lstm import CIFGLSTM, LSTM, ArrayLSTM, LayerNormLSTM, PeepholeLSTM, StochasticArrayLSTM
 from lstm.cells.lstm import PACKED_TRAINING_MAX_LEN
 from pairwise import case_id, pairwise, product, unmet_pairs
 from toy_cells import CoupledGateLSTM, TupleStateCell
@@ -351,6 +351,12 @@ def _swapped(module: lstm.Recurrent, name: str, bias: bool) -> lstm.Recurrent:
     return module
 
 
+def _with_part(module: lstm.Recurrent, name: str) -> lstm.Recurrent:
+    """``module`` with its layer norm ``name`` replaced by an ``nn.RMSNorm`` of its features."""
+    setattr(module, name, nn.RMSNorm(getattr(module, name).normalized_shape))
+    return module
+
+
 CASES = {
     "setting reference": Case(
         lambda: _with("reference", LSTM(3, 4)), "reference", "engine='reference' is set"
@@ -403,6 +409,16 @@ CASES = {
         "hoisted",
         "the fused engine does not apply: autocast is on for cpu",
         context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    ),
+    "fused family with norms": Case(
+        lambda: LayerNormLSTM(3, 4, num_layers=2, bidirectional=True),
+        "fused",
+        "LayerNormLSTM's own step",
+    ),
+    "fused family, swapped norm (its fused_problem)": Case(
+        lambda: _with_part(LayerNormLSTM(3, 4, bidirectional=True), "ln_cell_reverse"),
+        "hoisted",
+        "the fused engine does not apply: ln_cell_reverse is a RMSNorm, not a plain nn.LayerNorm",
     ),
     "peephole": Case(
         lambda: PeepholeLSTM(3, 4), "reference", "PeepholeLSTM overrides forward_cell of LSTM"
@@ -542,6 +558,8 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert ArrayLSTM.step_source.fast_path.engine == "hoisted"
     assert CIFGLSTM.step_source.fast_path is not None
     assert CIFGLSTM.step_source.fast_path.engine == "fused"
+    assert LayerNormLSTM.step_source.fast_path is not None
+    assert LayerNormLSTM.step_source.fast_path.engine == "fused"
     for cls in (CoupledGateLSTM, PeepholeLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
     # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
