@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm
 import lstm.engines
 from builders import DOUBLE, close, gradients
-from lstm import CIFGLSTM, LSTM, ArrayLSTM, PeepholeLSTM, StochasticArrayLSTM
+from lstm import CIFGLSTM, LSTM, ArrayLSTM, LayerNormLSTM, PeepholeLSTM, StochasticArrayLSTM
 from lstm.cells.lstm import PACKED_TRAINING_MAX_LEN
 from pairwise import case_id, pairwise, product, unmet_pairs
 from toy_cells import CoupledGateLSTM, TupleStateCell
@@ -351,6 +351,12 @@ def _swapped(module: lstm.Recurrent, name: str, bias: bool) -> lstm.Recurrent:
     return module
 
 
+def _with_part(module: lstm.Recurrent, name: str) -> lstm.Recurrent:
+    """``module`` with its layer norm ``name`` replaced by an ``nn.RMSNorm`` of its features."""
+    setattr(module, name, nn.RMSNorm(getattr(module, name).normalized_shape))
+    return module
+
+
 CASES = {
     "setting reference": Case(
         lambda: _with("reference", LSTM(3, 4)), "reference", "engine='reference' is set"
@@ -405,6 +411,16 @@ CASES = {
         context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
     ),
     "peephole": Case(lambda: PeepholeLSTM(3, 4), "fused", "PeepholeLSTM's own step"),
+    "fused family with norms": Case(
+        lambda: LayerNormLSTM(3, 4, num_layers=2, bidirectional=True),
+        "fused",
+        "LayerNormLSTM's own step",
+    ),
+    "fused family, swapped norm (its fused_problem)": Case(
+        lambda: _with_part(LayerNormLSTM(3, 4, bidirectional=True), "ln_cell_reverse"),
+        "hoisted",
+        "the fused engine does not apply: ln_cell_reverse is a RMSNorm, not a plain nn.LayerNorm",
+    ),
     "array": Case(lambda: ArrayLSTM(3, 4, k=2, num_layers=2), "hoisted", "ArrayLSTM's own step"),
     "array, parametrized i2h": Case(
         lambda: _parametrized(ArrayLSTM(3, 4, k=2)),
@@ -543,6 +559,8 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     # PeepholeLSTM rewrites LSTM's step and parameters, and declares its own fast path.
     assert PeepholeLSTM.step_source.fast_path is PeepholeLSTM.fast_path
     assert PeepholeLSTM.step_source.overrides(LSTM) == ["build_cell", "forward_cell"]
+    assert LayerNormLSTM.step_source.fast_path is not None
+    assert LayerNormLSTM.step_source.fast_path.engine == "fused"
     for cls in (CoupledGateLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
     # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
