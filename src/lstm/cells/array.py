@@ -636,8 +636,10 @@ class StochasticArrayLSTM(_LaneChoice):
     The lane is chosen per unit, as the original implementation does: it takes the softmax
     over lanes of the output gates and the maximum per unit (argmax over the lanes). No
     gradient flows through the choice itself. The pooling is this class's
-    :meth:`update_hidden`; the step is :class:`ArrayLSTM`'s, so the input projection is
-    hoisted as there.
+    :meth:`update_hidden`; the step is :class:`ArrayLSTM`'s, and it runs on the fused engine
+    with this class's rule (:class:`StochasticArrayRule`), which chooses the lanes with the
+    same calls in the same order as the step-by-step path (the same seed draws the same
+    lanes). A subclass that overrides :meth:`update_hidden` runs on the hoisted engine.
 
     Examples
     --------
