@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from builders import DOUBLE, assert_matches_reference, close
+from builders import DOUBLE, assert_matches_reference, close, gradients, results
 from lstm import (
     LSTM,
     ArrayLSTM,
@@ -198,7 +198,13 @@ def test_input_projection_is_hoisted_unless_forward_cell_is_overridden(
     calls = linear_calls
     model = ArrayLSTM(3, 4, K)
     model(torch.randn(2, 7, 3))
-    assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (1, 7)
+    # The fused engine: i2h once for all steps, h2h's weight read directly at every step.
+    assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (1, 0)
+
+    calls.clear()
+    combined = with_max_combination(ArrayLSTM)(3, 4, K)
+    combined(torch.randn(2, 7, 3))  # the hoisted engine: forward_cell at every step
+    assert (calls[id(combined.i2h)], calls[id(combined.h2h)]) == (1, 7)
 
     class Doubled(ArrayLSTM):
         def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
@@ -582,3 +588,88 @@ def test_an_overridden_update_hidden_combines_the_lanes(cls: type[ArrayLSTM], en
     x = torch.randn(4, 5, 3, dtype=DOUBLE)
     initial = zeros_initial(x, 4, (K, 4))
     assert_matches_reference(model, x, steps[cls], initial, [5, 2, 4, 1])
+
+
+# ------------------------------------------------------------------ the fused engine
+# tests/test_fused.py checks ArrayLSTM's and StochasticArrayLSTM's rules and engine against
+# the reference path (argmax lanes); here: what falls back, and lanes drawn at random.
+
+
+def _twins(cls: type[ArrayLSTM], **options: object) -> tuple[ArrayLSTM, ArrayLSTM]:
+    """Two models with the same weights: the engine auto chooses, and the reference path."""
+    model = cls(3, 4, K, dtype=DOUBLE, **options)  # type: ignore[arg-type]
+    reference = cls(3, 4, K, dtype=DOUBLE, **options)  # type: ignore[arg-type]
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    return model, reference
+
+
+def _results_and_gradients(model: ArrayLSTM, x: Tensor, lengths: Tensor) -> list[Tensor]:
+    given = x.clone().requires_grad_()
+    got = results(*model(given, lengths=lengths))
+    return [*got, *gradients(got, [given, *model.parameters()])]
+
+
+@pytest.mark.parametrize("cls", [ArrayLSTM, StochasticArrayLSTM])
+def test_an_overridden_update_hidden_runs_hoisted_and_equals_the_reference_path(
+    cls: type[ArrayLSTM],
+) -> None:
+    # The fused rule implements the class's own update_hidden, not an override of it.
+    x, lengths = torch.randn(4, 5, 3, dtype=DOUBLE), torch.tensor([5, 2, 4, 1])
+    assert cls(3, 4, K, dtype=DOUBLE).engine_for(x).name == "fused"
+    assert type("Unchanged", (cls,), {})(3, 4, K, dtype=DOUBLE).engine_for(x).name == "fused"
+    model, reference = _twins(with_max_combination(cls), num_layers=2, bidirectional=True)
+    engine = model.engine_for(x, lengths)
+    assert engine.name == "hoisted"
+    assert engine.reason == (
+        f"the fused engine does not apply: MaxLanes overrides update_hidden of {cls.__name__}"
+    )
+    close(_results_and_gradients(model, x, lengths), _results_and_gradients(reference, x, lengths))
+
+
+def test_an_update_hidden_set_on_the_instance_runs_hoisted() -> None:
+    model = ArrayLSTM(3, 4, K, num_layers=2, dtype=DOUBLE)
+    model.update_hidden = lambda outputs, states: (  # type: ignore[method-assign]
+        (outputs * torch.tanh(states)).amax(0)
+    )
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    assert model.engine_for(x) == (
+        "hoisted",
+        "the fused engine does not apply: update_hidden is set on the ArrayLSTM instance",
+    )
+    initial = zeros_initial(x, 4, (K, 4))
+    assert_matches_reference(model, x, array_step(model, lane_maximum), initial, [5, 2, 4, 1])
+
+
+def test_sampled_lanes_with_a_seed_are_the_reference_paths() -> None:
+    # The fused engine draws with the same calls in the same order (layer by layer,
+    # direction by direction, step by step), so one seed gives both engines the same lanes.
+    model, reference = _twins(
+        StochasticArrayLSTM, sample_lanes=True, num_layers=2, bidirectional=True
+    )
+    x, lengths = torch.randn(4, 6, 3, dtype=DOUBLE), torch.tensor([6, 3, 1, 5])
+    assert model.training
+    assert model.engine_for(x, lengths).name == "fused"
+    found = []
+    for module in (model, reference):
+        torch.manual_seed(7)
+        found.append((_results_and_gradients(module, x, lengths), torch.rand(4)))
+    close(found[0], found[1], atol=1e-10)  # the generator is left in the same state too
+    torch.manual_seed(7)
+    assert not torch.allclose(model.eval()(x, lengths=lengths)[0], found[0][0][0])  # drawn
+
+
+def test_higher_derivatives_through_sampled_lanes_take_the_lanes_forward_drew() -> None:
+    # create_graph=True recomputes the direction with the rule's reference: it must reuse the
+    # lanes forward drew, not draw again.
+    model, reference = _twins(StochasticArrayLSTM, sample_lanes=True, bidirectional=True)
+    x, lengths = torch.randn(3, 5, 3, dtype=DOUBLE), torch.tensor([5, 2, 4])
+    found = []
+    for module in (model, reference):
+        torch.manual_seed(3)
+        given = x.clone().requires_grad_()
+        out = module(given, lengths=lengths)[0]
+        (d_x,) = torch.autograd.grad(out.pow(2).sum(), given, create_graph=True)
+        second = torch.autograd.grad(d_x.pow(2).sum(), [given, *module.parameters()])
+        found.append((d_x, *second, torch.rand(4)))
+    close(found[0], found[1], atol=1e-10)

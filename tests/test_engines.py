@@ -306,6 +306,13 @@ class Inherits(LSTM):
     """Changes nothing of the step: the kernel stays."""
 
 
+class MaxLanes(ArrayLSTM):
+    """Overrides only how the lanes combine: ArrayLSTM's step, which its fused rule lacks."""
+
+    def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+        return (outputs * torch.tanh(states)).amax(0)
+
+
 class Symmetric(nn.Module):
     def forward(self, weight: Tensor) -> Tensor:
         return (weight + weight.flip(0)) / 2
@@ -421,14 +428,19 @@ CASES = {
         "hoisted",
         "the fused engine does not apply: ln_cell_reverse is a RMSNorm, not a plain nn.LayerNorm",
     ),
-    "array": Case(lambda: ArrayLSTM(3, 4, k=2, num_layers=2), "hoisted", "ArrayLSTM's own step"),
+    "array": Case(lambda: ArrayLSTM(3, 4, k=2, num_layers=2), "fused", "ArrayLSTM's own step"),
+    "array, update_hidden overridden": Case(
+        lambda: MaxLanes(3, 4, k=2, num_layers=2),
+        "hoisted",
+        "the fused engine does not apply: MaxLanes overrides update_hidden of ArrayLSTM",
+    ),
     "array, parametrized i2h": Case(
         lambda: _parametrized(ArrayLSTM(3, 4, k=2)),
         "reference",
         "i2h is a ParametrizedLinear, not a plain nn.Linear",
     ),
     "stochastic array (its own update_hidden, ArrayLSTM's step)": Case(
-        lambda: StochasticArrayLSTM(3, 4, k=2), "hoisted", "ArrayLSTM's own step"
+        lambda: StochasticArrayLSTM(3, 4, k=2), "fused", "ArrayLSTM's own step"
     ),
     "lstm": Case(
         lambda: LSTM(3, 4, num_layers=2, bidirectional=True),
@@ -553,7 +565,7 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert LSTM.step_source.fast_path is not None
     assert LSTM.step_source.fast_path.engine == "kernel"
     assert ArrayLSTM.step_source.fast_path is not None
-    assert ArrayLSTM.step_source.fast_path.engine == "hoisted"
+    assert ArrayLSTM.step_source.fast_path.engine == "fused"
     assert CIFGLSTM.step_source.fast_path is not None
     assert CIFGLSTM.step_source.fast_path.engine == "fused"
     # PeepholeLSTM rewrites LSTM's step and parameters, and declares its own fast path.

@@ -99,7 +99,11 @@ def test_fused_engine_equals_the_reference_path(name: str, case: dict[str, Any])
     hidden0, state0 = model.init_hidden(x)
     initial = (
         torch.randn(cells, *hidden0.shape, dtype=DOUBLE),
-        tuple(torch.randn(cells, *part.shape, dtype=DOUBLE) for part in parts(state0)),
+        # Stacked as forward takes them: (cells * lead, batch, X) for one cell's (*lead, batch, X).
+        tuple(
+            torch.randn(cells * part.shape[:-2].numel(), *part.shape[-2:], dtype=DOUBLE)
+            for part in parts(state0)
+        ),
     )
     assert model.engine_for(x, lengths).name == "fused"
     found = []

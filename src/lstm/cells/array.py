@@ -9,7 +9,8 @@ unchanged, and a client recovers ``k`` as ``i2h.weight.shape[0] // (4 * hidden_s
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -17,8 +18,12 @@ from torch import Tensor, nn
 from lstm.cells.lstm import LSTM
 from lstm.checks import check_bool, check_forward_cell, check_int
 from lstm.engines import FastPath
+from lstm.fused import StepRule, Tensors
 from lstm.parameters import CellPart, Device, DType, linear_maps
 from lstm.state import takes_original_layout
+
+if TYPE_CHECKING:
+    from lstm.driver import Recurrent
 
 
 def _lane_blocks(gates: Tensor, lanes: int) -> Tensor:
@@ -108,6 +113,113 @@ def array_lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     return sum_lanes(outputs, state), state
 
 
+# Autograd's own kernels for the gradients through sigmoid and tanh, from their outputs y:
+# grad * y * (1 - y) and grad * (1 - y * y), each in one pass (``.grad_input``: into a tensor).
+_sigmoid_backward = torch.ops.aten.sigmoid_backward
+_tanh_backward = torch.ops.aten.tanh_backward
+
+
+def _lanes_step(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensors]:
+    r""":func:`array_lstm_lanes` for the fused rules: ``(new_state, lanes)``.
+
+    ``lanes`` is what :func:`_lanes_backward` needs: ``(gated, candidate, forget,
+    input_gate, output)``, where ``gated`` ``(k, batch, 3, H)`` holds the sigmoids of every
+    lane's f, i, o blocks (one sigmoid for all of them; in memory batch first, as the gates),
+    ``forget``, ``input_gate`` and ``output`` are its ``(k, batch, H)`` views, and
+    ``candidate`` ``(k, batch, H)`` is :math:`\tanh(a^j_g)`.
+    """
+    lanes, batch, size = state.shape
+    blocks = gates.view(batch, lanes, 4, size).transpose(0, 1)  # sizes spelled out: batch 0
+    gated = torch.sigmoid(blocks[:, :, :3])
+    candidate = torch.tanh(blocks[:, :, 3])
+    forget, input_gate, output = gated.unbind(2)
+    new_state = torch.addcmul(forget * state, input_gate, candidate)
+    return new_state, (gated, candidate, forget, input_gate, output)
+
+
+def _lanes_backward(
+    lanes: Tensors, state: Tensor, d_new_state: Tensor, write_d_output: Callable[[Tensor], Any]
+) -> tuple[Tensor, Tensor]:
+    """The backward of :func:`_lanes_step`: ``(d_gates (batch, k * 4H), d_state_before)``.
+
+    ``d_new_state`` ``(k, batch, H)`` is the whole gradient of the new cell states (the
+    hidden output's share included); ``write_d_output`` writes that of the output gates
+    into the ``(k, batch, H)`` view it is given. The equations are :class:`ArrayRule`'s.
+    """
+    gated, candidate, forget, input_gate, _ = lanes
+    count, batch, size = state.shape
+    d_gates = d_new_state.new_empty(batch, count, 4, size)
+    blocks = d_gates.transpose(0, 1)  # (k, B, 4, H)
+    d_forget, d_input, d_output, d_candidate = blocks.unbind(2)
+    torch.mul(d_new_state, state, out=d_forget)
+    torch.mul(d_new_state, candidate, out=d_input)
+    write_d_output(d_output)
+    d_gated = blocks[:, :, :3]
+    _sigmoid_backward.grad_input(d_gated, gated, grad_input=d_gated)  # f, i and o at once
+    _tanh_backward.grad_input(d_new_state * input_gate, candidate, grad_input=d_candidate)
+    return d_gates.view(batch, count * 4 * size), d_new_state * forget
+
+
+class ArrayRule(StepRule):
+    r""":func:`array_lstm_pointwise` for the fused engine, with its backward by hand.
+
+    Forward, for every lane :math:`j` (one sigmoid over the f, i, o blocks of all lanes):
+
+    .. math::
+
+        f^j, i^j, o^j = \sigma(a^j_f), \sigma(a^j_i), \sigma(a^j_o), \quad
+        g^j = \tanh(a^j_g), \quad
+        c^j_t = f^j \odot c^j_{t-1} + i^j \odot g^j, \quad
+        \tau^j = \tanh(c^j_t), \quad h_t = \textstyle\sum_j o^j \odot \tau^j
+
+    Backward, with incoming gradients :math:`\bar h` of :math:`h_t` and :math:`\bar c^j` of
+    :math:`c^j_t`:
+
+    .. math::
+
+        \bar c'^j &= \bar c^j + \bar h \odot o^j \odot (1 - (\tau^j)^2), \quad
+        \bar c^j_{t-1} = \bar c'^j \odot f^j \\
+        \bar a^j_f &= \bar c'^j \odot c^j_{t-1} \odot f^j (1 - f^j), \quad
+        \bar a^j_i = \bar c'^j \odot g^j \odot i^j (1 - i^j) \\
+        \bar a^j_o &= \bar h \odot \tau^j \odot o^j (1 - o^j), \quad
+        \bar a^j_g = \bar c'^j \odot i^j \odot (1 - (g^j)^2)
+
+    It implements :meth:`ArrayLSTM.update_hidden` as :class:`ArrayLSTM` defines it
+    (:func:`sum_lanes`); :meth:`ArrayLSTM.fused_problem` keeps a subclass that overrides it
+    off the fused engine.
+    """
+
+    def forward(
+        self, gates: Tensor, state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """One step: ``(hidden, (c_t,), (c_{t-1}, tanh c_t, *lanes))`` (:func:`_lanes_step`)."""
+        (cell_state,) = state
+        new_state, lanes = _lanes_step(gates, cell_state)
+        squashed = torch.tanh(new_state)
+        hidden = (lanes[4] * squashed).sum(0)
+        return hidden, (new_state,), (cell_state, squashed, *lanes)
+
+    def backward(
+        self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """Gradients of one step (the equations above)."""
+        cell_state, squashed, lanes = saved[0], saved[1], saved[2:]
+        # d_hidden (B, H) broadcasts over the lanes (k, B, H): every lane's share.
+        d_new_state = _tanh_backward(d_hidden * lanes[4], squashed).add_(d_state[0])
+        d_gates, d_before = _lanes_backward(
+            lanes,
+            cell_state,
+            d_new_state,
+            lambda d_output: torch.mul(d_hidden, squashed, out=d_output),
+        )
+        return d_gates, (d_before,), ()
+
+    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+        """:func:`array_lstm_pointwise`."""
+        hidden, new_state = array_lstm_pointwise(gates, state[0])
+        return hidden, (new_state,)
+
+
 class ArrayLSTM(LSTM):
     r"""Array-LSTM: an LSTM with ``k`` memory cells per hidden unit (Rocki 2016).
 
@@ -149,9 +261,12 @@ class ArrayLSTM(LSTM):
     The state of one cell is ``(k, batch, hidden_size)``; ``forward`` returns the states of
     every layer and direction stacked as ``(num_layers * num_directions * k, batch,
     hidden_size)`` and hidden as ``(num_layers * num_directions, batch, hidden_size)``.
-    The input projection is computed for all steps at once (the hoisted engine) unless a
-    subclass overrides :meth:`forward_cell`; an override of :meth:`update_hidden` alone
-    keeps it (the hoisted engine steps :meth:`forward_cell`, which calls it).
+    The fused engine runs this class's step (:class:`ArrayRule`: the input projection of all
+    steps in one matrix product, each direction of each layer one autograd node with its
+    backward by hand). A subclass that overrides :meth:`forward_cell` runs step by step; one
+    that overrides only :meth:`update_hidden` runs on the hoisted engine (the input
+    projection still hoisted), which steps :meth:`forward_cell` and so calls the override
+    (:meth:`fused_problem`).
 
     Examples
     --------
@@ -164,8 +279,10 @@ class ArrayLSTM(LSTM):
     (torch.Size([2, 5, 16]), torch.Size([1, 2, 16]), torch.Size([4, 2, 16]))
     """
 
-    fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
-    """This class's own step runs with its input projection hoisted out of the loop."""
+    fast_path = FastPath("fused", "one autograd node per direction, the lanes' backward by hand")
+    """This class's own step runs on the fused engine (:class:`ArrayRule`)."""
+    step_rule: StepRule = ArrayRule()
+    """The step's element-wise part, with :meth:`update_hidden` as this class defines it."""
 
     def __init__(self, input_size: int, hidden_size: int, k: int, **options: Any) -> None:
         self.k = check_int(type(self).__name__, "k", k, 1)  # build_cell reads it
@@ -211,6 +328,22 @@ class ArrayLSTM(LSTM):
         hidden : Tensor of shape (batch, hidden_size)
         """
         return sum_lanes(outputs, states)
+
+    def fused_problem(self) -> str | None:
+        """Why the fused engine cannot run this module, or None (:func:`lstm.fused.fused_problem`).
+
+        A fused rule implements :meth:`update_hidden` as the class that sets ``step_rule``
+        sees it; an override below that class (or one set on the instance) is not in the
+        rule, so the module runs on the hoisted engine, which calls it.
+        """
+        cls = type(self)
+        if "update_hidden" in vars(self):
+            return f"update_hidden is set on the {cls.__name__} instance"
+        owner = cast(type[ArrayLSTM], next(k for k in cls.__mro__ if "step_rule" in vars(k)))
+        if cls.update_hidden is owner.update_hidden:
+            return None
+        definer = next(klass for klass in cls.__mro__ if "update_hidden" in vars(klass))
+        return f"{definer.__name__} overrides update_hidden of {owner.__name__}"
 
     def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Zeros: hidden (batch, hidden_size), state (k, batch, hidden_size)."""
@@ -319,7 +452,11 @@ def pool_lanes(outputs: Tensor, states: Tensor, sample: bool) -> Tensor:
     -------
     hidden : Tensor of shape (batch, hidden_size)
     """
-    choice = _choose_lanes(outputs, sample)  # (1, B, H)
+    return _pool_chosen(outputs, states, _choose_lanes(outputs, sample))
+
+
+def _pool_chosen(outputs: Tensor, states: Tensor, choice: Tensor) -> Tensor:
+    """:func:`pool_lanes` with the lanes chosen: ``choice`` ``(1, batch, H)``, one per unit."""
     selected_output = outputs.gather(0, choice).squeeze(0)  # (B, H)
     selected_state = states.gather(0, choice).squeeze(0)
     return selected_output * torch.tanh(selected_state)
@@ -350,6 +487,88 @@ def stochastic_output_pooling(gates: Tensor, state: Tensor, sample: bool) -> tup
     """
     outputs, state = array_lstm_lanes(gates, state)
     return pool_lanes(outputs, state, sample), state
+
+
+class StochasticArrayRule(ArrayRule):
+    r""":func:`stochastic_output_pooling` for the fused engine, with its backward by hand.
+
+    The lanes' step is :class:`ArrayRule`'s; the hidden output comes from one lane per unit,
+    chosen by the same call as on the reference path (:func:`_choose_lanes` on the output
+    gates :math:`o^j`, ``(k, batch, H)``, at every step in the same order, so that the same
+    seed draws the same lanes), and with :math:`\tau^* = \tanh(c^{j^*}_t)`:
+
+    .. math::
+
+        h_t = o^{j^*} \odot \tau^*
+
+    Backward: the gradient reaches only the chosen lane's output gate and cell state, as
+    autograd's ``gather`` sends it, and none reaches the choice. With :math:`[j = j^*]` the
+    indicator of the chosen lane, per unit:
+
+    .. math::
+
+        \bar c'^j &= \bar c^j + [j = j^*]\, \bar h \odot o^{j^*} \odot (1 - (\tau^*)^2),
+        \qquad \bar o^j = [j = j^*]\, \bar h \odot \tau^* \\
+        \bar a^j_o &= \bar o^j \odot o^j (1 - o^j)
+
+    and :math:`\bar a^j_f, \bar a^j_i, \bar a^j_g, \bar c^j_{t-1}` from :math:`\bar c'^j`
+    as in :class:`ArrayRule`.
+
+    :meth:`bind` returns a copy for one call that draws exactly when the module does
+    (:attr:`_LaneChoice.draws`) and remembers its choices: :meth:`reference`, which the
+    fused engine runs again in forward order for higher derivatives, takes the lanes that
+    forward took instead of choosing (drawing) anew.
+    """
+
+    def __init__(self, sample: bool = False, remember: bool = False) -> None:
+        self.sample = sample
+        self.choices: list[Tensor] | None = [] if remember else None
+        self.replayed = 0
+
+    def bind(self, cell: Recurrent) -> StepRule:
+        """A copy that draws with ``sample_lanes`` in training, and remembers its choices."""
+        assert isinstance(cell, _LaneChoice)
+        return type(self)(sample=cell.draws, remember=True)
+
+    def forward(
+        self, gates: Tensor, state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """One step: ``(hidden, (c_t,), (c_{t-1}, choice, o*, tanh c*, *lanes))``."""
+        (cell_state,) = state
+        new_state, lanes = _lanes_step(gates, cell_state)
+        choice = _choose_lanes(lanes[4], self.sample)  # (1, B, H), from the output gates
+        if self.choices is not None:
+            self.choices.append(choice)
+        chosen_output = lanes[4].gather(0, choice).squeeze(0)
+        chosen_squashed = torch.tanh(new_state.gather(0, choice).squeeze(0))
+        saved = (cell_state, choice, chosen_output, chosen_squashed, *lanes)
+        return chosen_output * chosen_squashed, (new_state,), saved
+
+    def backward(
+        self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """Gradients of one step (the equations above)."""
+        cell_state, choice, chosen_output, chosen_squashed = saved[:4]
+        d_chosen_state = _tanh_backward(d_hidden * chosen_output, chosen_squashed)  # (B, H)
+        d_new_state = d_state[0].scatter_add(0, choice, d_chosen_state.unsqueeze(0))
+        d_chosen_output = (d_hidden * chosen_squashed).unsqueeze(0)
+        d_gates, d_before = _lanes_backward(
+            saved[4:],
+            cell_state,
+            d_new_state,
+            lambda d_output: d_output.zero_().scatter_(0, choice, d_chosen_output),
+        )
+        return d_gates, (d_before,), ()
+
+    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+        """:func:`stochastic_output_pooling`, with the lanes forward chose once it has run."""
+        if not self.choices:
+            hidden, new_state = stochastic_output_pooling(gates, state[0], self.sample)
+            return hidden, (new_state,)
+        choice = self.choices[self.replayed % len(self.choices)]  # called in forward's order
+        self.replayed += 1
+        outputs, new_state = array_lstm_lanes(gates, state[0])
+        return _pool_chosen(outputs, new_state, choice), (new_state,)
 
 
 class _LaneChoice(ArrayLSTM):
@@ -417,8 +636,10 @@ class StochasticArrayLSTM(_LaneChoice):
     The lane is chosen per unit, as the original implementation does: it takes the softmax
     over lanes of the output gates and the maximum per unit (argmax over the lanes). No
     gradient flows through the choice itself. The pooling is this class's
-    :meth:`update_hidden`; the step is :class:`ArrayLSTM`'s, so the input projection is
-    hoisted as there.
+    :meth:`update_hidden`; the step is :class:`ArrayLSTM`'s, and it runs on the fused engine
+    with this class's rule (:class:`StochasticArrayRule`), which chooses the lanes with the
+    same calls in the same order as the step-by-step path (the same seed draws the same
+    lanes). A subclass that overrides :meth:`update_hidden` runs on the hoisted engine.
 
     Examples
     --------
@@ -429,6 +650,9 @@ class StochasticArrayLSTM(_LaneChoice):
     True
     >>> sampling = lstm.StochasticArrayLSTM(8, 16, k=4, sample_lanes=True)
     """
+
+    step_rule: StepRule = StochasticArrayRule()
+    """:class:`ArrayLSTM`'s step with this class's :meth:`update_hidden`, on the fused engine."""
 
     def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
         """One lane per unit (:func:`pool_lanes`), drawn only with ``sample_lanes`` in training.
