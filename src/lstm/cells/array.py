@@ -510,10 +510,23 @@ class AttentionArrayRule(StepRule):
         return self if pooling == self.max_pooling else AttentionArrayRule(pooling)
 
     def project(self, cell: Recurrent, inputs: Tensor) -> Tensor:
-        """The gates' projection, then the attention weights :math:`s` of every step."""
+        """``i2h`` (with ``h2h``'s bias) and ``i2a`` of every step in one matrix product, the
+        attention weights :math:`s` then written over ``i2a``'s columns."""
         assert isinstance(cell, AttentionArrayLSTM)
-        weights = _lane_attention(cell.i2a(inputs), cell.k, self.max_pooling)
-        return torch.cat((super().project(cell, inputs), weights), dim=-1)
+        steps, batch, features = inputs.shape
+        i2h, h2h, i2a = cell.i2h, cell.h2h, cell.i2a
+        width = h2h.out_features
+        head = i2h.weight.new_zeros(width)  # the biases of i2h and h2h, where they have one
+        for bias in (i2h.bias, h2h.bias):
+            head = head if bias is None else head + bias
+        tail = i2a.weight.new_zeros(i2a.out_features) if i2a.bias is None else i2a.bias
+        flat = torch.addmm(
+            torch.cat((head, tail)),
+            inputs.reshape(steps * batch, features),
+            torch.cat((i2h.weight, i2a.weight)).t(),
+        )  # (T * B, G + k * H)
+        flat[:, width:] = _lane_attention(flat[:, width:], cell.k, self.max_pooling)
+        return flat.view(steps, batch, flat.shape[-1])
 
     def forward(
         self, gates: Tensor, state: Tensors, params: Tensors
@@ -523,14 +536,15 @@ class AttentionArrayRule(StepRule):
         lanes, batch, size = cell_state.shape
         per_lane = gates[:, : 4 * lanes * size].view(batch, lanes, 4, size)
         scale = gates[:, 4 * lanes * size :].view(batch, lanes, size)
-        gated = torch.sigmoid(per_lane[:, :, :3])  # (B, k, 3, H): F, I, O
+        gated = torch.sigmoid(per_lane[:, :, :3])  # (B, k, 3, H)
+        forget, input_gate, output = gated.unbind(2)
         candidate = torch.tanh(per_lane[:, :, 3])
         before = cell_state.transpose(0, 1)  # (B, k, H)
-        update = torch.addcmul(gated[:, :, 1] * candidate, gated[:, :, 0], before, value=-1)
+        update = torch.addcmul(input_gate * candidate, forget, before, value=-1)
         new_state = torch.empty_like(cell_state)
         torch.addcmul(before, scale, update, out=new_state.transpose(0, 1))
         squashed = torch.tanh(new_state).transpose(0, 1)  # (B, k, H)
-        scaled_output = scale * gated[:, :, 2]
+        scaled_output = scale * output
         hidden = (scaled_output * squashed).sum(1)
         saved = (gated, candidate, scale, before, update, squashed, scaled_output)
         return hidden, (new_state,), saved
@@ -541,6 +555,7 @@ class AttentionArrayRule(StepRule):
         """Gradients of one step (the equations above)."""
         gated, candidate, scale, before, update, squashed, scaled_output = saved
         batch, lanes, size = scale.shape
+        forget, input_gate, output = gated.unbind(2)
         d_out = d_hidden.unsqueeze(1)  # (B, 1, H)
         d_cell = torch.addcmul(
             d_state[0].transpose(0, 1), d_out * scaled_output, 1 - squashed * squashed
@@ -548,16 +563,17 @@ class AttentionArrayRule(StepRule):
         d_scaled = d_cell * scale
         d_gates = d_hidden.new_empty(batch, 5 * lanes * size)
         d_per_lane = d_gates[:, : 4 * lanes * size].view(batch, lanes, 4, size)
-        torch.mul(d_scaled, before, out=d_per_lane[:, :, 0])
-        d_per_lane[:, :, 0].neg_()
-        torch.mul(d_scaled, candidate, out=d_per_lane[:, :, 1])
-        torch.mul(d_out * scale, squashed, out=d_per_lane[:, :, 2])
+        d_forget, d_input, d_output, d_candidate = d_per_lane.unbind(2)
+        torch.mul(d_scaled, before, out=d_forget)  # negated below, with the sigmoid's slope
+        torch.mul(d_scaled, candidate, out=d_input)
+        torch.mul(d_out * scale, squashed, out=d_output)
         d_per_lane[:, :, :3] *= gated * (1 - gated)
-        torch.mul(d_scaled * gated[:, :, 1], 1 - candidate * candidate, out=d_per_lane[:, :, 3])
+        d_forget.neg_()
+        torch.mul(d_scaled * input_gate, 1 - candidate * candidate, out=d_candidate)
         d_scale = d_gates[:, 4 * lanes * size :].view(batch, lanes, size)
-        torch.addcmul(d_cell * update, d_out * gated[:, :, 2], squashed, out=d_scale)
+        torch.addcmul(d_cell * update, d_out * output, squashed, out=d_scale)
         d_before = torch.empty_like(d_state[0])
-        torch.addcmul(d_cell, d_scaled, gated[:, :, 0], value=-1, out=d_before.transpose(0, 1))
+        torch.addcmul(d_cell, d_scaled, forget, value=-1, out=d_before.transpose(0, 1))
         return d_gates, (d_before,), ()
 
     def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
@@ -778,6 +794,7 @@ class StochasticMemoryRule(StepRule):
         self.sample = sample
         self.choices: list[Tensor] | None = [] if record else None
         self.replayed = 0
+        self.lanes: Tensor | None = None  # 0..k-1 as (k, 1, 1), made at the first step
 
     def bind(self, cell: Recurrent) -> StochasticMemoryRule:
         """A fresh rule for one call on ``cell``: drawing as ``cell.draws`` says."""
@@ -794,14 +811,18 @@ class StochasticMemoryRule(StepRule):
         if self.choices is not None:
             self.choices.append(choice)
         per_lane = gates.view(batch, lanes, 4, size)
-        gated = torch.sigmoid(per_lane[:, :, :3])  # (B, k, 3, H): F, I, O
+        gated = torch.sigmoid(per_lane[:, :, :3])  # (B, k, 3, H)
+        forget, input_gate, output = gated.unbind(2)
         candidate = torch.tanh(per_lane[:, :, 3])
         before = cell_state.transpose(0, 1)  # (B, k, H)
-        written = torch.addcmul(gated[:, :, 1] * candidate, gated[:, :, 0], before)
-        chosen = torch.arange(lanes, device=gates.device).view(lanes, 1, 1) == choice
+        written = torch.addcmul(input_gate * candidate, forget, before)
+        index = self.lanes
+        if index is None or index.shape[0] != lanes or index.device != gates.device:
+            index = self.lanes = torch.arange(lanes, device=gates.device).view(lanes, 1, 1)
+        chosen = index == choice
         new_state = torch.where(chosen, written.transpose(0, 1), cell_state)
         squashed = torch.tanh(new_state).transpose(0, 1)  # (B, k, H)
-        hidden = (gated[:, :, 2] * squashed).sum(1)
+        hidden = (output * squashed).sum(1)
         saved = (gated, candidate, before, squashed, chosen.transpose(0, 1))
         return hidden, (new_state,), saved
 
@@ -811,21 +832,22 @@ class StochasticMemoryRule(StepRule):
         """Gradients of one step (the equations above)."""
         gated, candidate, before, squashed, chosen = saved
         batch, lanes, size = before.shape
+        forget, input_gate, output = gated.unbind(2)
         d_out = d_hidden.unsqueeze(1)  # (B, 1, H)
         d_cell = torch.addcmul(
-            d_state[0].transpose(0, 1), d_out * gated[:, :, 2], 1 - squashed * squashed
+            d_state[0].transpose(0, 1), d_out * output, 1 - squashed * squashed
         )  # (B, k, H)
-        d_written = torch.where(chosen, d_cell, 0.0)
+        d_written = d_cell * chosen
         d_gates = d_hidden.new_empty(batch, 4 * lanes * size)
         d_per_lane = d_gates.view(batch, lanes, 4, size)
-        torch.mul(d_written, before, out=d_per_lane[:, :, 0])
-        torch.mul(d_written, candidate, out=d_per_lane[:, :, 1])
-        torch.mul(d_out, squashed, out=d_per_lane[:, :, 2])
+        d_forget, d_input, d_output, d_candidate = d_per_lane.unbind(2)
+        torch.mul(d_written, before, out=d_forget)
+        torch.mul(d_written, candidate, out=d_input)
+        torch.mul(d_out, squashed, out=d_output)
         d_per_lane[:, :, :3] *= gated * (1 - gated)
-        torch.mul(d_written * gated[:, :, 1], 1 - candidate * candidate, out=d_per_lane[:, :, 3])
-        d_before = torch.empty_like(d_state[0])
-        kept = torch.where(chosen, gated[:, :, 0], 1.0)
-        torch.mul(d_cell, kept, out=d_before.transpose(0, 1))
+        torch.mul(d_written * input_gate, 1 - candidate * candidate, out=d_candidate)
+        d_before = torch.empty_like(d_state[0])  # d_cell, but d_cell * F where written
+        torch.addcmul(d_cell - d_written, d_written, forget, out=d_before.transpose(0, 1))
         return d_gates, (d_before,), ()
 
     def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
