@@ -406,7 +406,7 @@ LAYOUTS += [(2, True, [5, 2, 4, 1])]
 
 
 @pytest.mark.parametrize("max_pooling", [False, True])
-@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize("engine", ["auto", "hoisted", "reference"])
 @pytest.mark.parametrize(("num_layers", "bidirectional", "lengths"), LAYOUTS)
 def test_attention_matches_reference_equations(
     num_layers: int, bidirectional: bool, lengths: list[int], engine: str, max_pooling: bool
@@ -421,10 +421,61 @@ def test_attention_matches_reference_equations(
     assert_matches_reference(model, x, step, initial, lengths)
 
 
-def test_attention_auto_engine_is_hoisted() -> None:
-    model = AttentionArrayLSTM(3, 4, K, num_layers=2)
-    assert model.engine_for(torch.randn(2, 5, 3)).name == "hoisted"
+def test_attention_runs_fused_unless_i2a_is_not_a_plain_linear() -> None:
+    model = AttentionArrayLSTM(3, 4, K, num_layers=2, dtype=DOUBLE)
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    assert model.engine_for(x).name == "fused"
     assert model.i2a_l1.weight.shape == (4 * K, 4)  # layer 1 reads layer 0: hidden_size
+    # The fused engine applies i2a to all steps at once: only a plain nn.Linear may be.
+    torch.nn.utils.parametrizations.weight_norm(model.i2a_l1)
+    assert model.engine_for(x) == (
+        "hoisted",
+        "the fused engine does not apply: i2a_l1 is a ParametrizedLinear, not a plain nn.Linear",
+    )
+    step = attention_step(module_weights(model), False)
+    assert_matches_reference(model, x, step, zeros_initial(x, 4, (K, 4)), [5, 2, 4, 1])
+
+
+def _tie_two_lanes(model: AttentionArrayLSTM) -> None:
+    """In every cell, lane 1's attention rows equal lane 0's, and lane 2's are far lower:
+    every unit's largest weight is shared by lanes 0 and 1."""
+    size = model.hidden_size
+    with torch.no_grad():
+        for layer, direction in model.cell_indices():
+            i2a = model.cell_parts(layer, direction)["i2a"]
+            i2a.weight[size : 2 * size] = i2a.weight[:size]
+            i2a.bias[size : 2 * size] = i2a.bias[:size]
+            i2a.bias[2 * size :] = -20.0
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_attention_max_pooling_gradients_match_autograd_on_the_fused_engine(tied: bool) -> None:
+    # The fused engine computes the weights of all steps in its projection; with max pooling
+    # the gradient of the max splits evenly among tied lanes, as autograd's amax does.
+    model = AttentionArrayLSTM(3, 4, K, True, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    if tied:
+        _tie_two_lanes(model)
+    reference = AttentionArrayLSTM(3, 4, K, True, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    if tied:
+        weights = torch.softmax(torch.sigmoid(model.i2a(x)).view(4, 5, K, 4), dim=2)
+        assert torch.equal(weights[:, :, 0], weights[:, :, 1])
+        assert bool((weights[:, :, 0] > weights[:, :, 2]).all())
+    assert model.engine_for(x).name == "fused"
+    found = []
+    for module in (model, reference):
+        given = x.clone().requires_grad_()
+        got = results(*module(given, lengths=[5, 2, 4, 1]))
+        found.append((got, gradients(got, [given, *module.parameters()])))
+    close(found[0][0], found[1][0])
+    close(found[0][1], found[1][1], atol=1e-10)
+    if tied:  # an even split gives both lanes of a tie the same gradient
+        bias = dict(zip([n for n, _ in model.named_parameters()], found[0][1][1:], strict=True))
+        for name in ("i2a.bias", "i2a_reverse.bias", "i2a_l1.bias", "i2a_l1_reverse.bias"):
+            assert torch.equal(bias[name][:4], bias[name][4:8])
+            assert bias[name][:4].abs().sum() > 0
 
 
 def test_original_attention_checkpoint_loads_and_matches_its_equations() -> None:
@@ -475,7 +526,7 @@ def test_attention_options_are_checked_and_shown() -> None:
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize("engine", ["auto", "hoisted", "reference"])
 @pytest.mark.parametrize(("num_layers", "bidirectional", "lengths"), LAYOUTS)
 def test_memory_matches_reference_equations(
     num_layers: int, bidirectional: bool, lengths: list[int], engine: str, mode: str
@@ -541,6 +592,33 @@ def test_memory_default_is_deterministic_in_training_and_sample_lanes_draws() ->
     sampling.load_state_dict(model.state_dict())
     assert not torch.allclose(sampling(x)[0], first[0])
     assert "k=3, sample_lanes=True" in repr(sampling)
+
+
+def test_memory_draws_alike_on_every_engine() -> None:
+    # Same seed, training, sample_lanes=True: the fused engine draws the same lanes as the
+    # others, in the same order, and no more (the generator ends in the same state); a
+    # second derivative (create_graph) differentiates the lanes drawn, without drawing again.
+    options = {"sample_lanes": True, "num_layers": 2, "bidirectional": True, "dtype": DOUBLE}
+    model = StochasticMemoryArrayLSTM(3, 4, K, **options).train()
+    x = torch.randn(4, 6, 3, dtype=DOUBLE)
+    assert model.engine_for(x).name == "fused"
+    found = []
+    for engine in ("auto", "hoisted", "reference"):
+        model.engine = engine
+        torch.manual_seed(3)
+        given = x.clone().requires_grad_()
+        got = results(*model(given, lengths=[6, 2, 5, 1]))
+        inputs = [given, *model.parameters()]
+        loss = sum((t * t).sum() for t in got)
+        first = torch.autograd.grad(loss, inputs, create_graph=True)
+        second = torch.autograd.grad(sum((g * g).sum() for g in first), inputs)
+        found.append((got, first, second, torch.rand(4)))
+    model.eval()
+    assert not torch.allclose(found[0][0][0], model(x, lengths=[6, 2, 5, 1])[0])  # drawn
+    for other in found[1:]:
+        close(found[0][:2], other[:2], atol=1e-10)
+        close(found[0][2], other[2], atol=1e-8)
+        assert torch.equal(found[0][3], other[3])
 
 
 def test_memory_trains_with_sampled_lanes() -> None:
@@ -673,3 +751,14 @@ def test_higher_derivatives_through_sampled_lanes_take_the_lanes_forward_drew() 
         second = torch.autograd.grad(d_x.pow(2).sum(), [given, *module.parameters()])
         found.append((d_x, *second, torch.rand(4)))
     close(found[0], found[1], atol=1e-10)
+
+
+@pytest.mark.parametrize("cls", [AttentionArrayLSTM, StochasticMemoryArrayLSTM])
+def test_an_overridden_update_hidden_leaves_the_fused_engine(cls: type[ArrayLSTM]) -> None:
+    # The fused rules sum the lanes; they cannot know another combination.
+    x = torch.randn(2, 5, 3)
+    assert cls(3, 4, K).engine_for(x).name == "fused"
+    assert with_max_combination(cls)(3, 4, K).engine_for(x) == (
+        "hoisted",
+        "the fused engine does not apply: MaxLanes overrides update_hidden",
+    )

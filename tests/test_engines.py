@@ -24,7 +24,16 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm
 import lstm.engines
 from builders import DOUBLE, close, gradients
-from lstm import CIFGLSTM, LSTM, ArrayLSTM, LayerNormLSTM, PeepholeLSTM, StochasticArrayLSTM
+from lstm import (
+    CIFGLSTM,
+    LSTM,
+    ArrayLSTM,
+    AttentionArrayLSTM,
+    LayerNormLSTM,
+    PeepholeLSTM,
+    StochasticArrayLSTM,
+    StochasticMemoryArrayLSTM,
+)
 from lstm.cells.lstm import PACKED_TRAINING_MAX_LEN
 from pairwise import case_id, pairwise, product, unmet_pairs
 from toy_cells import CoupledGateLSTM, TupleStateCell
@@ -313,6 +322,13 @@ class MaxLanes(ArrayLSTM):
         return (outputs * torch.tanh(states)).amax(0)
 
 
+class HalvedMemory(StochasticMemoryArrayLSTM):
+    """Overrides update_hidden only: the step stays its family's, the fused rule does not."""
+
+    def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+        return super().update_hidden(outputs, states) / 2
+
+
 class Symmetric(nn.Module):
     def forward(self, weight: Tensor) -> Tensor:
         return (weight + weight.flip(0)) / 2
@@ -441,6 +457,21 @@ CASES = {
     ),
     "stochastic array (its own update_hidden, ArrayLSTM's step)": Case(
         lambda: StochasticArrayLSTM(3, 4, k=2), "fused", "ArrayLSTM's own step"
+    ),
+    "attention array": Case(
+        lambda: AttentionArrayLSTM(3, 4, k=2, max_pooling=True, num_layers=2),
+        "fused",
+        "AttentionArrayLSTM's own step",
+    ),
+    "stochastic memory array, drawing in training": Case(
+        lambda: StochasticMemoryArrayLSTM(3, 4, k=2, sample_lanes=True, bidirectional=True),
+        "fused",
+        "StochasticMemoryArrayLSTM's own step",
+    ),
+    "stochastic memory array, its own update_hidden": Case(
+        lambda: HalvedMemory(3, 4, k=2),
+        "hoisted",
+        "the fused engine does not apply: HalvedMemory overrides update_hidden",
     ),
     "lstm": Case(
         lambda: LSTM(3, 4, num_layers=2, bidirectional=True),

@@ -35,12 +35,14 @@ def test_the_fused_families_are_found() -> None:
 
 def _rule_inputs(name: str, batch: int = 3) -> tuple[StepRule, Any, tuple[Tensor, ...], Any]:
     """A rule, random gates (a pair for a rule that is not joint), a random state of the
-    right shapes, and the rule's parameters."""
+    right shapes, and the rule's parameters. The gates are as wide as the rule's projection,
+    which may carry per-step data past ``h2h``'s rows (lane attention's weights)."""
     model = build(name)
     rule = type(model).step_rule.bind(model)
     x = torch.randn(batch, 2, model.input_size, dtype=DOUBLE)
     _, state = model.init_hidden(x)
-    width = model.h2h.out_features
+    with torch.no_grad():
+        width = rule.project(model, x.transpose(0, 1)).shape[-1]
     gates: Any = torch.randn(batch, width, dtype=DOUBLE)
     if not rule.joint:
         gates = (gates, torch.randn(batch, width, dtype=DOUBLE))
@@ -97,13 +99,12 @@ def test_fused_engine_equals_the_reference_path(name: str, case: dict[str, Any])
     lengths = torch.tensor([6, 3, 1, 5]) if case["ragged"] else None
     cells = model.num_layers * model.num_directions
     hidden0, state0 = model.init_hidden(x)
+    # A state part of one cell (*lead, B, H), such as the lanes' (k, B, H), stacks as
+    # (cells * lead, B, H).
+    stacked = [(cells * part.shape[:-2].numel(), *part.shape[-2:]) for part in parts(state0)]
     initial = (
         torch.randn(cells, *hidden0.shape, dtype=DOUBLE),
-        # Stacked as forward takes them: (cells * lead, batch, X) for one cell's (*lead, batch, X).
-        tuple(
-            torch.randn(cells * part.shape[:-2].numel(), *part.shape[-2:], dtype=DOUBLE)
-            for part in parts(state0)
-        ),
+        tuple(torch.randn(shape, dtype=DOUBLE) for shape in stacked),
     )
     assert model.engine_for(x, lengths).name == "fused"
     found = []

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
 from lstm.checks import check_bool, check_forward_cell, check_int
-from lstm.engines import FastPath
+from lstm.engines import FastPath, plain_linear_problem
 from lstm.fused import StepRule, Tensors
-from lstm.parameters import CellPart, Device, DType, linear_maps
+from lstm.parameters import CellPart, Device, DType, cell_suffix, linear_maps
 from lstm.state import takes_original_layout
 
 if TYPE_CHECKING:
@@ -707,16 +707,160 @@ def attention_array_lanes(
         :math:`o^j`, scaled by the attention.
     state : Tensor of shape (k, batch, hidden_size)
     """
-    lanes, batch, size = state.shape
-    scores = torch.sigmoid(attention).view(batch, lanes, size).transpose(0, 1)  # (k, B, H)
-    weights = torch.softmax(scores, dim=0)  # over the lanes, per unit
+    weights = _lane_attention(attention, state.shape[0], max_pooling)
+    return _attended_lanes(gates, weights, state)
+
+
+def _lane_attention(attention: Tensor, lanes: int, max_pooling: bool) -> Tensor:
+    r"""The lanes' attention weights :math:`s^j` from ``i2a``'s output :math:`e`, per unit.
+
+    :math:`s^j = \mathrm{softmax}_j\, \sigma(e^j)`; with max pooling every lane gets
+    :math:`\max_l s^l`. Lane-major in and out, ``(..., k * hidden_size)``: any leading
+    dimensions (a step's batch, or every step at once on the fused engine).
+    """
+    size = attention.shape[-1] // lanes
+    scores = torch.sigmoid(attention).reshape(*attention.shape[:-1], lanes, size)  # (..., k, H)
+    weights = torch.softmax(scores, dim=-2)  # over the lanes, per unit
     if max_pooling:
-        weights = weights.amax(dim=0, keepdim=True).expand(lanes, batch, size)
+        weights = weights.amax(dim=-2, keepdim=True).expand_as(weights)
+    return weights.flatten(-2)
+
+
+def _attended_lanes(gates: Tensor, weights: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`attention_array_lanes` with the weights :math:`s` given, ``(batch, k * H)``."""
+    lanes, batch, size = state.shape
+    scale = weights.view(batch, lanes, size).transpose(0, 1)  # (k, B, H)
     per_lane = _lane_blocks(gates, lanes)  # (k, B, 4H)
     forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
-    forget, input_gate, output = weights * forget, weights * input_gate, weights * output
+    forget, input_gate, output = scale * forget, scale * input_gate, scale * output
     state = state * (1 - forget) + input_gate * torch.tanh(per_lane[..., 3 * size :])
     return output, state
+
+
+class AttentionArrayRule(StepRule):
+    r"""Soft lane attention summed by :func:`sum_lanes`, for the fused engine.
+
+    The attention weights depend on the input only, so :meth:`project` computes them for
+    every step at once, under autograd (whose gradient of ``amax`` splits evenly among tied
+    lanes, as on the reference path): the step receives :math:`s` (lane-major,
+    ``(batch, k * H)``) in the columns past the gates, and returns its gradient there.
+
+    Forward, per lane :math:`j` and unit (:func:`attention_array_lanes`), with
+    :math:`F, I, O = \sigma(z_f), \sigma(z_i), \sigma(z_o)` and :math:`G = \tanh(z_g)`:
+
+    .. math::
+
+        u = I G - F c_{t-1}, \quad c_t = c_{t-1} + s\,u, \quad \tau = \tanh(c_t), \quad
+        h_t = \textstyle\sum_j s\,O\,\tau
+
+    Backward, from the gradients :math:`\bar h` of :math:`h_t` and :math:`\bar c` of
+    :math:`c_t`:
+
+    .. math::
+
+        \bar c' &= \bar c + \bar h\, s\,O\,(1 - \tau^2), \quad
+        \bar c_{t-1} = \bar c' (1 - s F), \quad
+        \bar s = \bar h\, O\,\tau + \bar c'\, u \\
+        \bar z_f &= -\bar c'\, s\, c_{t-1}\, F (1 - F), \quad
+        \bar z_i = \bar c'\, s\, G\, I (1 - I), \quad
+        \bar z_o = \bar h\, s\, \tau\, O (1 - O), \quad
+        \bar z_g = \bar c'\, s\, I (1 - G^2)
+
+    Parameters
+    ----------
+    max_pooling : bool, default False
+        The module's setting (:meth:`bind` copies it).
+    """
+
+    def __init__(self, max_pooling: bool = False) -> None:
+        self.max_pooling = max_pooling
+
+    def bind(self, cell: Recurrent) -> AttentionArrayRule:
+        """The rule for ``cell``'s ``max_pooling``."""
+        assert isinstance(cell, AttentionArrayLSTM)
+        pooling = cell.max_pooling
+        return self if pooling == self.max_pooling else AttentionArrayRule(pooling)
+
+    def project(self, cell: Recurrent, inputs: Tensor) -> Tensor:
+        """``i2h`` (with ``h2h``'s bias) and ``i2a`` of every step in one matrix product, the
+        attention weights :math:`s` then written over ``i2a``'s columns."""
+        assert isinstance(cell, AttentionArrayLSTM)
+        steps, batch, features = inputs.shape
+        i2h, h2h, i2a = cell.i2h, cell.h2h, cell.i2a
+        width = h2h.out_features
+        head = i2h.weight.new_zeros(width)  # the biases of i2h and h2h, where they have one
+        for bias in (i2h.bias, h2h.bias):
+            head = head if bias is None else head + bias
+        tail = i2a.weight.new_zeros(i2a.out_features) if i2a.bias is None else i2a.bias
+        flat = torch.addmm(
+            torch.cat((head, tail)),
+            inputs.reshape(steps * batch, features),
+            torch.cat((i2h.weight, i2a.weight)).t(),
+        )  # (T * B, G + k * H)
+        flat[:, width:] = _lane_attention(flat[:, width:], cell.k, self.max_pooling)
+        return flat.view(steps, batch, flat.shape[-1])
+
+    def forward(
+        self, gates: Tensor, state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """One step: ``(hidden, (c_t,), saved)``; the lanes as ``(batch, k, ...)`` views."""
+        (cell_state,) = state
+        lanes, batch, size = cell_state.shape
+        per_lane = gates[:, : 4 * lanes * size].view(batch, lanes, 4, size)
+        scale = gates[:, 4 * lanes * size :].view(batch, lanes, size)
+        gated = torch.sigmoid(per_lane[:, :, :3])  # (B, k, 3, H)
+        forget, input_gate, output = gated.unbind(2)
+        candidate = torch.tanh(per_lane[:, :, 3])
+        before = cell_state.transpose(0, 1)  # (B, k, H)
+        update = torch.addcmul(input_gate * candidate, forget, before, value=-1)
+        new_state = torch.empty_like(cell_state)
+        torch.addcmul(before, scale, update, out=new_state.transpose(0, 1))
+        squashed = torch.tanh(new_state).transpose(0, 1)  # (B, k, H)
+        scaled_output = scale * output
+        hidden = (scaled_output * squashed).sum(1)
+        saved = (gated, candidate, scale, before, update, squashed, scaled_output)
+        return hidden, (new_state,), saved
+
+    def backward(
+        self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """Gradients of one step (the equations above)."""
+        gated, candidate, scale, before, update, squashed, scaled_output = saved
+        batch, lanes, size = scale.shape
+        forget, input_gate, output = gated.unbind(2)
+        d_out = d_hidden.unsqueeze(1)  # (B, 1, H)
+        d_cell = torch.addcmul(
+            d_state[0].transpose(0, 1), d_out * scaled_output, 1 - squashed * squashed
+        )  # (B, k, H)
+        d_scaled = d_cell * scale
+        d_gates = d_hidden.new_empty(batch, 5 * lanes * size)
+        d_per_lane = d_gates[:, : 4 * lanes * size].view(batch, lanes, 4, size)
+        d_forget, d_input, d_output, d_candidate = d_per_lane.unbind(2)
+        torch.mul(d_scaled, before, out=d_forget)  # negated below, with the sigmoid's slope
+        torch.mul(d_scaled, candidate, out=d_input)
+        torch.mul(d_out * scale, squashed, out=d_output)
+        d_per_lane[:, :, :3] *= gated * (1 - gated)
+        d_forget.neg_()
+        torch.mul(d_scaled * input_gate, 1 - candidate * candidate, out=d_candidate)
+        d_scale = d_gates[:, 4 * lanes * size :].view(batch, lanes, size)
+        torch.addcmul(d_cell * update, d_out * output, squashed, out=d_scale)
+        d_before = torch.empty_like(d_state[0])
+        torch.addcmul(d_cell, d_scaled, forget, value=-1, out=d_before.transpose(0, 1))
+        return d_gates, (d_before,), ()
+
+    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+        """:func:`attention_array_lanes`'s step with the weights given, then :func:`sum_lanes`."""
+        (cell_state,) = state
+        width = 4 * cell_state.shape[0] * cell_state.shape[2]
+        outputs, new_state = _attended_lanes(gates[:, :width], gates[:, width:], cell_state)
+        return sum_lanes(outputs, new_state), (new_state,)
+
+
+def _update_hidden_problem(cell: ArrayLSTM) -> str | None:
+    """What keeps a fused rule (which sums the lanes) from ``cell``, or None."""
+    if type(cell).update_hidden is not ArrayLSTM.update_hidden:
+        return f"{type(cell).__name__} overrides update_hidden"
+    return None
 
 
 class AttentionArrayLSTM(ArrayLSTM):
@@ -762,8 +906,11 @@ class AttentionArrayLSTM(ArrayLSTM):
     -----
     A single-layer unidirectional model has exactly the original's state_dict keys
     (``i2h.weight``, ``i2h.bias``, ``h2h.weight``, ``h2h.bias``, ``i2a.weight``,
-    ``i2a.bias``), so its checkpoints load unchanged. The input projection ``i2h`` is
-    hoisted as in :class:`ArrayLSTM`; ``i2a`` runs at every step.
+    ``i2a.bias``), so its checkpoints load unchanged. It runs on the fused engine
+    (:class:`AttentionArrayRule`): ``i2h`` and ``i2a`` of all steps, with the attention
+    weights, before the loop. A subclass that overrides :meth:`update_hidden` runs hoisted
+    (``i2h`` only; the fused rule sums the lanes), as does a model whose ``i2a`` is not a
+    plain ``nn.Linear``.
 
     Examples
     --------
@@ -778,8 +925,9 @@ class AttentionArrayLSTM(ArrayLSTM):
 
     i2a: nn.Linear
 
-    fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
-    """This class's own step runs with ``i2h`` hoisted out of the loop."""
+    fast_path = FastPath("fused", "one autograd node per direction, backward by hand")
+    """This class's own step runs on the fused engine."""
+    step_rule = AttentionArrayRule()
 
     def __init__(
         self, input_size: int, hidden_size: int, k: int, max_pooling: bool = False, **options: Any
@@ -806,6 +954,13 @@ class AttentionArrayLSTM(ArrayLSTM):
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
         outputs, state = attention_array_lanes(gates, self.i2a(x), state, self.max_pooling)
         return self.update_hidden(outputs, state), state
+
+    def fused_problem(self) -> str | None:
+        """Why the fused engine cannot run this cell: an overridden :meth:`update_hidden`
+        (the rule sums the lanes), or an ``i2a`` it cannot apply to all steps at once."""
+        layer, direction = self.cell_index
+        name = "i2a" + cell_suffix(layer, direction)
+        return _update_hidden_problem(self) or plain_linear_problem(name, self._modules["i2a"])
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", max_pooling=True" if self.max_pooling else "")
@@ -847,13 +1002,137 @@ def stochastic_memory_lanes(gates: Tensor, state: Tensor, sample: bool) -> tuple
         The lanes' output gates :math:`o^j`.
     state : Tensor of shape (k, batch, hidden_size)
     """
+    return _write_chosen_lanes(gates, state, _memory_choice(gates, state, sample))
+
+
+def _memory_choice(gates: Tensor, state: Tensor, sample: bool) -> Tensor:
+    """The lane each unit writes, ``(1, batch, H)``: :func:`_choose_lanes` over :math:`z_i`."""
+    lanes, _, size = state.shape
+    return _choose_lanes(_lane_blocks(gates, lanes)[..., size : 2 * size], sample)
+
+
+def _write_chosen_lanes(gates: Tensor, state: Tensor, choice: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`stochastic_memory_lanes` with the written lanes given, ``(1, batch, H)``."""
     lanes, _, size = state.shape
     per_lane = _lane_blocks(gates, lanes)  # (k, B, 4H)
     forget, input_gate, output = torch.sigmoid(per_lane[..., : 3 * size]).chunk(3, dim=-1)
     written = forget * state + input_gate * torch.tanh(per_lane[..., 3 * size :])
-    choice = _choose_lanes(per_lane[..., size : 2 * size], sample)  # (1, B, H)
     lane = torch.arange(lanes, device=state.device).view(lanes, 1, 1)
     return output, torch.where(lane == choice, written, state)
+
+
+class StochasticMemoryRule(StepRule):
+    r"""The stochastic memory array summed by :func:`sum_lanes`, for the fused engine.
+
+    Forward, per lane :math:`j` and unit (:func:`stochastic_memory_lanes`), with
+    :math:`F, I, O = \sigma(z_f), \sigma(z_i), \sigma(z_o)`, :math:`G = \tanh(z_g)` and
+    :math:`m^j = [j = j^*]` for the lane :math:`j^*` chosen from :math:`z_i` by
+    :func:`_choose_lanes` (the same call, so the same random draws, as the other engines):
+
+    .. math::
+
+        c_t = m\,(F c_{t-1} + I G) + (1 - m)\, c_{t-1}, \quad \tau = \tanh(c_t), \quad
+        h_t = \textstyle\sum_j O\,\tau
+
+    Backward, from the gradients :math:`\bar h` of :math:`h_t` and :math:`\bar c` of
+    :math:`c_t`; no gradient flows through the choice, and an unwritten lane passes its
+    gradient straight through:
+
+    .. math::
+
+        \bar c' &= \bar c + \bar h\, O\,(1 - \tau^2), \quad
+        \bar w = m\, \bar c', \quad
+        \bar c_{t-1} = \bar c' \,(m F + 1 - m) \\
+        \bar z_f &= \bar w\, c_{t-1}\, F (1 - F), \quad
+        \bar z_i = \bar w\, G\, I (1 - I), \quad
+        \bar z_o = \bar h\, \tau\, O (1 - O), \quad
+        \bar z_g = \bar w\, I (1 - G^2)
+
+    Parameters
+    ----------
+    sample : bool, default False
+        Draw the written lanes (:meth:`bind` sets it from the module's
+        :attr:`~_LaneChoice.draws`: ``sample_lanes`` in training mode).
+
+    Notes
+    -----
+    A bound rule keeps the lanes its forward chose, in step order, and :meth:`reference`
+    replays them, so the recomputation for higher derivatives (which runs the steps in the
+    same order) differentiates the function the forward computed, draws included, and
+    draws nothing more.
+    """
+
+    def __init__(self, sample: bool = False, *, record: bool = False) -> None:
+        self.sample = sample
+        self.choices: list[Tensor] | None = [] if record else None
+        self.replayed = 0
+        self.lanes: Tensor | None = None  # 0..k-1 as (k, 1, 1), made at the first step
+
+    def bind(self, cell: Recurrent) -> StochasticMemoryRule:
+        """A fresh rule for one call on ``cell``: drawing as ``cell.draws`` says."""
+        assert isinstance(cell, StochasticMemoryArrayLSTM)
+        return StochasticMemoryRule(cell.draws, record=True)
+
+    def forward(
+        self, gates: Tensor, state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """One step: ``(hidden, (c_t,), saved)``; the lanes as ``(batch, k, ...)`` views."""
+        (cell_state,) = state
+        lanes, batch, size = cell_state.shape
+        choice = _memory_choice(gates, cell_state, self.sample)  # as the other engines call it
+        if self.choices is not None:
+            self.choices.append(choice)
+        per_lane = gates.view(batch, lanes, 4, size)
+        gated = torch.sigmoid(per_lane[:, :, :3])  # (B, k, 3, H)
+        forget, input_gate, output = gated.unbind(2)
+        candidate = torch.tanh(per_lane[:, :, 3])
+        before = cell_state.transpose(0, 1)  # (B, k, H)
+        written = torch.addcmul(input_gate * candidate, forget, before)
+        index = self.lanes
+        if index is None or index.shape[0] != lanes or index.device != gates.device:
+            index = self.lanes = torch.arange(lanes, device=gates.device).view(lanes, 1, 1)
+        chosen = index == choice
+        new_state = torch.where(chosen, written.transpose(0, 1), cell_state)
+        squashed = torch.tanh(new_state).transpose(0, 1)  # (B, k, H)
+        hidden = (output * squashed).sum(1)
+        saved = (gated, candidate, before, squashed, chosen.transpose(0, 1))
+        return hidden, (new_state,), saved
+
+    def backward(
+        self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
+    ) -> tuple[Tensor, Tensors, Tensors]:
+        """Gradients of one step (the equations above)."""
+        gated, candidate, before, squashed, chosen = saved
+        batch, lanes, size = before.shape
+        forget, input_gate, output = gated.unbind(2)
+        d_out = d_hidden.unsqueeze(1)  # (B, 1, H)
+        d_cell = torch.addcmul(
+            d_state[0].transpose(0, 1), d_out * output, 1 - squashed * squashed
+        )  # (B, k, H)
+        d_written = d_cell * chosen
+        d_gates = d_hidden.new_empty(batch, 4 * lanes * size)
+        d_per_lane = d_gates.view(batch, lanes, 4, size)
+        d_forget, d_input, d_output, d_candidate = d_per_lane.unbind(2)
+        torch.mul(d_written, before, out=d_forget)
+        torch.mul(d_written, candidate, out=d_input)
+        torch.mul(d_out, squashed, out=d_output)
+        d_per_lane[:, :, :3] *= gated * (1 - gated)
+        torch.mul(d_written * input_gate, 1 - candidate * candidate, out=d_candidate)
+        d_before = torch.empty_like(d_state[0])  # d_cell, but d_cell * F where written
+        torch.addcmul(d_cell - d_written, d_written, forget, out=d_before.transpose(0, 1))
+        return d_gates, (d_before,), ()
+
+    def reference(self, gates: Tensor, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
+        """:func:`stochastic_memory_lanes` (the recorded choice, if any), then
+        :func:`sum_lanes`."""
+        (cell_state,) = state
+        if self.choices:
+            choice = self.choices[self.replayed % len(self.choices)]
+            self.replayed += 1
+        else:
+            choice = _memory_choice(gates, cell_state, self.sample)
+        outputs, new_state = _write_chosen_lanes(gates, cell_state, choice)
+        return sum_lanes(outputs, new_state), (new_state,)
 
 
 class StochasticMemoryArrayLSTM(_LaneChoice):
@@ -893,6 +1172,12 @@ class StochasticMemoryArrayLSTM(_LaneChoice):
     i2h, h2h : nn.Linear
         As in :class:`ArrayLSTM` (same shapes, same layout).
 
+    Notes
+    -----
+    It runs on the fused engine (:class:`StochasticMemoryRule`), which draws the same lanes
+    as the other engines for the same seed. A subclass that overrides :meth:`update_hidden`
+    runs hoisted (the fused rule sums the lanes).
+
     Examples
     --------
     >>> import torch, lstm
@@ -902,8 +1187,9 @@ class StochasticMemoryArrayLSTM(_LaneChoice):
     (torch.Size([2, 5, 16]), torch.Size([4, 2, 16]))
     """
 
-    fast_path = FastPath("hoisted", "i2h of all steps in one matrix product, then the lanes' steps")
-    """This class's own step runs with ``i2h`` hoisted out of the loop."""
+    fast_path = FastPath("fused", "one autograd node per direction, backward by hand")
+    """This class's own step runs on the fused engine."""
+    step_rule = StochasticMemoryRule()
 
     def build_cell(
         self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
@@ -925,3 +1211,8 @@ class StochasticMemoryArrayLSTM(_LaneChoice):
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
         outputs, state = stochastic_memory_lanes(gates, state, self.draws)
         return self.update_hidden(outputs, state), state
+
+    def fused_problem(self) -> str | None:
+        """Why the fused engine cannot run this cell: an overridden :meth:`update_hidden`
+        (the rule sums the lanes)."""
+        return _update_hidden_problem(self)
