@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstm
 import lstm.engines
 from builders import DOUBLE, close, gradients
-from lstm import CIFGLSTM, LSTM, ArrayLSTM, PeepholeLSTM, StochasticArrayLSTM
+from lstm import CIFGLSTM, LSTM, SLSTM, ArrayLSTM, PeepholeLSTM, StochasticArrayLSTM
 from lstm.cells.lstm import PACKED_TRAINING_MAX_LEN
 from pairwise import case_id, pairwise, product, unmet_pairs
 from toy_cells import CoupledGateLSTM, TupleStateCell
@@ -383,6 +383,9 @@ CASES = {
         lambda: TupleStateCell(3, 4), "reference", "TupleStateCell's forward_cell has no fast path"
     ),
     "fused family": Case(lambda: CIFGLSTM(3, 4, num_layers=2), "fused", "CIFGLSTM's own step"),
+    "fused family with a tuple state": Case(
+        lambda: SLSTM(3, 4, bidirectional=True), "fused", "SLSTM's own step", ragged=True
+    ),
     "fused family, zoneout": Case(
         lambda: CIFGLSTM(3, 4, zoneout=0.1),
         "hoisted",
@@ -542,6 +545,8 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert ArrayLSTM.step_source.fast_path.engine == "hoisted"
     assert CIFGLSTM.step_source.fast_path is not None
     assert CIFGLSTM.step_source.fast_path.engine == "fused"
+    assert SLSTM.step_source.fast_path is not None
+    assert SLSTM.step_source.fast_path.engine == "fused"
     for cls in (CoupledGateLSTM, PeepholeLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
     # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
