@@ -27,6 +27,7 @@ from builders import DOUBLE, close, gradients
 from lstm import (
     CIFGLSTM,
     LSTM,
+    SLSTM,
     ArrayLSTM,
     AttentionArrayLSTM,
     LayerNormLSTM,
@@ -412,6 +413,9 @@ CASES = {
         lambda: TupleStateCell(3, 4), "reference", "TupleStateCell's forward_cell has no fast path"
     ),
     "fused family": Case(lambda: CIFGLSTM(3, 4, num_layers=2), "fused", "CIFGLSTM's own step"),
+    "fused family with a tuple state": Case(
+        lambda: SLSTM(3, 4, bidirectional=True), "fused", "SLSTM's own step", ragged=True
+    ),
     "fused family, zoneout": Case(
         lambda: CIFGLSTM(3, 4, zoneout=0.1),
         "hoisted",
@@ -604,6 +608,8 @@ def test_step_source_is_worked_out_at_class_creation() -> None:
     assert PeepholeLSTM.step_source.overrides(LSTM) == ["build_cell", "forward_cell"]
     assert LayerNormLSTM.step_source.fast_path is not None
     assert LayerNormLSTM.step_source.fast_path.engine == "fused"
+    assert SLSTM.step_source.fast_path is not None
+    assert SLSTM.step_source.fast_path.engine == "fused"
     for cls in (CoupledGateLSTM, WideParameters):
         assert cls.step_source.fast_path is None, cls
     # Overriding update_hidden (how the lanes combine) keeps ArrayLSTM's step and fast path.
