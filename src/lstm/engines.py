@@ -35,7 +35,7 @@ from torch import Tensor, nn
 import lstm.state
 from lstm.checks import check_call_options
 from lstm.layout import Batch, read_input
-from lstm.parameters import cell_suffix, view_with
+from lstm.parameters import cell_parts, cell_suffix, part_tensor, view_with
 from lstm.scan import run_stack
 from lstm.state import CellState, initial_states, state_parts
 
@@ -311,8 +311,9 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
     if module.training and module.recurrent_dropout > 0:
         return f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
     for layer, direction in module.cell_indices():
-        for name, part in module.cell_parts(layer, direction).items():
-            full_name = name + cell_suffix(layer, direction)
+        suffix = cell_suffix(layer, direction)
+        for name, part in cell_parts(module, module.cell_names, suffix).items():
+            full_name = name + suffix
             problem = plain_linear_problem(full_name, part)
             if problem is not None:
                 return problem
@@ -320,7 +321,7 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
             # other bias (the projection h2p has none): a map swapped for one with or without
             # a bias would be computed without it, or fail.
             wanted = module.bias and name in ("i2h", "h2h")
-            has = cast(nn.Linear, part).bias is not None
+            has = part_tensor(part, "bias") is not None
             if has != wanted:
                 return (
                     f"{full_name} has {'a' if has else 'no'} bias, the kernel reads "

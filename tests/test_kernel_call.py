@@ -1,0 +1,155 @@
+"""One call of the kernel engine, made cheap without changing what it computes.
+
+At a small model the Python around ``torch.lstm`` costs as much as the kernel, so the kernel
+call takes shortcuts (benchmarks/tiny_overhead.py measures them): the gate permutation is
+one ``index_select`` per weight, all of them one autograd node; parameters are read without
+``nn.Module``'s look-ups. Each shortcut is checked here against the plain computation,
+including where it must step aside.
+
+Nothing is cached between calls: the permuted weights are made anew by every call, since
+weights may change without autograd's version counter noticing (``.data`` writes, fused
+optimizers), and a no-grad call must read them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from builders import DOUBLE, close, gradients
+from lstm import LSTM
+from lstm.cells.lstm import _GATE_INDEX, _permute_all, _permute_gates
+from lstm.parameters import part_tensor
+
+
+def _sliced(tensor: Tensor, size: int) -> Tensor:
+    """The gate permutation as slices and a cat: blocks f, i, o, g <-> i, f, g, o."""
+    f, i, o, g = tensor.split(size)
+    return torch.cat([i, f, g, o])
+
+
+# ---------------------------------------------------------------------- the permutation
+def test_the_permutation_is_the_block_swap_forward_and_backward() -> None:
+    size = 3
+    tensors = [
+        torch.randn(4 * size, 2, dtype=DOUBLE, requires_grad=True),
+        torch.randn(4 * size, dtype=DOUBLE, requires_grad=True),
+    ]
+    got = _permute_all(tensors, size)
+    want = [_sliced(tensor, size) for tensor in tensors]
+    close(got, want, atol=0)
+    close(gradients(got, tensors), gradients(want, tensors), atol=0)
+    assert torch.autograd.gradgradcheck(lambda *t: tuple(_permute_all(list(t), size)), tensors)
+    with torch.no_grad():
+        close(_permute_all(tensors, size), want, atol=0)
+    close(_permute_gates(tensors[0], size), want[0], atol=0)
+
+
+def test_the_permutation_of_every_weight_is_one_autograd_node() -> None:
+    model = LSTM(2, 3, num_layers=2, bidirectional=True)
+    out, _ = model(torch.randn(2, 4, 2))
+    nodes: dict[int, Any] = {}
+    stack = [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and id(node) not in nodes:
+            nodes[id(node)] = node
+            stack += [child for child, _ in node.next_functions]
+    seen = [type(node).__name__ for node in nodes.values()]
+    assert seen.count("_GatePermutationBackward") == 1
+    assert not [name for name in seen if name.startswith(("IndexSelect", "Split"))]  # per tensor
+
+
+def test_a_frozen_weight_gets_no_gradient_and_the_others_theirs() -> None:
+    model = LSTM(2, 3, dtype=DOUBLE)
+    reference = LSTM(2, 3, dtype=DOUBLE)
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    for module in (model, reference):
+        module.i2h.weight.requires_grad_(False)
+        module(torch.ones(2, 4, 2, dtype=DOUBLE))[0].sum().backward()
+    assert model.i2h.weight.grad is None
+    close(
+        [p.grad for p in model.parameters() if p.requires_grad],
+        [p.grad for p in reference.parameters() if p.requires_grad],
+        atol=1e-12,
+    )
+
+
+def test_the_row_index_made_in_inference_mode_serves_a_backward() -> None:
+    _GATE_INDEX.clear()  # the index is made on first use: here, in inference mode
+    model = LSTM(2, 7)
+    x = torch.randn(2, 3, 2)
+    with torch.inference_mode():
+        inferred, _ = model(x)
+    assert not _GATE_INDEX[7, torch.device("cpu")].is_inference()
+    out, _ = model(x.requires_grad_())
+    out.sum().backward()  # index_select saves its index for backward
+    torch.testing.assert_close(out.detach(), inferred)
+
+
+def test_torch_func_grad_differentiates_the_kernel() -> None:
+    model = LSTM(2, 3, num_layers=2, dtype=DOUBLE)
+    x = torch.randn(2, 4, 2, dtype=DOUBLE)
+    params = dict(model.named_parameters())
+
+    def loss(values: dict[str, Tensor]) -> Tensor:
+        out: Tensor = torch.func.functional_call(model, values, (x,))[0]
+        return out.pow(2).sum()
+
+    got = torch.func.grad(loss)(params)
+    want = torch.autograd.grad(loss(params), list(params.values()))
+    close(list(got.values()), list(want), atol=1e-12)
+
+
+# ---------------------------------------------------------------------- no stale weights
+def _sgd_fused(model: LSTM) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, fused=True)
+    with torch.enable_grad():
+        model(torch.randn(2, 3, 2))[0].sum().backward()
+    optimizer.step()  # fused optimizers write without bumping the version counter
+
+
+def _swap(model: LSTM) -> None:
+    model.h2h.weight = nn.Parameter(torch.randn_like(model.h2h.weight))
+
+
+CHANGES: dict[str, Callable[[LSTM], Any]] = {
+    "in place": lambda model: model.h2h.weight.mul_(2),
+    "through .data": lambda model: model.h2h.weight.data.mul_(2),
+    "fused optimizer": _sgd_fused,
+    "load_state_dict": lambda model: model.load_state_dict(LSTM(2, 3).state_dict()),
+    "new parameter": _swap,
+    "new module": lambda model: setattr(model, "i2h", nn.Linear(2, 12)),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_no_grad_call_reads_the_weights_as_they_are(change: str) -> None:
+    model = LSTM(2, 3)
+    x = torch.randn(2, 3, 2)
+    with torch.no_grad():
+        before, _ = model(x)
+        CHANGES[change](model)
+        after, _ = model(x)
+        want, _ = model.to_torch()(x)
+    torch.testing.assert_close(after, want)
+    assert not torch.allclose(after, before)
+
+
+# ---------------------------------------------------------------------- look-ups
+def test_part_tensor_reads_what_getattr_reads() -> None:
+    linear = nn.Linear(2, 3)
+    without_bias = nn.Linear(2, 3, bias=False)
+    shadowed = nn.Linear(2, 3)
+    del shadowed.weight
+    shadowed.weight = torch.ones(3, 2)  # a plain attribute now
+    for part in (linear, without_bias, shadowed):
+        for name in ("weight", "bias"):
+            assert part_tensor(part, name) is getattr(part, name)
+    with pytest.raises(AttributeError):
+        part_tensor(nn.ReLU(), "weight")
