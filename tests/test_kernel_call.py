@@ -3,7 +3,7 @@
 At a small model the Python around ``torch.lstm`` costs as much as the kernel, so the kernel
 call takes shortcuts (benchmarks/tiny_overhead.py measures them): the gate permutation is
 one ``index_select`` per weight, all of them one autograd node; parameters are read without
-``nn.Module``'s look-ups. Each shortcut is checked here against the plain computation,
+``nn.Module``'s look-ups or generators. Each shortcut is checked here against the plain computation,
 including where it must step aside.
 
 Nothing is cached between calls: the permuted weights are made anew by every call, since
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from builders import DOUBLE, close, gradients
 from lstm import LSTM
 from lstm.cells.lstm import _GATE_INDEX, _permute_all, _permute_gates
+from lstm.checks import first_parameter
 from lstm.parameters import part_tensor
 
 
@@ -142,6 +143,18 @@ def test_a_no_grad_call_reads_the_weights_as_they_are(change: str) -> None:
 
 
 # ---------------------------------------------------------------------- look-ups
+def test_first_parameter_is_the_first_of_parameters() -> None:
+    empty = nn.Module()
+    holder = nn.Module()
+    holder.register_parameter("nothing", None)
+    holder.add_module("none", None)
+    holder.add_module("empty", nn.Sequential(nn.ReLU()))
+    holder.add_module("linear", nn.Linear(2, 3))
+    modules = [LSTM(3, 4), LSTM(3, 4, num_layers=2), empty, holder, nn.Sequential(holder)]
+    for module in modules:
+        assert first_parameter(module) is next(module.parameters(), None)
+
+
 def test_part_tensor_reads_what_getattr_reads() -> None:
     linear = nn.Linear(2, 3)
     without_bias = nn.Linear(2, 3, bias=False)

@@ -21,6 +21,7 @@ from lstm.checks import (
     check_lengths,
     check_like_parameters,
     check_tensor,
+    first_parameter,
     shape_str,
 )
 from lstm.state import CellState, State, map_state, per_step_states, stack_states
@@ -73,7 +74,7 @@ def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
         unbatched = False
     else:
         inputs, unbatched = _batch_first(owner, x, module.input_size, module.batch_first)
-    check_like_parameters(owner, [("input", inputs)], next(module.parameters(), None))
+    check_like_parameters(owner, [("input", inputs)], first_parameter(module))
     ragged = None
     if lengths is not None:
         lengths = check_lengths(owner, lengths, inputs.shape[0], inputs.shape[1])
