@@ -3,8 +3,10 @@
 At a small model the Python around ``torch.lstm`` costs as much as the kernel, so the kernel
 call takes shortcuts (benchmarks/tiny_overhead.py measures them): the gate permutation is
 one ``index_select`` per weight, all of them one autograd node; parameters are read without
-``nn.Module``'s look-ups or generators. Each shortcut is checked here against the plain computation,
-including where it must step aside.
+``nn.Module``'s look-ups or generators; the initial zeros are made for every cell at once,
+and the kernel takes and gives stacked states as they are (``lstm.state.StackedCells``).
+Each shortcut is checked here against the plain computation, including where it must step
+aside.
 
 Nothing is cached between calls: the permuted weights are made anew by every call, since
 weights may change without autograd's version counter noticing (``.data`` writes, fused
@@ -20,11 +22,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import lstm.state
 from builders import DOUBLE, close, gradients
 from lstm import LSTM
 from lstm.cells.lstm import _GATE_INDEX, _permute_all, _permute_gates
 from lstm.checks import first_parameter
 from lstm.parameters import part_tensor
+from lstm.state import StackedCells, stacked_cells
 
 
 def _sliced(tensor: Tensor, size: int) -> Tensor:
@@ -140,6 +144,115 @@ def test_a_no_grad_call_reads_the_weights_as_they_are(change: str) -> None:
         want, _ = model.to_torch()(x)
     torch.testing.assert_close(after, want)
     assert not torch.allclose(after, before)
+
+
+# ---------------------------------------------------------------------- stacked states
+def test_stacked_cells_are_a_list_of_views_that_knows_its_stacks() -> None:
+    hidden, state = torch.randn(3, 2, 4), torch.randn(3, 2, 5)
+    cells = StackedCells(hidden, state)
+    assert isinstance(cells, list)
+    assert len(cells) == 3
+    for index, (h, c) in enumerate(cells):
+        assert torch.equal(h, hidden[index])
+        assert torch.equal(c, state[index])
+    stacks = stacked_cells(cells)
+    assert stacks is not None
+    assert stacks[0] is hidden
+    assert stacks[1] is state
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda cells: cells.__setitem__(0, (torch.zeros(2, 4), torch.zeros(2, 5))),
+        lambda cells: cells.append(cells[0]),
+        lambda cells: cells.pop(),
+        lambda cells: cells.reverse(),
+    ],
+)
+def test_a_changed_list_of_stacked_cells_is_stacked_anew(change: Callable[[list], Any]) -> None:
+    cells = StackedCells(torch.randn(3, 2, 4), torch.randn(3, 2, 5))
+    change(cells)
+    assert stacked_cells(cells) is None
+    assert stacked_cells(list(StackedCells(torch.randn(3, 2, 4), torch.randn(3, 2, 5)))) is None
+
+
+@pytest.mark.parametrize("layout", ["stacked", "per cell", "unbatched"])
+def test_given_states_reach_the_kernel_with_their_gradients(layout: str) -> None:
+    layers = 1 if layout == "per cell" else 2
+    model = LSTM(3, 4, num_layers=layers, dtype=DOUBLE)
+    reference = LSTM(3, 4, num_layers=layers, dtype=DOUBLE)
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    batch = () if layout == "unbatched" else (2,)
+    lead = () if layout == "per cell" else (layers,)
+    x = torch.randn(*batch, 5, 3, dtype=DOUBLE)
+    results = []
+    for module in (model, reference):
+        given = [torch.randn(*lead, *batch, 4, dtype=DOUBLE, generator=_seed()) for _ in "hc"]
+        given = [tensor.requires_grad_() for tensor in given]
+        out, (hidden, state) = module(x, tuple(given))
+        results.append(([out, hidden, state], gradients([out, hidden, state], given)))
+    assert model.engine_for(x, hidden=tuple(given)).name == "kernel"
+    close(results[0], results[1], atol=1e-12)
+
+
+def _seed() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+def test_final_states_are_the_stacked_kernel_states() -> None:
+    model = LSTM(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference = LSTM(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    reference.load_state_dict(model.state_dict())
+    reference.engine = "reference"
+    x = torch.randn(2, 5, 3, dtype=DOUBLE)
+    got, want = model(x), reference(x)
+    close(got, want, atol=1e-12)
+    assert got[1][0].shape == (4, 2, 4)
+    assert got[1][1].shape == (4, 2, 4)
+
+
+# ---------------------------------------------------------------------- initial zeros
+class _Ones(LSTM):
+    def init_hidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.new_ones(x.shape[0], self.hidden_size), x.new_ones(x.shape[0], self.hidden_size)
+
+
+def _ones(module: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+    return x.new_ones(x.shape[0], 4), x.new_ones(x.shape[0], 4)
+
+
+@pytest.mark.parametrize("where", ["subclass", "instance", "instance, old name", "class"])
+def test_an_initial_state_of_ones_is_used_wherever_it_is_defined(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Patched(LSTM):
+        pass
+
+    model: LSTM = _Ones(3, 4, num_layers=2) if where == "subclass" else Patched(3, 4, num_layers=2)
+    if where == "instance":
+        model.init_hidden = lambda x: _ones(model, x)  # type: ignore[method-assign]
+    elif where == "instance, old name":
+        model.initHidden = lambda x: _ones(model, x)  # type: ignore[method-assign]
+    elif where == "class":
+        monkeypatch.setattr(Patched, "init_hidden", _ones)
+    x = torch.randn(2, 5, 3)
+    ones = torch.ones(2, 2, 4)
+    assert model.engine_for(x).name == "kernel"
+    close(model(x), model(x, (ones, ones)), atol=0)
+    assert not torch.allclose(model(x)[0], model(x, (0 * ones, 0 * ones))[0])
+
+
+def test_the_default_initial_state_is_zeros_of_every_cell() -> None:
+    model = LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2, dtype=DOUBLE)
+    x = torch.randn(5, 6, 3, dtype=DOUBLE)
+    cells = lstm.state.initial_states(model, x, None, False)
+    assert len(cells) == 4
+    assert stacked_cells(cells) is not None
+    for hidden, state in cells:
+        assert torch.equal(hidden, torch.zeros(5, 2, dtype=DOUBLE))
+        assert torch.equal(state, torch.zeros(5, 4, dtype=DOUBLE))
 
 
 # ---------------------------------------------------------------------- look-ups

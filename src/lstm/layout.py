@@ -24,7 +24,14 @@ from lstm.checks import (
     first_parameter,
     shape_str,
 )
-from lstm.state import CellState, State, map_state, per_step_states, stack_states
+from lstm.state import (
+    CellState,
+    State,
+    map_state,
+    per_step_states,
+    stack_states,
+    stacked_cells,
+)
 
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
@@ -157,9 +164,14 @@ def write_output(
     tuple
         ``(outputs, (hidden, state))``, plus the per-step states if ``collected`` is given.
     """
-    size = batch.inputs.shape[0]
-    hidden = torch.stack([h for h, _ in finals])  # (L*D, B, H)
-    state = stack_states([s for _, s in finals], size)
+    hidden: Tensor
+    state: State
+    stacks = stacked_cells(finals)  # the kernel's own (L*D, B, H) tensors
+    if stacks is not None:
+        hidden, state = stacks
+    else:
+        hidden = torch.stack([h for h, _ in finals])  # (L*D, B, H)
+        state = stack_states([s for _, s in finals], batch.inputs.shape[0])
     all_states = None if collected is None else per_step_states(collected)
     outputs: Tensor | PackedSequence = output
     if batch.packed is not None:

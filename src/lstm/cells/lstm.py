@@ -23,7 +23,7 @@ from lstm.checks import check_forward_cell, check_int
 from lstm.driver import Recurrent
 from lstm.engines import FastPath
 from lstm.parameters import CellPart, Device, DType, cell_parts, cell_suffix, part_tensor
-from lstm.state import CellState, takes_original_layout
+from lstm.state import CellState, StackedCells, stacked_cells, takes_original_layout
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -545,8 +545,12 @@ class LSTM(Recurrent):
         :meth:`lstm.driver.Recurrent.fused_forward`.
         """
         weights = _kernel_weights(self)
-        hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
-        state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
+        stacks = stacked_cells(initial)  # as given, or zeros made for every cell at once
+        if stacks is not None:
+            hidden, state = stacks
+        else:
+            hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
+            state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
         options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         if lengths is None:
             output, hidden_n, state_n = torch.lstm(inputs, (hidden, state), weights, *options, True)
@@ -568,8 +572,7 @@ class LSTM(Recurrent):
             output, _ = pad_packed_sequence(result, batch_first=True, total_length=inputs.shape[1])
             restore = packed.unsorted_indices.to(inputs.device)
             hidden_n, state_n = hidden_n.index_select(1, restore), state_n.index_select(1, restore)
-        finals: list[CellState] = list(zip(hidden_n.unbind(0), state_n.unbind(0), strict=True))
-        return output, finals
+        return output, StackedCells(hidden_n, state_n)
 
     # ------------------------------------------------------------------ torch.nn.LSTM
     @classmethod
