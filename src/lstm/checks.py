@@ -285,6 +285,23 @@ def check_cell_index(
         raise ValueError(f"{owner}: expected direction in 0..{num_directions - 1}, got {direction}")
 
 
+def first_parameter(module: torch.nn.Module) -> Tensor | None:
+    """``next(module.parameters(), None)``, found without the generators it stacks up.
+
+    The first parameter of the first module, in ``named_modules`` order (the module itself,
+    then each child's subtree in turn), that has one; what :func:`check_like_parameters`
+    compares a call's tensors with, on every call.
+    """
+    for parameter in module._parameters.values():
+        if parameter is not None:
+            return parameter
+    for child in module._modules.values():
+        found = None if child is None else first_parameter(child)
+        if found is not None:
+            return found
+    return None
+
+
 def check_like_parameters(
     owner: str, tensors: Sequence[tuple[str, Tensor]], parameter: Tensor | None
 ) -> None:
@@ -426,7 +443,7 @@ def check_forward_cell(
         hidden_size=cell.hidden_size,
         lead=lead,
         parts=parts,
-        parameter=next(cell.parameters(), None),
+        parameter=first_parameter(cell),
         output_size=cell.output_size,
     )
 

@@ -40,7 +40,7 @@ import lstm.state
 from lstm.checks import check_call_options
 from lstm.fused import fused_problem, run_fused_direction
 from lstm.layout import Batch, read_input
-from lstm.parameters import cell_suffix, view_with
+from lstm.parameters import cell_parts, cell_suffix, part_tensor, view_with
 from lstm.scan import run_stack
 from lstm.state import CellState, initial_states, state_parts
 
@@ -375,8 +375,9 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
     if blocker is not None:
         return blocker
     for layer, direction in module.cell_indices():
-        for name, part in module.cell_parts(layer, direction).items():
-            full_name = name + cell_suffix(layer, direction)
+        suffix = cell_suffix(layer, direction)
+        for name, part in cell_parts(module, module.cell_names, suffix).items():
+            full_name = name + suffix
             problem = plain_linear_problem(full_name, part)
             if problem is not None:
                 return problem
@@ -384,7 +385,7 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
             # other bias (the projection h2p has none): a map swapped for one with or without
             # a bias would be computed without it, or fail.
             wanted = module.bias and name in ("i2h", "h2h")
-            has = cast(nn.Linear, part).bias is not None
+            has = part_tensor(part, "bias") is not None
             if has != wanted:
                 return (
                     f"{full_name} has {'a' if has else 'no'} bias, the kernel reads "

@@ -21,9 +21,17 @@ from lstm.checks import (
     check_lengths,
     check_like_parameters,
     check_tensor,
+    first_parameter,
     shape_str,
 )
-from lstm.state import CellState, State, map_state, per_step_states, stack_states
+from lstm.state import (
+    CellState,
+    State,
+    map_state,
+    per_step_states,
+    stack_states,
+    stacked_cells,
+)
 
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
@@ -73,7 +81,7 @@ def read_input(module: Recurrent, x: Any, lengths: Any) -> Batch:
         unbatched = False
     else:
         inputs, unbatched = _batch_first(owner, x, module.input_size, module.batch_first)
-    check_like_parameters(owner, [("input", inputs)], next(module.parameters(), None))
+    check_like_parameters(owner, [("input", inputs)], first_parameter(module))
     ragged = None
     if lengths is not None:
         lengths = check_lengths(owner, lengths, inputs.shape[0], inputs.shape[1])
@@ -156,9 +164,14 @@ def write_output(
     tuple
         ``(outputs, (hidden, state))``, plus the per-step states if ``collected`` is given.
     """
-    size = batch.inputs.shape[0]
-    hidden = torch.stack([h for h, _ in finals])  # (L*D, B, H)
-    state = stack_states([s for _, s in finals], size)
+    hidden: Tensor
+    state: State
+    stacks = stacked_cells(finals)  # the kernel's own (L*D, B, H) tensors
+    if stacks is not None:
+        hidden, state = stacks
+    else:
+        hidden = torch.stack([h for h, _ in finals])  # (L*D, B, H)
+        state = stack_states([s for _, s in finals], batch.inputs.shape[0])
     all_states = None if collected is None else per_step_states(collected)
     outputs: Tensor | PackedSequence = output
     if batch.packed is not None:

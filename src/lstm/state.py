@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
@@ -79,6 +80,37 @@ def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:
         ]  # each (*lead, B, T, X)
         columns.append(directions[0] if len(directions) == 1 else torch.cat(directions, -1))
     return from_parts(columns, first)
+
+
+class StackedCells(list[CellState]):
+    """Per-cell ``(hidden, state)`` pairs unbound from stacked ``(cells, batch, ·)`` tensors.
+
+    A list like any other, for engines that work cell by cell, which also keeps the two
+    stacked tensors it was made from: an engine that runs every cell at once (the LSTM's
+    kernel) takes them as they are, and gives its final states back in one, which
+    ``forward`` returns as they are (:func:`stacked_cells`), without stacking the cells again.
+    """
+
+    def __init__(self, hidden: Tensor, state: Tensor) -> None:
+        super().__init__(zip(hidden.unbind(0), state.unbind(0), strict=True))
+        self.hidden, self.state = hidden, state
+        self.made_with = tuple(self)
+
+
+def stacked_cells(cells: Sequence[CellState]) -> tuple[Tensor, Tensor] | None:
+    """``(hidden, state)``, each ``(cells, batch, ·)``, if ``cells`` are :class:`StackedCells`.
+
+    The stacked tensors equal ``torch.stack`` of the cells' hidden and state tensors (they are
+    what the cells are views of) while the list holds the very pairs it was made with; a
+    list changed since, or any other, gives None.
+    """
+    if not isinstance(cells, StackedCells) or len(cells) != len(cells.made_with):
+        return None
+    if not all(map(operator.is_, cells, cells.made_with)):
+        return None
+    if cells.hidden.dim() != 3 or cells.state.dim() != 3:
+        return None
+    return cells.hidden, cells.state
 
 
 # ------------------------------------------------------------------ the original's layout
@@ -223,8 +255,12 @@ def initial_states(
     unbatched : bool
         Whether ``forward``'s input had no batch dimension (nor then do the given states).
     """
-    template = default_state(module, module, inputs)
     cells = list(module.cell_indices())
+    if hidden is None and _starts_from_zeros(module):
+        batch, count = inputs.shape[0], len(cells)
+        zeros = inputs.new_zeros(count, batch, module.output_size)
+        return StackedCells(zeros, inputs.new_zeros(count, batch, module.hidden_size))
+    template = default_state(module, module, inputs)
     if hidden is None:
         rest = [default_state(module, module.layer_cell(*index), inputs) for index in cells[1:]]
         return [template, *rest]
@@ -236,13 +272,17 @@ def initial_states(
     count = len(cells)
     # The hidden output is narrower than the state only in a projected LSTM (nn.LSTM's name).
     width = "hidden_size" if module.output_size == module.hidden_size else "proj_size"
-    hidden_parts = split_stacked(
+    hiddens = check_stacked(
         owner, "hidden", hidden[0], template[0], count, inputs, unbatched, width
     )
     like, given = template[1], hidden[1]
     if not isinstance(like, tuple):
-        states = split_stacked(owner, "state", given, like, count, inputs, unbatched)
-        return list(zip(hidden_parts, states, strict=True))
+        states = check_stacked(owner, "state", given, like, count, inputs, unbatched)
+        if like.dim() == 2:  # (B, X) per cell, as the hidden: the caller's tensors are stacks
+            return StackedCells(_as_stack(hiddens), _as_stack(states))
+        pairs = zip(_split(hiddens, template[0]), _split(states, like), strict=True)
+        return list(pairs)
+    hidden_parts = _split(hiddens, template[0])
     if not isinstance(given, (tuple, list)) or len(given) != len(like):
         raise TypeError(
             f"{owner}: expected state to be a tuple of {len(like)} tensors, got {describe(given)}"
@@ -253,6 +293,24 @@ def initial_states(
     ]
     rows: list[State] = [tuple(row) for row in zip(*columns, strict=True)]
     return list(zip(hidden_parts, rows, strict=True))
+
+
+def _starts_from_zeros(module: Recurrent) -> bool:
+    """Whether every cell starts from the driver's ``init_hidden``: zeros.
+
+    True where the driver's ``init_hidden`` and ``initHidden`` are the only definitions of
+    those names in the module's class hierarchy (looked up on each call, so a method patched
+    in later counts) and neither is set on the module itself: then every cell's initial
+    state is ``zeros(batch, output_size), zeros(batch, hidden_size)`` of the input's dtype
+    and device, made here for all cells at once.
+    """
+    if "init_hidden" in module.__dict__ or "initHidden" in module.__dict__:
+        return False
+    definitions = 0  # the driver's two, and any other
+    for klass in type(module).__mro__:
+        names = klass.__dict__
+        definitions += ("init_hidden" in names) + ("initHidden" in names)
+    return definitions == 2
 
 
 def split_stacked(
@@ -281,7 +339,26 @@ def split_stacked(
     ValueError
         If its device is not the input's.
     """
-    given = check_tensor(owner, name, given)
+    checked = check_stacked(owner, name, given, like, count, inputs, unbatched, width)
+    return _split(checked, like)
+
+
+def check_stacked(
+    owner: str,
+    name: str,
+    given: Any,
+    like: Tensor,
+    count: int,
+    inputs: Tensor,
+    unbatched: bool,
+    width: str = "hidden_size",
+) -> Tensor:
+    """:func:`split_stacked`'s checks; ``given`` with a batch dimension, not yet split.
+
+    Returns ``given`` itself, or ``given.unsqueeze(-2)`` for unbatched input: shape
+    ``(count * prod(lead), B, X)``, or ``like``'s own shape for a single cell given so.
+    """
+    checked = check_tensor(owner, name, given)
     lead = math.prod(like.shape[:-2])
     batch, features = like.shape[-2], like.shape[-1]
     accepted: list[tuple[int, ...]]
@@ -293,21 +370,30 @@ def split_stacked(
         meaning = f"(num_layers*num_directions, batch, {width})"
         if count == 1 and tuple(like.shape) not in accepted:
             accepted.append(tuple(like.shape))
-    if tuple(given.shape) not in accepted:
+    if tuple(checked.shape) not in accepted:
         options = " or ".join(shape_str(shape) for shape in accepted)
         raise ShapeError(
-            f"{owner}: expected {name} of shape {options} {meaning}, got {shape_str(given.shape)}"
+            f"{owner}: expected {name} of shape {options} {meaning}, got {shape_str(checked.shape)}"
         )
-    if given.dtype != inputs.dtype:
+    if checked.dtype != inputs.dtype:
         raise TypeError(
-            f"{owner}: expected {name} of dtype {inputs.dtype} (the input's), got {given.dtype}"
+            f"{owner}: expected {name} of dtype {inputs.dtype} (the input's), got {checked.dtype}"
         )
-    if given.device != inputs.device:
+    if checked.device != inputs.device:
         raise ValueError(
-            f"{owner}: expected {name} on {inputs.device} (the input's), got {given.device}"
+            f"{owner}: expected {name} on {inputs.device} (the input's), got {checked.device}"
         )
-    if unbatched:
-        given = given.unsqueeze(-2)  # (count*lead, 1, X)
-    if tuple(given.shape) == tuple(like.shape):
-        return [given]
-    return [chunk.reshape(like.shape) for chunk in given.split(lead)]
+    return checked.unsqueeze(-2) if unbatched else checked  # (count*lead, 1, X) if unbatched
+
+
+def _split(checked: Tensor, like: Tensor) -> list[Tensor]:
+    """A :func:`check_stacked` tensor as one tensor of ``like``'s shape per cell."""
+    if tuple(checked.shape) == tuple(like.shape):
+        return [checked]
+    lead = math.prod(like.shape[:-2])
+    return [chunk.reshape(like.shape) for chunk in torch.split(checked, lead)]
+
+
+def _as_stack(checked: Tensor) -> Tensor:
+    """A :func:`check_stacked` tensor of ``(B, X)`` cells as ``(cells, B, X)``."""
+    return checked if checked.dim() == 3 else checked.unsqueeze(0)

@@ -22,8 +22,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from lstm.checks import check_forward_cell, check_int
 from lstm.driver import Recurrent
 from lstm.engines import FastPath
-from lstm.parameters import CellPart, Device, DType
-from lstm.state import CellState, takes_original_layout
+from lstm.parameters import CellPart, Device, DType, cell_parts, cell_suffix, part_tensor
+from lstm.state import CellState, StackedCells, stacked_cells, takes_original_layout
 
 GATES = ("forget", "input", "output", "candidate")
 """Order of the four gate blocks in ``i2h`` and ``h2h`` rows."""
@@ -123,14 +123,80 @@ the hoisted path is faster without bound.
 
 
 def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
-    """Reorder the four gate blocks (dim 0) between our layout and torch.nn.LSTM's.
+    """Reorder the four gate blocks (dim 0) between our layout and torch.nn.LSTM's."""
+    return _permute_all([tensor], hidden_size)[0]
 
-    Slices and one ``cat``: it runs on every fast-path call, four times per cell, and this
-    is several times cheaper than advanced indexing while tracing cleanly under
-    ``torch.compile``.
+
+def _permute_all(tensors: list[Tensor], hidden_size: int) -> list[Tensor]:
+    """:func:`_permute_gates` of each tensor, in as few operations as autograd allows.
+
+    This runs on every kernel call, four times per cell. Each tensor takes one
+    ``index_select`` with a row index made once per size and device (:func:`_gate_index`),
+    a third of what slices and a ``cat`` cost; where autograd records, all of them together
+    are one node (:class:`_GatePermutation`), whose backward gathers each gradient with the
+    same index, instead of a node per tensor whose backward scatter-adds into zeros. Under
+    ``torch.compile`` and ``torch.jit.trace`` the slices and the ``cat`` are traced instead
+    (no global tensor to guard on or to make while tracing, no Python function in the
+    graph); under ``torch.func`` transforms, one ``index_select`` per tensor.
     """
-    blocks = torch.split(tensor, hidden_size)
-    return torch.cat([blocks[index] for index in _TORCH_GATE_ORDER])
+    if torch.compiler.is_compiling() or torch._C._is_tracing():
+        blocks = [torch.split(tensor, hidden_size) for tensor in tensors]
+        return [torch.cat([split[index] for index in _TORCH_GATE_ORDER]) for split in blocks]
+    record = torch.is_grad_enabled() and any(tensor.requires_grad for tensor in tensors)
+    if record and not torch._C._are_functorch_transforms_active():
+        apply: Any = _GatePermutation.apply  # untyped in torch's stubs
+        return list(apply(hidden_size, *tensors))
+    return [tensor.index_select(0, _gate_index(hidden_size, tensor.device)) for tensor in tensors]
+
+
+class _GatePermutation(torch.autograd.Function):
+    """The gate permutation of several tensors, as one autograd node.
+
+    The permutation swaps blocks 0 and 1, 2 and 3: it is its own inverse, so the backward
+    permutes each gradient with the same index (and is differentiable in turn, for double
+    backward). The forward takes ``ctx`` itself: a separate ``setup_context`` would make
+    every ``apply`` read the forward's signature with ``inspect`` (tens of microseconds),
+    and is needed only under ``torch.func`` transforms, which :func:`_permute_all` keeps
+    away from this class.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden_size: int, *tensors: Tensor) -> tuple[Tensor, ...]:
+        ctx.hidden_size = hidden_size
+        ctx.set_materialize_grads(False)
+        return tuple(
+            tensor.index_select(0, _gate_index(hidden_size, tensor.device)) for tensor in tensors
+        )
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        size = ctx.hidden_size
+        permuted = [
+            None if grad is None else grad.index_select(0, _gate_index(size, grad.device))
+            for grad in grads
+        ]
+        return (None, *permuted)
+
+
+_GATE_INDEX: dict[tuple[int, torch.device], Tensor] = {}
+"""Row indices of the gate permutation, per ``(hidden_size, device)`` (:func:`_gate_index`)."""
+
+
+def _gate_index(hidden_size: int, device: torch.device) -> Tensor:
+    """The rows ``index`` with ``permuted = tensor[index]`` for ``4 * hidden_size`` rows.
+
+    Made once per size and device and kept: outside inference mode, so that a backward may
+    save it; a tensor of a subclass (a fake tensor, made under a tracing mode) only serves
+    the call that made it.
+    """
+    index = _GATE_INDEX.get((hidden_size, device))
+    if index is None:
+        with torch.inference_mode(False):
+            rows = torch.arange(4 * hidden_size, device=device).view(4, hidden_size)
+            index = torch.cat([rows[block] for block in _TORCH_GATE_ORDER])
+        if type(index) is Tensor:
+            _GATE_INDEX[hidden_size, device] = index
+    return index
 
 
 _TORCH_NAME = re.compile(r"(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?")
@@ -478,18 +544,13 @@ class LSTM(Recurrent):
         (``model.engine_for`` says when and why). See
         :meth:`lstm.driver.Recurrent.fused_forward`.
         """
-        size = self.hidden_size
-        weights: list[Tensor] = []
-        for layer, direction in self.cell_indices():
-            parts = self.cell_parts(layer, direction)
-            i2h, h2h = cast(nn.Linear, parts["i2h"]), cast(nn.Linear, parts["h2h"])
-            weights += [_permute_gates(i2h.weight, size), _permute_gates(h2h.weight, size)]
-            if self.bias:
-                weights += [_permute_gates(i2h.bias, size), _permute_gates(h2h.bias, size)]
-            if self.proj_size:
-                weights.append(cast(nn.Linear, parts["h2p"]).weight)  # (P, H), w_hr
-        hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
-        state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
+        weights = _kernel_weights(self)
+        stacks = stacked_cells(initial)  # as given, or zeros made for every cell at once
+        if stacks is not None:
+            hidden, state = stacks
+        else:
+            hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
+            state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
         options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
         if lengths is None:
             output, hidden_n, state_n = torch.lstm(inputs, (hidden, state), weights, *options, True)
@@ -511,8 +572,7 @@ class LSTM(Recurrent):
             output, _ = pad_packed_sequence(result, batch_first=True, total_length=inputs.shape[1])
             restore = packed.unsorted_indices.to(inputs.device)
             hidden_n, state_n = hidden_n.index_select(1, restore), state_n.index_select(1, restore)
-        finals: list[CellState] = list(zip(hidden_n.unbind(0), state_n.unbind(0), strict=True))
-        return output, finals
+        return output, StackedCells(hidden_n, state_n)
 
     # ------------------------------------------------------------------ torch.nn.LSTM
     @classmethod
@@ -632,6 +692,32 @@ class LSTM(Recurrent):
                 "convert it back with from_torch()"
             )
         super().__setattr__(name, value)
+
+
+# ---------------------------------------------------------------------- the kernel's weights
+def _kernel_weights(module: LSTM) -> list[Tensor]:
+    """Every cell's weights in the order and layout ``torch.lstm`` takes them.
+
+    Per cell ``w_ih, w_hh[, b_ih, b_hh][, w_hr]``, gate blocks permuted to i, f, g, o
+    (:func:`_permute_all`). Parts are read as ``module.cell_parts`` and ``part.weight``
+    read them, without the attribute look-ups in between (this runs on every call).
+    """
+    names, gates = module.cell_names, ("weight", "bias") if module.bias else ("weight",)
+    gated: list[Tensor] = []
+    projections: list[Tensor] = []
+    for layer, direction in module.cell_indices():
+        parts = cell_parts(module, names, cell_suffix(layer, direction))
+        gated += [part_tensor(parts[name], kind) for kind in gates for name in ("i2h", "h2h")]
+        if module.proj_size:
+            projections.append(part_tensor(parts["h2p"], "weight"))  # (P, H), w_hr
+    permuted = _permute_all(gated, module.hidden_size)
+    if not projections:
+        return permuted
+    width = 2 * len(gates)  # gated tensors per cell
+    weights: list[Tensor] = []
+    for cell, projection in enumerate(projections):
+        weights += [*permuted[cell * width : (cell + 1) * width], projection]
+    return weights
 
 
 # ---------------------------------------------------------------------- nn.LSTM's names
