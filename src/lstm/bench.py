@@ -19,6 +19,26 @@ all rounds' measurements and its ratio is that median over ``nn.LSTM``'s median 
 pair (ratios of medians). In ``train`` mode the peak memory of one
 training step is measured too, in a fresh subprocess per candidate (Linux only; see
 :func:`peak_training_memory`).
+
+The ``lstm`` candidate is also timed against its **GEMM floor** (:func:`gemm_floor`): the same
+matrix products the cell must do, and nothing else, timed alone in the same process with the
+same number of threads, in its own interleaved pair with the candidate (A B A B; ratio of
+medians). The products are read from the module itself (:func:`gemm_products`), so the floor
+exists for every registered cell and for a user's cell: for every cell (layer, direction),
+an ``nn.Linear`` part named ``i2h`` is an input map, applied to all steps as one product
+``(batch * seq_len, in) x (in, out)``; every other ``nn.Linear`` part (``h2h``, ``h2p``, ...)
+is a recurrent map, one ``(batch, in) x (in, out)`` product per step. ``forward`` is those
+products; ``train`` adds, for ``i2h``, the input gradient ``(batch * seq_len, out) x (out,
+in)`` and the weight gradient ``(out, batch * seq_len) x (batch * seq_len, in)``, and for
+each recurrent map its weight gradient as one product over all steps and one
+recurrent-gradient product ``(batch, out) x (out, in)`` per step. Other parts (a peephole
+vector, a LayerNorm) add no product. ``time / floor`` is how far a cell is from the time its
+matrix products alone take on this machine: the part of its time that better element-wise
+code, fewer kernel launches or less Python could remove.
+
+Shapes are given by name (:data:`SHAPES`: ``tiny``, DeepLog-sized, batch 32, 10 steps, input
+1, hidden 64, two layers; ``small``; ``medium``; ``large``) or as ``B,T,I,H`` or
+``B,T,I,H,L`` (``L`` layers).
 """
 
 from __future__ import annotations
@@ -47,56 +67,106 @@ from lstm.registry import CELLS, create
 
 CANDIDATES = ("lstm", "nn.LSTM", "reference", "hoisted")
 MODES = ("forward", "train")
+FLOOR = "floor"
+"""The name of the GEMM floor in a timed pair (:func:`gemm_floor`)."""
+
+
+SHAPE_FIELDS = ("batch", "seq_len", "input_size", "hidden_size", "num_layers")
 
 
 @dataclass(frozen=True)
 class Shape:
-    """One benchmark shape: ``(batch, seq_len, input_size, hidden_size)``."""
+    """One benchmark shape: input ``(batch, seq_len, input_size)``, ``hidden_size``, layers.
+
+    Every candidate is built with ``num_layers`` stacked layers (one direction) and timed on
+    an input of shape ``(batch, seq_len, input_size)``.
+    """
 
     batch: int
     seq_len: int
     input_size: int
     hidden_size: int
     label: str = ""
+    num_layers: int = 1
 
     @property
     def name(self) -> str:
-        """``label`` if given, else ``BxTxIxH``."""
+        """``label`` if given, else ``BxTxIxH`` (with `` L<layers>`` after it for several)."""
         dims = f"{self.batch}x{self.seq_len}x{self.input_size}x{self.hidden_size}"
+        if self.num_layers > 1:
+            dims += f" L{self.num_layers}"
         return self.label or dims
+
+    @property
+    def sizes(self) -> str:
+        """``"B,T,I,H"``, or ``"B,T,I,H,L"`` with several layers: what :meth:`parse` takes."""
+        sizes = [self.batch, self.seq_len, self.input_size, self.hidden_size]
+        sizes += [self.num_layers] if self.num_layers > 1 else []
+        return ",".join(str(size) for size in sizes)
 
     @classmethod
     def parse(cls, text: str) -> Shape:
-        """Parse ``"64,100,256,256"`` (batch, seq_len, input_size, hidden_size).
+        """Parse a name of :data:`SHAPES`, ``"B,T,I,H"`` or ``"B,T,I,H,L"``.
+
+        Parameters
+        ----------
+        text : str
+            ``"tiny"``, ``"small"``, ``"medium"`` or ``"large"`` (any case), or four or five
+            comma-separated positive integers: batch, seq_len, input_size, hidden_size and
+            optionally num_layers (default 1), e.g. ``"64,100,256,256"`` or ``"32,10,1,64,2"``.
+
+        Returns
+        -------
+        Shape
+            The named shape (with its label), or an unlabelled one of those sizes.
 
         Raises
         ------
         ValueError
-            Unless the text is four comma-separated positive integers.
+            If the text is neither a name nor four or five comma-separated integers, or if a
+            size is below 1; the message names what was expected and what was given.
         """
-        parts = text.split(",")
-        if len(parts) != 4 or not all(part.strip().isdigit() for part in parts):
+        named = SHAPES.get(text.strip().lower())
+        if named is not None:
+            return named
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) not in (4, 5) or not all(p.isascii() and p.isdigit() for p in parts):
             raise ValueError(
-                "expected a shape as four positive integers 'batch,seq_len,input,hidden', "
-                f"got {text!r}"
+                f"expected a shape name ({', '.join(SHAPES)}) or 4 or 5 comma-separated "
+                f"integers 'batch,seq_len,input,hidden[,layers]', got {text!r}"
             )
-        batch, seq_len, input_size, hidden_size = (int(part) for part in parts)
-        if min(batch, seq_len, input_size, hidden_size) < 1:
-            raise ValueError(f"expected every size of a shape >= 1, got {text!r}")
-        return cls(batch, seq_len, input_size, hidden_size)
+        sizes = [int(part) for part in parts]
+        named_sizes = zip(SHAPE_FIELDS[: len(sizes)], sizes, strict=True)
+        small = [f"{name}={size}" for name, size in named_sizes if size < 1]
+        if small:
+            raise ValueError(
+                f"expected every size of a shape >= 1, got {', '.join(small)} in {text!r}"
+            )
+        batch, seq_len, input_size, hidden_size = sizes[:4]
+        num_layers = sizes[4] if len(sizes) == 5 else 1
+        return cls(batch, seq_len, input_size, hidden_size, num_layers=num_layers)
 
 
-DEFAULT_SHAPES = (
-    Shape(8, 200, 64, 64, "small"),
-    Shape(64, 100, 256, 256, "medium"),
-    Shape(32, 50, 512, 512, "large"),
-)
+SHAPES: dict[str, Shape] = {
+    "tiny": Shape(32, 10, 1, 64, "tiny", num_layers=2),
+    "small": Shape(8, 200, 64, 64, "small"),
+    "medium": Shape(64, 100, 256, 256, "medium"),
+    "large": Shape(32, 50, 512, 512, "large"),
+}
+"""The named shapes ``--shape`` takes. ``tiny`` is DeepLog-sized: the log-key model of Du et
+al. (2017), two layers of 64 units over windows of 10 keys of one feature, in batches of 32."""
+
+DEFAULT_SHAPES = tuple(SHAPES.values())
 
 
 @dataclass
 class Result:
     """Timings of one candidate for one cell, shape and mode (seconds per call).
 
+    ``dims`` is ``(batch, seq_len, input_size, hidden_size)`` and ``num_layers`` the layers.
+    ``median_s`` and ``ratio_to_torch`` come from the candidate's pair with ``nn.LSTM``;
+    ``ratio_to_floor`` (candidate's median over the floor's) and ``floor_median_s`` from its
+    pair with its GEMM floor (:func:`gemm_floor`), None where that pair was not timed.
     ``engine`` and ``engine_reason`` are what ``engine_for`` says the candidate runs in that
     mode (``"nn.LSTM"`` for torch's own module).
     """
@@ -114,6 +184,9 @@ class Result:
     ratio_to_torch: float | None = field(default=None)
     engine: str = ""
     engine_reason: str = ""
+    ratio_to_floor: float | None = None
+    floor_median_s: float | None = None
+    num_layers: int = 1
 
 
 def build_candidates(
@@ -126,12 +199,21 @@ def build_candidates(
     cell : str
         A registered cell name.
     shape : Shape
+        Sizes and ``num_layers`` of every candidate (one direction, batch first).
     dtype : torch.dtype
     seed : int
         Seeds the initialisation, so that every process builds the same weights.
+
+    Returns
+    -------
+    dict of str to nn.Module
+        ``lstm``, ``nn.LSTM`` (the exact conversion of ``lstm`` for the stock LSTM cell,
+        else a fresh ``torch.nn.LSTM`` of the same sizes), ``reference`` and ``hoisted``.
     """
     torch.manual_seed(seed)
-    ours = create(cell, shape.input_size, shape.hidden_size, dtype=dtype)
+    ours = create(
+        cell, shape.input_size, shape.hidden_size, num_layers=shape.num_layers, dtype=dtype
+    )
     reference = copy.deepcopy(ours)
     reference.engine = "reference"
     hoisted = copy.deepcopy(ours)
@@ -139,7 +221,13 @@ def build_candidates(
     if isinstance(ours, LSTM) and not type(ours).step_source.overrides(LSTM):
         torch_lstm = ours.to_torch()
     else:
-        torch_lstm = nn.LSTM(shape.input_size, shape.hidden_size, batch_first=True, dtype=dtype)
+        torch_lstm = nn.LSTM(
+            shape.input_size,
+            shape.hidden_size,
+            num_layers=shape.num_layers,
+            batch_first=True,
+            dtype=dtype,
+        )
     return {"lstm": ours, "nn.LSTM": torch_lstm, "reference": reference, "hoisted": hoisted}
 
 
@@ -165,6 +253,161 @@ def make_step(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], Non
     return train
 
 
+@dataclass(frozen=True)
+class Product:
+    """``count`` matrix products ``left @ right`` that one call of a cell must do.
+
+    Attributes
+    ----------
+    part : str
+        What it computes, e.g. ``"cell (1, 0) h2h: recurrent gradient"``.
+    left : (int, int)
+        Shape of the left operand, ``(rows, inner)``.
+    right : (int, int)
+        Shape of the right operand, ``(inner, columns)``.
+    count : int
+        1 for a product over all steps at once; ``seq_len`` for one product per step.
+    """
+
+    part: str
+    left: tuple[int, int]
+    right: tuple[int, int]
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.left[1] != self.right[0]:
+            raise ValueError(
+                f"{self.part}: expected the inner sizes of {self.left} x {self.right} to agree, "
+                f"got {self.left[1]} and {self.right[0]}"
+            )
+
+    @property
+    def flops(self) -> int:
+        """Floating-point operations of all ``count`` products (a multiply-add counts 2)."""
+        return 2 * self.left[0] * self.left[1] * self.right[1] * self.count
+
+
+def gemm_products(module: nn.Module, shape: Shape, mode: str) -> list[Product]:
+    """The matrix products a cell must do on an input of ``shape``: its GEMM floor's work.
+
+    Read from the module's parts, so it holds for any :class:`~lstm.driver.Recurrent`: for
+    every cell ``(layer, direction)`` (:meth:`~lstm.driver.Recurrent.cell_indices`), an
+    ``nn.Linear`` part named ``i2h`` is an input map, applied to all steps in one product
+    ``(batch * seq_len, in) x (in, out)``; every other ``nn.Linear`` part (``h2h``, ``h2p``,
+    ...) is a recurrent map, one product ``(batch, in) x (in, out)`` per step. ``in`` and
+    ``out`` are the Linear's ``in_features`` and ``out_features`` (a layer above the first
+    reads the layer below). In ``train`` mode, after all forward products: for ``i2h``, the
+    input gradient ``(batch * seq_len, out) x (out, in)`` and the weight gradient ``(out,
+    batch * seq_len) x (batch * seq_len, in)``; for each recurrent map, the weight gradient
+    as one product ``(out, batch * seq_len) x (batch * seq_len, in)`` and the recurrent
+    gradient ``(batch, out) x (out, in)`` once per step. Parts that are not ``nn.Linear``
+    (a peephole vector, a LayerNorm) add none.
+
+    Parameters
+    ----------
+    module : lstm.driver.Recurrent
+        The cell, with any number of layers and directions; ``torch.nn.LSTM`` is read as
+        :meth:`lstm.LSTM.from_torch` of it.
+    shape : Shape
+        Its ``batch`` and ``seq_len`` are used; the sizes come from the module.
+    mode : str
+        ``"forward"`` or ``"train"``.
+
+    Returns
+    -------
+    list of Product
+        Forward products cell by cell, then (``train``) the backward ones.
+
+    Raises
+    ------
+    ValueError
+        For a mode other than ``"forward"`` and ``"train"``.
+    TypeError
+        If ``module`` is neither a :class:`~lstm.driver.Recurrent` nor a ``torch.nn.LSTM``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"expected mode in {MODES}, got {mode!r}")
+    if isinstance(module, nn.LSTM):
+        module = LSTM.from_torch(module)
+    if not isinstance(module, Recurrent):
+        raise TypeError(
+            f"expected an lstm.driver.Recurrent or torch.nn.LSTM, got {type(module).__name__}"
+        )
+    batch, steps, rows = shape.batch, shape.seq_len, shape.batch * shape.seq_len
+    forward: list[Product] = []
+    backward: list[Product] = []
+    for layer, direction in module.cell_indices():
+        for name, part in module.cell_parts(layer, direction).items():
+            if not isinstance(part, nn.Linear):
+                continue
+            fan_in, fan_out = part.in_features, part.out_features
+            where = f"cell {(layer, direction)} {name}"
+            if name == "i2h":
+                forward.append(Product(f"{where}: input map", (rows, fan_in), (fan_in, fan_out), 1))
+                backward += [
+                    Product(f"{where}: input gradient", (rows, fan_out), (fan_out, fan_in), 1),
+                    Product(f"{where}: weight gradient", (fan_out, rows), (rows, fan_in), 1),
+                ]
+            else:
+                forward.append(
+                    Product(f"{where}: recurrent map", (batch, fan_in), (fan_in, fan_out), steps)
+                )
+                backward += [
+                    Product(f"{where}: weight gradient", (fan_out, rows), (rows, fan_in), 1),
+                    Product(
+                        f"{where}: recurrent gradient", (batch, fan_out), (fan_out, fan_in), steps
+                    ),
+                ]
+    return forward + backward if mode == "train" else forward
+
+
+def gemm_floor(
+    module: nn.Module, shape: Shape, mode: str, dtype: torch.dtype | None = None
+) -> Callable[[], None]:
+    """A closure doing only the matrix products of one call of ``module``: its GEMM floor.
+
+    Every :class:`Product` of :func:`gemm_products` is one plain ``torch.mm`` of random
+    operands made here, once, outside the closure (no autograd, no ``addmm``, no ``out=``),
+    repeated ``count`` times. Time it as the cells are timed (same process, same threads:
+    :func:`time_interleaved` passes ``num_threads`` to the timer); a cell's time over this
+    closure's time is how far it is from what its matrix products alone cost.
+
+    Parameters
+    ----------
+    module : lstm.driver.Recurrent or torch.nn.LSTM
+    shape : Shape
+        Its ``batch`` and ``seq_len`` (the sizes come from the module).
+    mode : str
+        ``"forward"`` or ``"train"``.
+    dtype : torch.dtype, optional
+        Of the operands; default the module's parameters' (float32 without parameters).
+
+    Returns
+    -------
+    callable
+        Takes no arguments and returns None.
+    """
+    products = gemm_products(module, shape, mode)
+    first = next(module.parameters(), None)
+    dtype = dtype or (first.dtype if first is not None else torch.float32)
+    device = first.device if first is not None else torch.device("cpu")
+    operands = [
+        (
+            torch.randn(product.left, dtype=dtype, device=device),
+            torch.randn(product.right, dtype=dtype, device=device),
+            product.count,
+        )
+        for product in products
+    ]
+
+    def floor() -> None:
+        for left, right, count in operands:
+            for _ in range(count):
+                torch.mm(left, right)
+
+    return floor
+
+
 def engine_of(module: nn.Module, x: torch.Tensor, mode: str) -> tuple[str, str]:
     """The engine ``module`` runs on ``x`` in ``mode`` (as :func:`make_step` calls it), and why."""
     if not isinstance(module, Recurrent):
@@ -177,7 +420,28 @@ def engine_of(module: nn.Module, x: torch.Tensor, mode: str) -> tuple[str, str]:
 def time_interleaved(
     steps: dict[str, Callable[[], None]], rounds: int, min_run_time: float, threads: int
 ) -> dict[str, list[float]]:
-    """Per-call times of each step, measured round by round in a rotating order."""
+    """Per-call times of each step, measured round by round in a rotating order.
+
+    Parameters
+    ----------
+    steps : dict of str to callable
+        What to time, by name.
+    rounds : int
+        Rounds; in each, every step is measured once for ``min_run_time`` seconds, the first
+        one moving along by one each round (A B, B A, ...).
+    min_run_time : float
+        Seconds per measurement (``blocked_autorange``).
+    threads : int
+        Torch threads while every step is timed: given to every ``Timer`` as
+        ``num_threads``, whose default (1) would time the steps on one thread whatever the
+        process uses. The GEMM floor is timed through here too, so it always runs on the
+        same number of threads as the cells it is compared with.
+
+    Returns
+    -------
+    dict of str to list of float
+        Seconds per call of each measurement, by name.
+    """
     # Imported here, not at the top: torch.utils.benchmark is slow to import and, on a CUDA
     # build of torch without the CUDA toolkit, warns that CUDA_HOME is unset; every
     # ``python -m lstm`` command (``--help`` included) imports this module for its flags.
@@ -257,6 +521,7 @@ def run_benchmark(
     dtype: torch.dtype = torch.float32,
     memory: bool = True,
     reference: bool = True,
+    floor_for: tuple[str, ...] | list[str] = ("lstm",),
 ) -> list[Result]:
     """Measure every cell × shape × mode × candidate; return one :class:`Result` each.
 
@@ -265,21 +530,41 @@ def run_benchmark(
     cells : list of str, optional
         Registered names; default ``["lstm"]``.
     shapes : sequence of Shape
-        Default: small (8, 200, 64, 64), medium (64, 100, 256, 256), large (32, 50, 512, 512).
+        Default :data:`DEFAULT_SHAPES`: tiny (32, 10, 1, 64, two layers), small (8, 200, 64,
+        64), medium (64, 100, 256, 256), large (32, 50, 512, 512).
     modes : sequence of str
         ``"forward"`` and/or ``"train"``.
     rounds : int
         Interleaved rounds; each measures both members of a pair for ``min_run_time`` seconds.
     threads : int, optional
-        Threads for the timed code; default ``torch.get_num_threads()``.
+        Threads for the timed code, the GEMM floor's included; default
+        ``torch.get_num_threads()``.
     memory : bool
         Also measure the peak memory of a training step (``train`` mode, Linux).
     reference : bool
         Include the reference and hoisted paths (slow for long sequences).
+    floor_for : sequence of str
+        Candidates also timed in a pair with their GEMM floor (:func:`gemm_floor`), which
+        fills their ``ratio_to_floor``; one more pair each. Names of :data:`CANDIDATES`;
+        those not measured (``reference`` and ``hoisted`` without ``reference``) are skipped.
+
+    Returns
+    -------
+    list of Result
+        One per cell, shape, mode and candidate, in that order.
+
+    Raises
+    ------
+    ValueError
+        If ``floor_for`` names something other than a candidate.
     """
+    unknown = [name for name in floor_for if name not in CANDIDATES]
+    if unknown:
+        raise ValueError(f"expected floor_for names among {CANDIDATES}, got {unknown}")
     cells = cells or ["lstm"]
     threads = threads or torch.get_num_threads()
     names = [c for c in CANDIDATES if reference or c in ("lstm", "nn.LSTM")]
+    floored = [name for name in names if name in floor_for]
     results: list[Result] = []
     for cell in cells:
         for shape in shapes:
@@ -287,28 +572,12 @@ def run_benchmark(
             for mode in modes:
                 modules = build_candidates(cell, shape, dtype)
                 steps = {name: make_step(modules[name], x, mode) for name in names}
-                first_call = {}
-                for name, step in steps.items():
-                    started = time.perf_counter()
-                    step()
-                    first_call[name] = time.perf_counter() - started
-                # Each candidate is timed in its own interleaved pair with nn.LSTM: a slow,
-                # allocation-heavy path in the same rotation perturbs whatever runs after it.
-                pairs = {
-                    name: time_interleaved(
-                        {name: steps[name], "nn.LSTM": steps["nn.LSTM"]},
-                        rounds,
-                        min_run_time,
-                        threads,
-                    )
-                    for name in names
-                    if name != "nn.LSTM"
-                }
-                times = {name: pair[name] for name, pair in pairs.items()}
-                times["nn.LSTM"] = pairs["lstm"]["nn.LSTM"]
+                floors = {name: gemm_floor(modules[name], shape, mode, dtype) for name in floored}
+                first_call = _first_calls(steps, floors)
+                pairs, floor_pairs = _time_pairs(steps, floors, rounds, min_run_time, threads)
                 for name in names:
-                    torch_times = pairs.get(name, pairs["lstm"])["nn.LSTM"]
-                    result = _summarise(cell, shape, mode, name, times[name], torch_times)
+                    pair = pairs.get(name, pairs["lstm"])  # nn.LSTM: its pair with lstm
+                    result = _summarise(cell, shape, mode, name, pair, floor_pairs.get(name))
                     result.first_call_s = first_call[name]
                     result.engine, result.engine_reason = engine_of(modules[name], x, mode)
                     if memory and mode == "train" and name in ("lstm", "nn.LSTM"):
@@ -317,13 +586,66 @@ def run_benchmark(
     return results
 
 
+def _first_calls(
+    steps: dict[str, Callable[[], None]], floors: dict[str, Callable[[], None]]
+) -> dict[str, float]:
+    """Seconds of each step's first call; each floor is called once too, untimed (warm-up)."""
+    first_call = {}
+    for name, step in steps.items():
+        started = time.perf_counter()
+        step()
+        first_call[name] = time.perf_counter() - started
+    for floor in floors.values():
+        floor()
+    return first_call
+
+
+def _time_pairs(
+    steps: dict[str, Callable[[], None]],
+    floors: dict[str, Callable[[], None]],
+    rounds: int,
+    min_run_time: float,
+    threads: int,
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
+    """Time each candidate in its pair with nn.LSTM, then each floored one with its floor.
+
+    Returns
+    -------
+    pairs : dict of str to dict of str to list of float
+        By candidate (all but ``nn.LSTM``): its times and ``nn.LSTM``'s, in one pair.
+    floor_pairs : dict of str to dict of str to list of float
+        By candidate in ``floors``: its times and :data:`FLOOR`'s, in one pair.
+    """
+    # Each candidate is timed in its own interleaved pair with nn.LSTM: a slow,
+    # allocation-heavy path in the same rotation perturbs whatever runs after it. Its GEMM
+    # floor likewise, in a pair of its own, on the same threads.
+    pairs = {
+        name: time_interleaved(
+            {name: step, "nn.LSTM": steps["nn.LSTM"]}, rounds, min_run_time, threads
+        )
+        for name, step in steps.items()
+        if name != "nn.LSTM"
+    }
+    floor_pairs = {
+        name: time_interleaved({name: steps[name], FLOOR: floor}, rounds, min_run_time, threads)
+        for name, floor in floors.items()
+    }
+    return pairs, floor_pairs
+
+
 def _summarise(
-    cell: str, shape: Shape, mode: str, name: str, times: list[float], torch_times: list[float]
+    cell: str,
+    shape: Shape,
+    mode: str,
+    name: str,
+    pair: dict[str, list[float]],
+    floor_pair: dict[str, list[float]] | None,
 ) -> Result:
-    """One candidate's :class:`Result` from its times and nn.LSTM's in the same pair."""
+    """One candidate's :class:`Result` from its pair with nn.LSTM and, if any, with its floor."""
+    times = pair[name]
     quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [0.0, 0.0, 0.0]
     median = statistics.median(times)
-    return Result(
+    result = Result(
         cell=cell,
         shape=shape.name,
         dims=(shape.batch, shape.seq_len, shape.input_size, shape.hidden_size),
@@ -333,27 +655,60 @@ def _summarise(
         iqr_s=quartiles[2] - quartiles[0],
         measurements=len(times),
         first_call_s=0.0,
-        ratio_to_torch=median / statistics.median(torch_times),
+        ratio_to_torch=median / statistics.median(pair["nn.LSTM"]),
+        num_layers=shape.num_layers,
     )
+    if floor_pair is not None:
+        result.floor_median_s = statistics.median(floor_pair[FLOOR])
+        result.ratio_to_floor = statistics.median(floor_pair[name]) / result.floor_median_s
+    return result
 
 
 def format_table(results: list[Result]) -> str:
-    """A plain-text table: one row per cell, shape and mode; medians in ms, ratios to torch."""
+    """A plain-text table: one row per cell, shape and mode.
+
+    Columns: the engine of ``lstm``, every candidate's median in ms, the GEMM floor's median
+    (from ``lstm``'s floor pair), every candidate's ratio to ``nn.LSTM``, the ratio to the
+    floor of each candidate that has one (``lstm/floor``), and the peak memory of ``lstm``
+    over ``nn.LSTM``'s. Then the engine of ``lstm`` for each cell and mode, with its reason.
+
+    Parameters
+    ----------
+    results : list of Result
+        As :func:`run_benchmark` returns them; every row needs an ``lstm`` and an
+        ``nn.LSTM`` result.
+
+    Returns
+    -------
+    str
+        The table, lines joined by newlines.
+    """
     rows: dict[tuple[str, str, str], dict[str, Result]] = {}
     for result in results:
         rows.setdefault((result.cell, result.shape, result.mode), {})[result.candidate] = result
     names = [c for c in CANDIDATES if any(r.candidate == c for r in results)]
+    floored = [
+        c for c in names if any(r.ratio_to_floor is not None for r in results if r.candidate == c)
+    ]
     header = f"{'cell':<10} {'shape':<18} {'mode':<8} {'engine':<9}"
     header += "".join(f" {name + ' ms':>13}" for name in names)
+    header += f" {'floor ms':>10}" if floored else ""
     header += "".join(f" {name + '/torch':>15}" for name in names if name != "nn.LSTM")
+    header += "".join(f" {name + '/floor':>15}" for name in floored)
     header += f" {'memory lstm/torch':>18}"
     lines = [header, "-" * len(header)]
     for (cell, shape, mode), by_name in rows.items():
         line = f"{cell:<10} {shape:<18} {mode:<8} {by_name['lstm'].engine:<9}"
         line += "".join(f" {by_name[name].median_s * 1e3:>13.2f}" for name in names)
+        if floored:
+            floor_s = by_name[floored[0]].floor_median_s
+            line += f" {floor_s * 1e3:>10.2f}" if floor_s is not None else f" {'':>10}"
         line += "".join(
             f" {by_name[name].ratio_to_torch or 0.0:>14.2f}x" for name in names if name != "nn.LSTM"
         )
+        for name in floored:
+            ratio = by_name[name].ratio_to_floor
+            line += f" {ratio:>14.2f}x" if ratio is not None else f" {'':>15}"
         ours, theirs = by_name["lstm"], by_name["nn.LSTM"]
         memory = ""
         if ours.peak_memory_bytes is not None and theirs.peak_memory_bytes:
@@ -428,6 +783,18 @@ def plot(path: Path, results: list[Result]) -> None:
     atomic.write_figure(path, figure)
 
 
+FLOOR_HELP = (
+    "GEMM floor (the lstm/floor column): the same matrix products the cell must do, timed "
+    "alone in the same process with the same --threads, interleaved with the cell (A B A B, "
+    "ratio of medians). forward: each i2h (input map) over all steps as one product, "
+    "(batch*seq_len, in) x (in, out), and one product (batch, in) x (in, out) per step for "
+    "every other Linear part (h2h, h2p, ...) of every layer and direction. train adds the "
+    "input gradient and the weight gradient of i2h (one product each over all steps), and for "
+    "each recurrent map its weight gradient (one product over all steps) and one "
+    "recurrent-gradient product per step. Parts that are not Linear add none."
+)
+
+
 def _shape_argument(text: str) -> Shape:
     try:
         return Shape.parse(text)
@@ -436,7 +803,20 @@ def _shape_argument(text: str) -> Shape:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``python -m lstm bench``: what to measure, how, and where to write it."""
+    """The options of ``python -m lstm bench``: what to measure, how, and where to write it.
+
+    Also sets the parser's description and its epilog, the definition of the GEMM floor.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``bench`` sub-parser (or ``python -m lstm.bench``'s own parser).
+    """
+    parser.description = (
+        "Time lstm cells beside torch.nn.LSTM, the reference path and their GEMM floor, "
+        "interleaved in one process."
+    )
+    parser.epilog = FLOOR_HELP
     _add_workload_arguments(parser)
     _add_timing_arguments(parser)
     _add_output_arguments(parser)
@@ -452,12 +832,20 @@ def _add_workload_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"one of {', '.join(sorted(CELLS))} (repeatable; default lstm)",
     )
     parser.add_argument("--all-cells", action="store_true", help="every registered cell")
+    named = ", ".join(
+        f"{name} ({shape.batch},{shape.seq_len},{shape.input_size},{shape.hidden_size}"
+        + (f", {shape.num_layers} layers" if shape.num_layers > 1 else "")
+        + (": DeepLog-sized" if name == "tiny" else "")
+        + ")"
+        for name, shape in SHAPES.items()
+    )
     parser.add_argument(
         "--shape",
         action="append",
         type=_shape_argument,
-        metavar="B,T,I,H",
-        help="batch,seq_len,input,hidden (repeatable); default the small, medium and large shapes",
+        metavar="NAME|B,T,I,H[,L]",
+        help=f"a name: {named}; or batch,seq_len,input,hidden[,layers] (repeatable; "
+        f"default {', '.join(shape.name for shape in DEFAULT_SHAPES)})",
     )
     parser.add_argument(
         "--mode",
@@ -494,12 +882,20 @@ def _add_timing_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="torch threads while timing (default: torch.get_num_threads())",
+        help="torch threads while timing, the GEMM floor too (default: torch.get_num_threads())",
     )
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--no-memory``, ``--no-reference``, ``--json``, ``--plot``."""
+    """``--floor-for``, ``--no-memory``, ``--no-reference``, ``--json``, ``--plot``."""
+    parser.add_argument(
+        "--floor-for",
+        action="append",
+        choices=CANDIDATES,
+        metavar="NAME",
+        help=f"also time this candidate against its GEMM floor: one of {', '.join(CANDIDATES)} "
+        "(repeatable; default lstm)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probes")
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the reference and hoisted paths"
@@ -540,6 +936,7 @@ def run(args: argparse.Namespace) -> list[Result]:
         dtype=getattr(torch, args.dtype),
         memory=not args.no_memory,
         reference=not args.no_reference,
+        floor_for=args.floor_for or ("lstm",),
     )
     print(format_table(results))
     config = {
