@@ -52,6 +52,19 @@ def test_the_permutation_is_the_block_swap_forward_and_backward() -> None:
     with torch.no_grad():
         close(_permute_all(tensors, size), want, atol=0)
     close(_permute_gates(tensors[0], size), want[0], atol=0)
+    _permute_all(tensors, size)[1].sum().backward()  # no gradient reaches the first output
+    assert tensors[0].grad is None
+    close(tensors[1].grad, torch.ones(4 * size, dtype=DOUBLE), atol=0)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_each_tensor_is_permuted_with_an_index_on_its_own_device(grad: bool) -> None:
+    # A CPU tensor indexed by a meta index does not raise: it reads memory never written.
+    on_meta = torch.empty(8, 2, device="meta", requires_grad=grad)
+    on_cpu = torch.randn(8, 2, requires_grad=grad)
+    permuted = _permute_all([on_meta, on_cpu], 2)
+    assert permuted[0].device.type == "meta"
+    close(permuted[1], _sliced(on_cpu, 2), atol=0)
 
 
 def test_the_permutation_of_every_weight_is_one_autograd_node() -> None:

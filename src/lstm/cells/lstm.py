@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any, cast
 
 import torch
@@ -146,6 +147,15 @@ def _permute_all(tensors: list[Tensor], hidden_size: int) -> list[Tensor]:
     if record and not torch._C._are_functorch_transforms_active():
         apply: Any = _GatePermutation.apply  # untyped in torch's stubs
         return list(apply(hidden_size, *tensors))
+    return _select_gates(tensors, hidden_size)
+
+
+def _select_gates(tensors: Sequence[Tensor], hidden_size: int) -> list[Tensor]:
+    """Each tensor's rows in the other gate order: one ``index_select`` per tensor.
+
+    Each with the index of its own device: a CPU tensor indexed by a meta tensor, say, does
+    not raise but reads memory that was never written.
+    """
     return [tensor.index_select(0, _gate_index(hidden_size, tensor.device)) for tensor in tensors]
 
 
@@ -164,18 +174,13 @@ class _GatePermutation(torch.autograd.Function):
     def forward(ctx: Any, hidden_size: int, *tensors: Tensor) -> tuple[Tensor, ...]:
         ctx.hidden_size = hidden_size
         ctx.set_materialize_grads(False)
-        return tuple(
-            tensor.index_select(0, _gate_index(hidden_size, tensor.device)) for tensor in tensors
-        )
+        return tuple(_select_gates(tensors, hidden_size))
 
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        size = ctx.hidden_size
-        permuted = [
-            None if grad is None else grad.index_select(0, _gate_index(size, grad.device))
-            for grad in grads
-        ]
-        return (None, *permuted)
+        given = [grad for grad in grads if grad is not None]
+        permuted = iter(_select_gates(given, ctx.hidden_size))
+        return (None, *(None if grad is None else next(permuted) for grad in grads))
 
 
 _GATE_INDEX: dict[tuple[int, torch.device], Tensor] = {}
