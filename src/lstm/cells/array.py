@@ -515,9 +515,10 @@ class StochasticArrayRule(ArrayRule):
     as in :class:`ArrayRule`.
 
     :meth:`bind` returns a copy for one call that draws exactly when the module does
-    (:attr:`_LaneChoice.draws`) and remembers its choices: :meth:`reference`, which the
-    fused engine runs again in forward order for higher derivatives, takes the lanes that
-    forward took instead of choosing (drawing) anew.
+    (:attr:`_LaneChoice.draws`) and, under autograd, remembers its choices:
+    :meth:`reference`, which the fused engine runs again step by step in forward order for
+    higher derivatives, then takes the lanes that forward took instead of choosing (drawing)
+    anew.
     """
 
     def __init__(self, sample: bool = False, remember: bool = False) -> None:
@@ -526,9 +527,12 @@ class StochasticArrayRule(ArrayRule):
         self.replayed = 0
 
     def bind(self, cell: Recurrent) -> StepRule:
-        """A copy that draws with ``sample_lanes`` in training, and remembers its choices."""
+        """A copy that draws with ``sample_lanes`` in training and remembers its choices.
+
+        Only under autograd: without it no backward, let alone a differentiated one, runs.
+        """
         assert isinstance(cell, _LaneChoice)
-        return type(self)(sample=cell.draws, remember=True)
+        return type(self)(sample=cell.draws, remember=torch.is_grad_enabled())
 
     def forward(
         self, gates: Tensor, state: Tensors, params: Tensors
