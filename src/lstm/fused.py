@@ -89,8 +89,10 @@ class StepRule:
         i2h, h2h = cell._modules["i2h"], cell._modules["h2h"]
         assert isinstance(i2h, torch.nn.Linear)
         assert isinstance(h2h, torch.nn.Linear)
-        projected: Tensor = i2h(inputs)
-        return projected if h2h.bias is None else projected + h2h.bias
+        # One product with both biases: a separate bias add is another pass over (T, B, G).
+        biases = [bias for bias in (i2h.bias, h2h.bias) if bias is not None]
+        bias = biases[0] + biases[1] if len(biases) == 2 else (biases[0] if biases else None)
+        return torch.nn.functional.linear(inputs, i2h.weight, bias)
 
     def forward(
         self, gates: Gates, state: Tensors, params: Tensors
