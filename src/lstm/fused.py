@@ -29,6 +29,7 @@ gradient penalties) recomputes the direction with the rule's differentiable
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -45,7 +46,7 @@ Gates = Any
 not :attr:`StepRule.joint`."""
 
 
-class StepRule:
+class StepRule(ABC):
     r"""The element-wise part of a family's step, with its backward written by hand.
 
     A family that declares ``FastPath("fused", ...)`` sets a ``step_rule`` class attribute
@@ -94,6 +95,7 @@ class StepRule:
         bias = biases[0] + biases[1] if len(biases) == 2 else (biases[0] if biases else None)
         return torch.nn.functional.linear(inputs, i2h.weight, bias)
 
+    @abstractmethod
     def forward(
         self, gates: Gates, state: Tensors, params: Tensors
     ) -> tuple[Tensor, Tensors, Tensors]:
@@ -101,8 +103,8 @@ class StepRule:
 
         ``saved`` is whatever :meth:`backward` needs for this step.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def backward(
         self, saved: Tensors, d_hidden: Tensor, d_state: Tensors, params: Tensors
     ) -> tuple[Gates, Tensors, Tensors]:
@@ -111,11 +113,10 @@ class StepRule:
         ``d_hidden`` and ``d_state`` are the gradients of the step's outputs; ``d_params``
         has one tensor per parameter (the step's contribution, summed over the batch).
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def reference(self, gates: Gates, state: Tensors, params: Tensors) -> tuple[Tensor, Tensors]:
         """The same step with differentiable torch operations: ``(hidden, new_state)``."""
-        raise NotImplementedError
 
 
 def fused_problem(cell: Recurrent) -> str | None:
