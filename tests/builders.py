@@ -10,6 +10,7 @@ survive a rewrite of the core's private modules.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,11 @@ GENERIC: dict[str, type[Recurrent]] = {
 
 NAMES = sorted(CELLS)
 GENERIC_NAMES = sorted(GENERIC)
+PER_STEP_REGULARISERS_REFUSED = {"mlstm"}
+"""Cells that refuse ``recurrent_dropout`` and ``zoneout`` (ValueError): the mLSTM reads no
+hidden state, and its stabilised memory cannot be zoned out part by part."""
+UNBOUNDED = {"mlstm"}
+"""Cells whose output has no bound: the mLSTM reads out ``C q / max(|n.q|, e^-m)``."""
 LANE_CHOICE = {"stochastic-array", "stochastic-memory-array"}
 """Cells that pick one lane per unit by its largest score (by default in both modes; they
 draw at random only with ``sample_lanes=True``): a discontinuous function of the input, so
@@ -56,12 +62,16 @@ def build(
 ) -> Recurrent:
     """The cell called ``name`` in :data:`GENERIC`, in eval mode; ``k`` goes to lane cells only.
 
+    A cell with heads (the mLSTM) gets as many heads, up to 4, as divide ``hidden_size``.
+
     Eval mode, as the comparisons with a reference want (dropout and the like off);
     training-mode tests call ``.train()``.
     """
     cls = GENERIC[name]
     if takes_lanes(cls):
         options["k"] = k
+    if "num_heads" in inspect.signature(cls).parameters:  # as many heads (<= 4) as divide H
+        options.setdefault("num_heads", math.gcd(hidden_size, 4))
     return cls(input_size, hidden_size, dtype=dtype, **options).eval()
 
 

@@ -167,7 +167,16 @@ def test_compare_takes_its_cells_from_cells_alone(
     monkeypatch.setattr(cli, "_compare", lambda args: planned.append(args.cells))
     assert run_cli(["compare"], capsys)[0] == 0
     assert run_cli(["compare", "--cells", "slstm", "lstm"], capsys)[0] == 0
-    assert planned == [["lstm", "array", "stochastic-array"], ["slstm", "lstm"]]
+    assert run_cli(["compare", "--cells", "lstm,slstm", "mlstm"], capsys)[0] == 0
+    assert planned == [
+        ["lstm", "array", "stochastic-array"],
+        ["slstm", "lstm"],
+        ["lstm", "slstm", "mlstm"],
+    ]
+    code, _, error = run_cli(["compare", "--cells", "lstm,gru"], capsys)
+    assert code == 2
+    assert "--cells: expected names from array, " in error
+    assert error.rstrip().endswith("got 'gru'")
     assert "--cell " not in run_cli(["compare", "--help"], capsys)[1]
 
 

@@ -477,6 +477,31 @@ CASES = {
         "hoisted",
         "the fused engine does not apply: HalvedMemory overrides update_hidden",
     ),
+    "parallel family": Case(
+        lambda: lstm.MLSTM(3, 4, num_heads=2, num_layers=2, bidirectional=True),
+        "parallel",
+        "MLSTM's own step: the chunkwise-parallel form",
+        ragged=True,
+    ),
+    "parallel family, one step": Case(
+        lambda: lstm.MLSTM(3, 4, num_heads=2), "reference", "a single step", seq_len=1
+    ),
+    "parallel family, autocast": Case(
+        lambda: lstm.MLSTM(3, 4, num_heads=2),
+        "parallel",
+        "MLSTM's own step",
+        context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    ),
+    "parallel family, hooked i2h": Case(
+        lambda: _with_hook(lstm.MLSTM(3, 4, num_heads=2), "i2h"),
+        "reference",
+        "the parallel form does not apply: i2h has forward hooks",
+    ),
+    "parallel family, parametrized i2h": Case(
+        lambda: _parametrized(lstm.MLSTM(3, 4, num_heads=2)),
+        "reference",
+        "the parallel form does not apply: i2h is a ParametrizedLinear",
+    ),
     "lstm": Case(
         lambda: LSTM(3, 4, num_layers=2, bidirectional=True),
         "kernel",
@@ -544,7 +569,8 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     def counting_loop(*arguments: Any, prepare: Any = None, **options: Any) -> Any:
         if options.get("run") is not None:
-            ran.append("fused")
+            fused = options["run"] is lstm.engines.run_fused_direction
+            ran.append("fused" if fused else "parallel")
         else:
             ran.append("reference" if prepare is None else "hoisted")
         return loop(*arguments, prepare=prepare, **options)

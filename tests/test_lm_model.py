@@ -14,12 +14,13 @@ from lstm.lm.compare import TOLERANCE, count_parameters, plan, width_for_budget
 from lstm.lm.config import TrainConfig
 from lstm.lm.model import ByteModel, parameter_count
 from lstm.lm.sample import bits_per_character, generate
+from lstm.registry import hidden_multiple
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_windows_with_carried_state_equal_one_long_window(cell: str) -> None:
     # What truncated BPTT relies on: the state handed from window to window loses nothing.
-    model = ByteModel(cell, 6, layers=2).double().eval()
+    model = ByteModel(cell, 8, layers=2).double().eval()  # 8: the mLSTM's 4 heads divide it
     tokens = torch.randint(0, 256, (3, 12))
     whole, whole_state = model(tokens)
     first, state = model(tokens[:, :5])
@@ -111,3 +112,14 @@ def test_parameter_budget_is_met_within_five_percent() -> None:
         abs(count_parameters(replace(array, hidden=h)) - budget) for h in (width - 1, width + 1)
     ]
     assert abs(count_parameters(replace(array, hidden=width)) - budget) <= min(gaps)
+
+
+def test_compare_sizes_an_mlstm_in_steps_of_its_heads() -> None:
+    # The mLSTM splits its width among 4 heads: the budget search only tries multiples of 4.
+    assert hidden_multiple(CELLS["mlstm"]) == 4
+    assert hidden_multiple(CELLS["lstm"]) == 1
+    base = TrainConfig(hidden=64, layers=1)
+    (mlstm,) = plan(base, ["mlstm"])
+    assert mlstm.hidden % 4 == 0
+    budget = count_parameters(TrainConfig(hidden=64, layers=1, cell="lstm"))
+    assert abs(count_parameters(mlstm) - budget) <= TOLERANCE * budget

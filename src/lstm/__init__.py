@@ -27,6 +27,7 @@ from lstm.cells.array import (
 )
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
+from lstm.cells.mlstm import MLSTM, mlstm_chunkwise, mlstm_step
 from lstm.cells.slstm import SLSTM, slstm_pointwise
 from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
 from lstm.checks import DTypeError, ShapeError
@@ -41,6 +42,7 @@ __all__ = [
     "CELLS",
     "CIFGLSTM",
     "LSTM",
+    "MLSTM",
     "SLSTM",
     "ArrayLSTM",
     "AttentionArrayLSTM",
@@ -62,6 +64,8 @@ __all__ = [
     "get_cell",
     "lstm_cell",
     "lstm_pointwise",
+    "mlstm_chunkwise",
+    "mlstm_step",
     "peephole_pointwise",
     "pool_lanes",
     "safe_globals",

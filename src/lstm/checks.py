@@ -351,6 +351,7 @@ def check_step_arguments(
     parts: int = 0,
     parameter: Tensor | None = None,
     output_size: int | None = None,
+    widths: Sequence[int | None] | None = None,
 ) -> None:
     """Check the arguments of one step before any arithmetic.
 
@@ -372,6 +373,9 @@ def check_step_arguments(
         autocast) its dtype.
     output_size : int, optional
         Features of ``hidden`` if not ``hidden_size`` (a projected LSTM's ``proj_size``).
+    widths : sequence of int or None, optional
+        Features of each state tensor when they differ (one entry per part; None for
+        ``hidden_size``): the mLSTM's ``(C, n, m)``.
 
     Raises
     ------
@@ -387,7 +391,6 @@ def check_step_arguments(
     if x.dim() != 2 or x.shape[1] != input_size:
         wanted = shape_str(["batch", input_size])
         raise ShapeError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
-    size = (x.shape[0], hidden_size)
     if parts:
         if not isinstance(state, (tuple, list)) or len(state) != parts:
             raise TypeError(
@@ -398,7 +401,10 @@ def check_step_arguments(
         states = [("state", state)]
     hidden_shape = (x.shape[0], hidden_size if output_size is None else output_size)
     arguments: list[tuple[str, Any, tuple[int, ...]]] = [("hidden", hidden, hidden_shape)]
-    arguments += [(name, part, (*lead, *size)) for name, part in states]
+    features: list[int | None] = [None] * len(states) if widths is None else list(widths)
+    for (name, part), width in zip(states, features, strict=True):
+        size = hidden_size if width is None else width
+        arguments.append((name, part, (*lead, x.shape[0], size)))
     tensors = [("x", x)]
     for name, value, shape in arguments:
         value = check_tensor(owner, name, value)
@@ -412,7 +418,14 @@ def check_step_arguments(
 
 
 def check_forward_cell(
-    cell: Any, x: Any, hidden: Any, state: Any, *, lead: tuple[int, ...] = (), parts: int = 0
+    cell: Any,
+    x: Any,
+    hidden: Any,
+    state: Any,
+    *,
+    lead: tuple[int, ...] = (),
+    parts: int = 0,
+    widths: Sequence[int | None] | None = None,
 ) -> None:
     """Check the arguments of a built-in ``cell.forward_cell`` call before any arithmetic.
 
@@ -431,6 +444,8 @@ def check_forward_cell(
         The call's arguments.
     lead : tuple of int, default ()
     parts : int, default 0
+    widths : sequence of int or None, optional
+        Features of each state part where they differ (see :func:`check_step_arguments`).
     """
     if is_stepping(cell):
         return
@@ -445,6 +460,7 @@ def check_forward_cell(
         parts=parts,
         parameter=first_parameter(cell),
         output_size=cell.output_size,
+        widths=widths,
     )
 
 

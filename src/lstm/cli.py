@@ -71,6 +71,26 @@ class _Refused(argparse.Action):
         parser.error(f"{option_string}: {self.instead}")
 
 
+class _CellNames(argparse.Action):
+    """Registered cell names, as separate values or comma-separated (``lstm,slstm mlstm``)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        names = [name for value in values for name in value.split(",") if name]
+        unknown = [name for name in names if name not in CELLS]
+        if unknown or not names:
+            parser.error(
+                f"{option_string}: expected names from {', '.join(sorted(CELLS))}, "
+                f"got {', '.join(map(repr, unknown or values))}"
+            )
+        setattr(namespace, self.dest, names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m lstm``, with one sub-parser per command.
 
@@ -177,10 +197,10 @@ def _add_compare(commands: _Commands) -> None:
     compare.add_argument(
         "--cells",
         nargs="+",
-        choices=sorted(CELLS),
+        action=_CellNames,
         default=list(COMPARE_CELLS),
         metavar="NAME",
-        help=f"the cells to compare: {', '.join(sorted(CELLS))} "
+        help=f"the cells to compare, separated by spaces or commas: {', '.join(sorted(CELLS))} "
         f"(default: {' '.join(COMPARE_CELLS)})",
     )
     compare.add_argument(

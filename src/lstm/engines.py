@@ -13,6 +13,10 @@ Three engines compute the same function (tested to 1e-10 in float64):
     Each direction of each layer as one autograd Function (:mod:`lstm.fused`): the input
     projection hoisted, the family's element-wise step and its hand-written backward per
     step, the recurrent weight's gradient as one product over all steps.
+``parallel``
+    The family's ``parallel_direction`` for each direction of each layer
+    (:class:`ParallelFamily`): every step of the sequence at once, for a cell whose gates do
+    not read the previous hidden state (the mLSTM's chunkwise form).
 ``kernel``
     The cell family's whole-stack ``fused_forward`` (:class:`KernelFamily`; for the LSTM:
     ``torch.lstm``, the kernel of ``torch.nn.LSTM``).
@@ -57,13 +61,13 @@ CONTRACT = ("build_cell", "forward_cell", "init_hidden", "initHidden")
 class Engine(NamedTuple):
     """The engine chosen for one call, and why.
 
-    ``name`` is ``"kernel"``, ``"fused"``, ``"hoisted"`` or ``"reference"``; ``reason`` says
-    what made the choice: the class that declares or overrides the step, the setting, or the
-    condition that blocks a faster engine.
+    ``name`` is ``"kernel"``, ``"fused"``, ``"parallel"``, ``"hoisted"`` or ``"reference"``;
+    ``reason`` says what made the choice: the class that declares or overrides the step, the
+    setting, or the condition that blocks a faster engine.
     """
 
     name: str
-    """``"kernel"``, ``"fused"``, ``"hoisted"`` or ``"reference"``."""
+    """``"kernel"``, ``"fused"``, ``"parallel"``, ``"hoisted"`` or ``"reference"``."""
     reason: str
     """What made the choice, naming the class or the condition."""
 
@@ -73,7 +77,8 @@ class FastPath(NamedTuple):
 
     engine: str
     """``"kernel"`` (the class's ``fused_forward``, see :class:`KernelFamily`), ``"fused"`` (the
-    class's ``step_rule``, a :class:`lstm.fused.StepRule`) or ``"hoisted"``."""
+    class's ``step_rule``, a :class:`lstm.fused.StepRule`), ``"parallel"`` (the class's
+    ``parallel_direction``, see :class:`ParallelFamily`) or ``"hoisted"``."""
     description: str
     """What runs, for :class:`Engine`'s reason (e.g. "torch.lstm, the kernel of nn.LSTM")."""
     ragged_training_max_len: int | None = None
@@ -93,6 +98,25 @@ class KernelFamily(Protocol):
         as :func:`lstm.scan.run_stack` (``inputs`` batch-first, ``lengths`` None when no
         sequence is shorter), which it must equal (test it against ``engine="reference"`` in
         float64). :meth:`lstm.LSTM.fused_forward` is the example.
+        """
+        ...
+
+
+class ParallelFamily(Protocol):
+    """What a family that declares ``FastPath("parallel", ...)`` defines beside its step."""
+
+    def parallel_direction(
+        self, layer_input: Tensor, initial: CellState, mask: Tensor | None, reverse: bool
+    ) -> tuple[Tensor, CellState]:
+        """Run one direction of one layer over every step at once.
+
+        Called on the :meth:`~lstm.driver.Recurrent.layer_cell` view of each layer and
+        direction, with :data:`lstm.scan.RunDirection`'s arguments: ``layer_input`` (B, T, F),
+        ``initial`` (hidden, state), ``mask`` (T, B, 1) of the steps that are real (None when
+        all are), ``reverse``. Returns the outputs (B, T, H), zero past each sequence's end,
+        and the final (hidden, state) taken at each sequence's end: the same as stepping
+        ``forward_cell`` (test it against ``engine="reference"`` in float64).
+        :meth:`lstm.MLSTM.parallel_direction` is the example.
         """
         ...
 
@@ -144,6 +168,15 @@ def step_source(cls: type) -> StepSource:
         raise TypeError(
             f"{step.__name__}: expected a step_rule attribute beside FastPath('fused', ...) "
             "(an lstm.fused.StepRule), got none in the class"
+        )
+    if (
+        declared is not None
+        and declared.engine == "parallel"
+        and "parallel_direction" not in vars(step)
+    ):
+        raise TypeError(
+            f"{step.__name__}: expected a parallel_direction method beside "
+            "FastPath('parallel', ...) (lstm.engines.ParallelFamily), got none in the class"
         )
     if declared is not None and builder is step:
         return StepSource(
@@ -207,6 +240,8 @@ def choose_engine(
         return Engine("hoisted", source.reason)
     if fast.engine == "fused":
         return _fused_or_fallback(module, inputs, source.reason)
+    if fast.engine == "parallel":
+        return _parallel_or_reference(module, inputs, source.reason)
     blocker = _kernel_blocker(module, inputs)
     if blocker is not None:
         return Engine("reference", f"the kernel does not apply: {blocker}")
@@ -284,6 +319,8 @@ def run_engine(
         return result
     if engine.name == "fused":
         return run_stack(module, inputs, initial, lengths, run=run_fused_direction)
+    if engine.name == "parallel":
+        return run_stack(module, inputs, initial, lengths, run=_run_parallel)
     prepare = hoist_input_projection if engine.name == "hoisted" else None
     return run_stack(module, inputs, initial, lengths, prepare=prepare, collect=collect)
 
@@ -322,6 +359,37 @@ def _fused_or_fallback(module: Recurrent, inputs: Tensor, reason: str) -> Engine
         return Engine("fused", reason)
     fallback = "reference" if _unhoistable(module) is not None else "hoisted"
     return Engine(fallback, f"the fused engine does not apply: {blocker}")
+
+
+def _parallel_or_reference(module: Recurrent, inputs: Tensor, reason: str) -> Engine:
+    """``parallel`` for a sequence, else reference, naming what keeps it from running.
+
+    Autocast and float16 do not block it: the parallel form is matrix products and
+    element-wise operations that autocast handles, and its stabiliser is computed in at least
+    float32 (:func:`lstm.cells.mlstm.split_projection`).
+    """
+    if inputs.shape[1] == 1:
+        return Engine("reference", "a single step: forward_cell, the recurrent form")
+    blocker = None
+    if module.zoneout > 0:
+        blocker = f"zoneout={module.zoneout} acts at every step"
+    elif module.training and module.recurrent_dropout > 0:
+        blocker = f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
+    blocker = blocker or _unhoistable(module)
+    for layer, direction in module.cell_indices():
+        for name, part in module.cell_parts(layer, direction).items():
+            if blocker is None and isinstance(part, nn.Module) and _has_hooks(part):
+                blocker = f"{name}{cell_suffix(layer, direction)} has forward hooks"
+    if blocker is not None:
+        return Engine("reference", f"the parallel form does not apply: {blocker}")
+    return Engine("parallel", reason)
+
+
+def _run_parallel(
+    cell: Recurrent, layer_input: Tensor, initial: CellState, mask: Tensor | None, reverse: bool
+) -> tuple[Tensor, CellState]:
+    """:data:`lstm.scan.RunDirection` for the parallel engine: the family's own method."""
+    return cast(ParallelFamily, cell).parallel_direction(layer_input, initial, mask, reverse)
 
 
 def _fused_blocker(module: Recurrent) -> str | None:

@@ -19,6 +19,7 @@ from lstm.cells.array import (
 )
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM
+from lstm.cells.mlstm import MLSTM
 from lstm.cells.slstm import SLSTM
 from lstm.cells.variants import CIFGLSTM, PeepholeLSTM
 from lstm.driver import Recurrent
@@ -33,6 +34,7 @@ CELLS: dict[str, type[Recurrent]] = {
     "cifg": CIFGLSTM,
     "layernorm": LayerNormLSTM,
     "slstm": SLSTM,
+    "mlstm": MLSTM,
 }
 """Every registered cell: name (as the command line's ``--cell`` takes it) -> class.
 
@@ -61,6 +63,17 @@ def get_cell(name: str) -> type[Recurrent]:
 def takes_lanes(cls: type[Recurrent]) -> bool:
     """Whether the class's constructor takes ``k`` (memory cells per unit)."""
     return "k" in inspect.signature(cls).parameters
+
+
+def hidden_multiple(cls: type[Recurrent]) -> int:
+    """What every ``hidden_size`` the class takes with its defaults is a multiple of.
+
+    The default ``num_heads`` of a class with heads (the mLSTM splits ``hidden_size`` among
+    them), else 1. :mod:`lstm.lm.compare` searches widths in these steps.
+    """
+    heads = inspect.signature(cls).parameters.get("num_heads")
+    default = heads.default if heads is not None else 1
+    return default if isinstance(default, int) and default > 0 else 1
 
 
 def create(

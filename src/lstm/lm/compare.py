@@ -21,7 +21,7 @@ from lstm.lm.config import COMPARE_CELLS, TrainConfig
 from lstm.lm.model import build_model, parameter_count
 from lstm.lm.run_folder import RunFolder
 from lstm.lm.train import train
-from lstm.registry import DEFAULT_LANES, get_cell, takes_lanes
+from lstm.registry import DEFAULT_LANES, get_cell, hidden_multiple, takes_lanes
 
 DEFAULT_CELLS = COMPARE_CELLS
 TOLERANCE = 0.05
@@ -59,19 +59,26 @@ def count_parameters(config: TrainConfig) -> int:
 
 
 def width_for_budget(config: TrainConfig, budget: int) -> int:
-    """The hidden width whose parameter count is closest to ``budget`` (counts grow with it)."""
-    low, high = 1, max(2, config.hidden)
-    while count_parameters(replace(config, hidden=high)) < budget:
+    """The hidden width whose parameter count is closest to ``budget`` (counts grow with it).
+
+    Widths are searched in steps of :func:`lstm.registry.hidden_multiple` of the cell (the
+    mLSTM's heads split the width), so every candidate is one the cell accepts.
+    """
+    step = hidden_multiple(get_cell(config.cell))
+
+    def count(units: int) -> int:
+        return count_parameters(replace(config, hidden=units * step))
+
+    low, high = 1, max(2, -(-config.hidden // step))
+    while count(high) < budget:
         high *= 2
     while high - low > 1:
         middle = (low + high) // 2
-        if count_parameters(replace(config, hidden=middle)) < budget:
+        if count(middle) < budget:
             low = middle
         else:
             high = middle
-    return min(
-        (low, high), key=lambda width: abs(count_parameters(replace(config, hidden=width)) - budget)
-    )
+    return step * min((low, high), key=lambda units: abs(count(units) - budget))
 
 
 def plan(base: TrainConfig, cells: Sequence[str]) -> list[TrainConfig]:

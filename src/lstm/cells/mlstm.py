@@ -1,0 +1,481 @@
+r"""The mLSTM of xLSTM (M. Beck et al., *xLSTM: Extended Long Short-Term Memory*,
+arXiv:2405.04517, 2024): a matrix memory per head, and gates that read only the input.
+
+Its gates do not read the previous hidden state, so the whole sequence's memory can be
+computed without stepping: :func:`mlstm_chunkwise` (the parallel form, used for training and
+for whole sequences) and :func:`mlstm_step` (one step, the reference and the form for
+generation) compute the same function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lstm.checks import ShapeError, check_forward_cell, check_int
+from lstm.driver import Recurrent
+from lstm.engines import FastPath
+from lstm.parameters import CellPart, Device, DType
+from lstm.state import CellState, takes_original_layout
+
+MLSTMState = tuple[Tensor, Tensor, Tensor]
+"""(C, n, m) of one cell: matrix memory ``(batch, heads * d * d)`` (each head's ``d x d``
+matrix, row-major), normaliser ``(batch, heads * d)`` and stabiliser ``(batch, heads)``."""
+
+FORGET_BIAS = (3.0, 6.0)
+"""Initial forget-gate biases, spread evenly over the heads from the first to the second."""
+
+
+Blocks = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+"""q, k, v, o, ĩ, f̃: the blocks of one projection (:func:`split_projection`)."""
+
+
+def split_projection(projection: Tensor, num_heads: int) -> Blocks:
+    r"""The blocks of ``i2h``'s output: q, k, v, o (``H`` features each), ĩ, f̃ (one per head).
+
+    Parameters
+    ----------
+    projection : Tensor of shape (..., 4 * hidden_size + 2 * num_heads)
+    num_heads : int
+
+    Returns
+    -------
+    q, k, v, o : Tensors of shape (..., hidden_size)
+        ``k`` is not yet divided by :math:`\sqrt d`.
+    gate_i, gate_f : Tensors of shape (..., num_heads)
+        Pre-activations of the input and forget gates.
+
+    All in at least float32: under autocast the projection (the large product) comes in
+    bfloat16, and the step functions compute the rest in float32 with autocast off (the
+    stabiliser, the gates' logarithms, and the read-out, whose denominator
+    :math:`|n^\top q|` may come close to zero, would lose too much in 3 significant digits).
+    """
+    width = projection.shape[-1] - 2 * num_heads
+    if width <= 0 or width % 4:
+        raise ShapeError(
+            f"mLSTM: expected a projection of 4 * hidden_size + 2 * num_heads features "
+            f"(num_heads={num_heads}), got {projection.shape[-1]}"
+        )
+    projection = projection.to(torch.promote_types(projection.dtype, torch.float32))
+    q, k, v, o = projection[..., :width].chunk(4, dim=-1)
+    gates = projection[..., width:]
+    return q, k, v, o, gates[..., :num_heads], gates[..., num_heads:]
+
+
+def denominator_floor(stabiliser: Tensor) -> Tensor:
+    r""":math:`e^{-m}`, the read-out's floor, capped where it would overflow the dtype.
+
+    :math:`m_t \ge \tilde\imath_t`, so an input gate shut hard (:math:`\tilde\imath <
+    -88` in float32) makes :math:`e^{-m}` overflow to inf: the output is then 0 (correct:
+    the memory's true scale :math:`e^{m}` is below float32's range), but its gradient
+    through the floor is :math:`0 \cdot \infty`. The cap, :math:`\log` of the dtype's
+    largest value less 1 (87.7 in float32, 708.8 in float64), changes nothing where
+    :math:`e^{-m}` is representable.
+    """
+    cap = math.log(torch.finfo(stabiliser.dtype).max) - 1.0
+    return torch.exp(torch.clamp(-stabiliser, max=cap))
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """Autocast off on ``device`` while the step functions compute (a no-op when it is off)."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def mlstm_step(projection: Tensor, state: MLSTMState, num_heads: int) -> tuple[Tensor, MLSTMState]:
+    r"""One mLSTM step from the input's projection: the reference form.
+
+    Per head, with head size :math:`d = H / \text{heads}` and the step's projected input
+    :math:`q, k, v` (:math:`k` divided by :math:`\sqrt d`), :math:`\tilde\imath,
+    \tilde f` (one scalar each) and :math:`o = \sigma(\tilde o)`:
+
+    .. math::
+
+        m_t &= \max(\log\sigma(\tilde f) + m_{t-1},\ \tilde\imath) \\
+        i' &= \exp(\tilde\imath - m_t), \qquad
+        f' = \exp(\log\sigma(\tilde f) + m_{t-1} - m_t) \\
+        C_t &= f' C_{t-1} + i'\, v k^\top, \qquad n_t = f' n_{t-1} + i' k \\
+        h_t &= o \odot \frac{C_t q}{\max(|n_t^\top q|,\ e^{-m_t})}
+
+    :math:`C_t, n_t` are the paper's memory and normaliser divided by :math:`e^{m_t}`, so
+    :math:`i', f' \le 1` and nothing overflows; the denominator's floor :math:`e^{-m_t}` is
+    the paper's 1 on the same scale, and :math:`h_t` does not depend on :math:`m` at all.
+
+    Parameters
+    ----------
+    projection : Tensor of shape (batch, 4 * hidden_size + 2 * num_heads)
+        ``i2h(x)``: blocks q, k, v, o, then ĩ and f̃ per head (:func:`split_projection`).
+    state : tuple (C, n, m)
+        ``(batch, heads * d * d)``, ``(batch, hidden_size)``, ``(batch, heads)``.
+    num_heads : int
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, hidden_size)
+    state : tuple (C, n, m), shaped as given
+    """
+    with full_precision(projection.device):
+        return _step(split_projection(projection, num_heads), state)
+
+
+def _step(blocks: Blocks, state: MLSTMState) -> tuple[Tensor, MLSTMState]:
+    """:func:`mlstm_step` on the blocks of the projection."""
+    q, k, v, o, gate_i, gate_f = blocks
+    num_heads = gate_i.shape[-1]
+    batch, width = q.shape
+    size = width // num_heads
+    memory, normaliser, stabiliser = state
+    q, v = q.view(batch, num_heads, size), v.view(batch, num_heads, size)
+    k = k.view(batch, num_heads, size) / math.sqrt(size)
+    log_forget = F.logsigmoid(gate_f) + stabiliser
+    new_stabiliser = torch.maximum(log_forget, gate_i)  # (B, heads)
+    forget = torch.exp(log_forget - new_stabiliser).unsqueeze(-1)
+    write = torch.exp(gate_i - new_stabiliser).unsqueeze(-1)
+    memory = memory.view(batch, num_heads, size, size)
+    memory = forget.unsqueeze(-1) * memory + (write * v).unsqueeze(-1) * k.unsqueeze(-2)
+    normaliser = forget * normaliser.view(batch, num_heads, size) + write * k
+    numerator = (memory @ q.unsqueeze(-1)).squeeze(-1)  # (B, heads, d)
+    denominator = (normaliser * q).sum(-1).abs()  # (B, heads)
+    scale = torch.maximum(denominator, denominator_floor(new_stabiliser)).unsqueeze(-1)
+    hidden = torch.sigmoid(o) * (numerator / scale).reshape(batch, width)
+    flat = (
+        memory.reshape(batch, num_heads * size * size),
+        normaliser.reshape(batch, width),
+        new_stabiliser,
+    )
+    return hidden, flat
+
+
+def mlstm_chunkwise(
+    projection: Tensor,
+    state: MLSTMState,
+    num_heads: int,
+    chunk_size: int,
+    running: Tensor | None = None,
+) -> tuple[Tensor, MLSTMState]:
+    r"""Every step of a sequence at once, chunk by chunk: the parallel form of :func:`mlstm_step`.
+
+    Within a chunk of :math:`L` steps starting from the state :math:`(C_0, n_0, m_0)`, with
+    :math:`b_t = \sum_{r \le t} \log\sigma(\tilde f_r)` (the chunk's cumulative log forget
+    gate), the log-weight of step :math:`s`'s write as seen at step :math:`t \ge s` is
+    :math:`D_{ts} = b_t - b_s + \tilde\imath_s`, and that of the carried memory is
+    :math:`g_t = b_t + m_0`. Unrolling :func:`mlstm_step`'s recursion gives
+
+    .. math::
+
+        m_t &= \max(g_t,\ \max_{s \le t} D_{ts}) \\
+        S_{ts} &= (q_t^\top k_s)\, e^{D_{ts} - m_t}, \qquad w_t = e^{g_t - m_t} \\
+        C_t q_t &= \sum_{s \le t} S_{ts}\, v_s + w_t\, C_0 q_t, \qquad
+        n_t^\top q_t = \sum_{s \le t} S_{ts} + w_t\, n_0^\top q_t
+
+    and :math:`h_t` as in :func:`mlstm_step`; the state at the chunk's end is
+    :math:`C_L = \sum_s e^{D_{Ls} - m_L} v_s k_s^\top + w_L C_0` (likewise :math:`n_L`). The
+    :math:`L \times L` matrices are quadratic inside a chunk; the chunks are recurrent, so
+    time and memory grow linearly with the sequence.
+
+    A step where ``running`` is False leaves the state as it is (:math:`\tilde\imath =
+    -\infty`, :math:`\log\sigma(\tilde f) = 0`): sequences that ended keep their final state,
+    and sequences that start late (a reversed ragged batch) keep their initial one. Its
+    output is not meaningful: the caller zeroes it.
+
+    Parameters
+    ----------
+    projection : Tensor of shape (batch, seq_len, 4 * hidden_size + 2 * num_heads)
+        ``i2h`` of every step (:func:`split_projection`).
+    state : tuple (C, n, m)
+        The state before the first step, as :func:`mlstm_step` takes it.
+    num_heads, chunk_size : int
+    running : Tensor of shape (batch, seq_len), bool, optional
+        Which steps are real; None when all are.
+
+    Returns
+    -------
+    hidden : Tensor of shape (batch, seq_len, hidden_size)
+    state : tuple (C, n, m) after the last step
+    """
+    with full_precision(projection.device):
+        return _chunkwise(split_projection(projection, num_heads), state, chunk_size, running)
+
+
+def _chunkwise(
+    blocks: Blocks, state: MLSTMState, chunk_size: int, running: Tensor | None
+) -> tuple[Tensor, MLSTMState]:
+    """:func:`mlstm_chunkwise` on the blocks of the projection."""
+    q, k, v, o, gate_i, gate_f = blocks
+    num_heads = gate_i.shape[-1]
+    batch, steps, width = q.shape
+    size = width // num_heads
+    log_forget = F.logsigmoid(gate_f)
+    if running is not None:
+        real = running.unsqueeze(-1)
+        log_forget = torch.where(real, log_forget, 0.0)
+        gate_i = torch.where(real, gate_i, -math.inf)
+
+    def heads(part: Tensor) -> Tensor:  # (B, T, H) -> (B, heads, T, d)
+        return part.reshape(batch, steps, num_heads, size).transpose(1, 2)
+
+    q, k, v = heads(q), heads(k) / math.sqrt(size), heads(v)
+    log_forget, gate_i = log_forget.transpose(1, 2), gate_i.transpose(1, 2)  # (B, heads, T)
+    memory, normaliser, stabiliser = state
+    memory = memory.view(batch, num_heads, size, size)
+    normaliser = normaliser.view(batch, num_heads, size)
+    causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()
+    outputs = []
+    for start in range(0, steps, chunk_size):
+        span = slice(start, start + chunk_size)
+        length = min(chunk_size, steps - start)
+        out, (memory, normaliser, stabiliser) = _chunk(
+            q[:, :, span],
+            k[:, :, span],
+            v[:, :, span],
+            log_forget[:, :, span],
+            gate_i[:, :, span],
+            (memory, normaliser, stabiliser),
+            causal[:length, :length],
+        )
+        outputs.append(out)
+    hidden = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, steps, width)
+    flat = (
+        memory.reshape(batch, num_heads * size * size),
+        normaliser.reshape(batch, width),
+        stabiliser,
+    )
+    return torch.sigmoid(o) * hidden, flat
+
+
+def _chunk(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    log_forget: Tensor,
+    gate_i: Tensor,
+    state: tuple[Tensor, Tensor, Tensor],
+    causal: Tensor,
+) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
+    """One chunk of :func:`mlstm_chunkwise`: q, k, v (B, heads, L, d), gates (B, heads, L).
+
+    Returns the chunk's normalised read-out ``(B, heads, L, d)`` (before the output gate) and
+    the state ``(C (B, heads, d, d), n (B, heads, d), m (B, heads))`` after its last step.
+    """
+    memory, normaliser, stabiliser = state
+    cumulative = log_forget.cumsum(-1)  # b_t
+    log_weights = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2) + gate_i.unsqueeze(-2)
+    log_weights = log_weights.masked_fill(~causal, -math.inf)  # D_ts, s <= t
+    carried = cumulative + stabiliser.unsqueeze(-1)  # g_t
+    new_stabiliser = torch.maximum(carried, log_weights.amax(-1))  # m_t
+    decay = torch.exp(log_weights - new_stabiliser.unsqueeze(-1))
+    scores = (q @ k.transpose(-1, -2)) * decay  # S_ts
+    keep = torch.exp(carried - new_stabiliser)  # w_t
+    numerator = scores @ v + keep.unsqueeze(-1) * (q @ memory.transpose(-1, -2))
+    denominator = scores.sum(-1) + keep * (q @ normaliser.unsqueeze(-1)).squeeze(-1)
+    floor = denominator_floor(new_stabiliser)
+    out = numerator / torch.maximum(denominator.abs(), floor).unsqueeze(-1)
+    last = decay[..., -1, :].unsqueeze(-1)  # e^{D_Ls - m_L}, (B, heads, L, 1)
+    end_keep = keep[..., -1:]  # (B, heads, 1)
+    memory = (v * last).transpose(-1, -2) @ k + end_keep.unsqueeze(-1) * memory
+    normaliser = (k * last).sum(-2) + end_keep * normaliser
+    return out, (memory, normaliser, new_stabiliser[..., -1])
+
+
+class MLSTM(Recurrent):
+    r"""mLSTM (Beck et al. 2024): a matrix memory per head, trained in parallel over time.
+
+    See :func:`mlstm_step` for the equations. One ``i2h`` (``nn.Linear(input_size,
+    4 * hidden_size + 2 * num_heads)``, blocks q, k, v, o, then the input and forget gates'
+    pre-activations, one per head) and no hidden-to-hidden map: the gates read only the
+    input. For a whole sequence the engine runs :func:`mlstm_chunkwise` (``engine_for``
+    names it ``parallel``); a one-step call, or ``engine="reference"``, runs
+    :meth:`forward_cell` step by step. Both are the same function (tested to 1e-8 in float64).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+        ``hidden_size`` must be a multiple of ``num_heads``.
+    num_layers, bias, batch_first, dropout, bidirectional, device, dtype
+        As for every cell (:class:`~lstm.driver.Recurrent`), positionally in
+        ``torch.nn.LSTM``'s order too.
+    num_heads : int, default 4
+        Heads, each with a ``d x d`` memory, ``d = hidden_size / num_heads``.
+    chunk_size : int, default 64
+        Steps per chunk of the parallel form: its time is quadratic in ``chunk_size`` inside a
+        chunk and linear in the number of chunks (BENCHMARKS.md has the measurements).
+    recurrent_dropout, zoneout : float, default 0.0
+        Taken for the driver's contract, refused unless 0 (``ValueError``): the cell reads
+        no hidden state, and zoning out the memory and its stabiliser separately would mix
+        their scales.
+
+    Notes
+    -----
+    The state of one cell is the tuple ``(C, n, m)``: ``C`` is ``(batch, num_heads * d *
+    d)``, each head's ``d x d`` matrix flattened row-major (``C.view(batch, num_heads, d,
+    d)``), ``n`` is ``(batch, hidden_size)``, ``m`` is ``(batch, num_heads)``. Flat, every
+    part keeps the driver's contract (batch at dimension -2), so ``forward`` returns them
+    stacked per layer and direction as for every other cell. The stabiliser starts at
+    :math:`m_0 = 0` with :math:`C_0 = n_0 = 0`: the hidden output does not depend on
+    :math:`m_0` when the memory is empty, and a finite start keeps states that are saved or
+    exported free of infinities. The forget gates' biases start spread from 3 to 6 over the
+    heads (:data:`FORGET_BIAS`: memories of about 20 to 400 steps); everything else as
+    ``nn.Linear`` initialises it.
+
+    Examples
+    --------
+    >>> import torch, lstm
+    >>> model = lstm.MLSTM(8, 16, num_heads=2)
+    >>> out, (hidden, (C, n, m)) = model(torch.randn(3, 5, 8))
+    >>> out.shape
+    torch.Size([3, 5, 16])
+    >>> [tuple(part.shape) for part in (hidden, C, n, m)]
+    [(1, 3, 16), (1, 3, 128), (1, 3, 16), (1, 3, 2)]
+    >>> model.engine_for(torch.randn(3, 5, 8)).name
+    'parallel'
+    """
+
+    i2h: nn.Linear
+
+    fast_path = FastPath("parallel", "the chunkwise-parallel form over time (mlstm_chunkwise)")
+    """Whole sequences run :meth:`parallel_direction`."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = True,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        *,
+        num_heads: int = 4,
+        chunk_size: int = 64,
+        recurrent_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        owner = type(self).__name__
+        self.num_heads = check_int(owner, "num_heads", num_heads, 1)  # build_cell reads it
+        self.chunk_size = check_int(owner, "chunk_size", chunk_size, 1)
+        super().__init__(  # checks every option
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            recurrent_dropout=recurrent_dropout,
+            zoneout=zoneout,
+            device=device,
+            dtype=dtype,
+        )
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"{owner}: expected hidden_size to be a multiple of num_heads={self.num_heads}, "
+                f"got {self.hidden_size}"
+            )
+        for name in ("recurrent_dropout", "zoneout"):
+            if getattr(self, name) > 0:
+                raise ValueError(
+                    f"{owner}: expected {name}=0.0 (the mLSTM reads no hidden state and its "
+                    f"stabilised memory cannot be zoned out part by part), "
+                    f"got {getattr(self, name)}"
+                )
+
+    def build_cell(
+        self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
+    ) -> dict[str, CellPart]:
+        """``i2h``: Linear(input_size, 4 * hidden_size + 2 * num_heads); no ``h2h``."""
+        width = 4 * hidden_size + 2 * self.num_heads
+        i2h = nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype)
+        self._init_forget_bias(i2h)
+        return {"i2h": i2h}
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s initialisation, then the forget biases of :data:`FORGET_BIAS`."""
+        super().reset_parameters()
+        for index in self.cell_indices():
+            i2h = self.cell_parts(*index)["i2h"]
+            if isinstance(i2h, nn.Linear):
+                self._init_forget_bias(i2h)
+
+    def _init_forget_bias(self, i2h: nn.Linear) -> None:
+        if i2h.bias is not None:
+            with torch.no_grad():
+                low, high = FORGET_BIAS
+                i2h.bias[-self.num_heads :] = torch.linspace(low, high, self.num_heads)
+
+    @property
+    def head_size(self) -> int:
+        """``d = hidden_size / num_heads``: each head's memory is ``d x d``."""
+        return self.hidden_size // self.num_heads
+
+    @takes_original_layout
+    def forward_cell(
+        self, x: Tensor, hidden: Tensor, state: MLSTMState
+    ) -> tuple[Tensor, MLSTMState]:
+        """One step (:func:`mlstm_step`); ``hidden`` is not read (the gates see only ``x``)."""
+        size = self.head_size
+        check_forward_cell(
+            self,
+            x,
+            hidden,
+            state,
+            parts=3,
+            widths=(self.num_heads * size * size, None, self.num_heads),
+        )
+        return mlstm_step(self.i2h(x), state, self.num_heads)
+
+    def parallel_direction(
+        self, layer_input: Tensor, initial: CellState, mask: Tensor | None, reverse: bool
+    ) -> tuple[Tensor, CellState]:
+        """One direction of one layer by :func:`mlstm_chunkwise` (the ``parallel`` engine).
+
+        Parameters
+        ----------
+        layer_input : Tensor of shape (batch, seq_len, features)
+        initial : (hidden, (C, n, m))
+        mask : Tensor of shape (seq_len, batch, 1), bool, or None
+            Which sequences are still running at each step; None when all run to the end.
+        reverse : bool
+            Run from the last step to the first (each sequence from its own end).
+
+        Returns
+        -------
+        outputs : Tensor of shape (batch, seq_len, hidden_size)
+            Zero past each sequence's end.
+        (hidden, state) : the final state, taken at each sequence's end.
+        """
+        memory, normaliser, stabiliser = initial[1]
+        running = None if mask is None else mask.squeeze(-1).transpose(0, 1)  # (B, T)
+        if reverse:
+            layer_input = layer_input.flip(1)
+            running = None if running is None else running.flip(1)
+        projection = self.i2h(layer_input)
+        outputs, state = mlstm_chunkwise(
+            projection, (memory, normaliser, stabiliser), self.num_heads, self.chunk_size, running
+        )
+        if running is None or reverse:  # the last step processed is real for every sequence
+            final = outputs[:, -1]
+        else:
+            last = running.sum(1) - 1  # (B,): each sequence's last real step
+            final = outputs[torch.arange(outputs.shape[0], device=outputs.device), last]
+        if running is not None:
+            outputs = torch.where(running.unsqueeze(-1), outputs, 0.0)
+        if reverse:
+            outputs = outputs.flip(1)
+        return outputs, (final, state)
+
+    def init_hidden(self, x: Tensor) -> tuple[Tensor, MLSTMState]:
+        """Zeros: hidden (batch, H), C (batch, heads * d * d), n (batch, H), m (batch, heads)."""
+        batch, size = x.shape[0], self.head_size
+        memory = x.new_zeros(batch, self.num_heads * size * size)
+        zeros = x.new_zeros(batch, self.hidden_size)
+        return zeros, (memory, zeros.clone(), x.new_zeros(batch, self.num_heads))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_heads={self.num_heads}, chunk_size={self.chunk_size}"
