@@ -61,23 +61,26 @@ def split_projection(projection: Tensor, num_heads: int) -> Blocks:
             f"(num_heads={num_heads}), got {projection.shape[-1]}"
         )
     projection = projection.to(torch.promote_types(projection.dtype, torch.float32))
-    q, k, v, o = projection[..., :width].chunk(4, dim=-1)
-    gates = projection[..., width:]
-    return q, k, v, o, gates[..., :num_heads], gates[..., num_heads:]
+    size = width // 4
+    q, k, v, o, gate_i, gate_f = projection.split([size] * 4 + [num_heads] * 2, dim=-1)
+    return q, k, v, o, gate_i, gate_f
 
 
 def denominator_floor(stabiliser: Tensor) -> Tensor:
-    r""":math:`e^{-m}`, the read-out's floor, capped where it would overflow the dtype.
+    r""":math:`e^{-m}`, the read-out's floor, kept within the dtype's normal range.
 
     :math:`m_t \ge \tilde\imath_t`, so an input gate shut hard (:math:`\tilde\imath <
     -88` in float32) makes :math:`e^{-m}` overflow to inf: the output is then 0 (correct:
     the memory's true scale :math:`e^{m}` is below float32's range), but its gradient
-    through the floor is :math:`0 \cdot \infty`. The cap, :math:`\log` of the dtype's
-    largest value less 1 (87.7 in float32, 708.8 in float64), changes nothing where
-    :math:`e^{-m}` is representable.
+    through the floor is :math:`0 \cdot \infty`. One opened hard (:math:`m > 87`) makes it
+    underflow to 0, and a read-out with :math:`n^\top q = 0` (a zero query) then 0/0. The
+    exponent is therefore clamped to the logarithms of the dtype's smallest normal and its
+    largest value less 1 ([-87.3, 87.7] in float32, [-708.4, 708.8] in float64), which
+    changes nothing where :math:`e^{-m}` is a normal number.
     """
-    cap = math.log(torch.finfo(stabiliser.dtype).max) - 1.0
-    return torch.exp(torch.clamp(-stabiliser, max=cap))
+    info = torch.finfo(stabiliser.dtype)
+    exponent = torch.clamp(-stabiliser, min=math.log(info.tiny), max=math.log(info.max) - 1.0)
+    return torch.exp(exponent)
 
 
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
@@ -205,7 +208,11 @@ def mlstm_chunkwise(
 def _chunkwise(
     blocks: Blocks, state: MLSTMState, chunk_size: int, running: Tensor | None
 ) -> tuple[Tensor, MLSTMState]:
-    """:func:`mlstm_chunkwise` on the blocks of the projection."""
+    """:func:`mlstm_chunkwise` on the blocks of the projection.
+
+    Every chunk's own part at once, as tensors ``(B, heads, chunks, L, ...)``; only the
+    state entering each chunk is carried from chunk to chunk, with ``d x d`` operations.
+    """
     q, k, v, o, gate_i, gate_f = blocks
     num_heads = gate_i.shape[-1]
     batch, steps, width = q.shape
@@ -215,71 +222,89 @@ def _chunkwise(
         real = running.unsqueeze(-1)
         log_forget = torch.where(real, log_forget, 0.0)
         gate_i = torch.where(real, gate_i, -math.inf)
+    chunks = -(-steps // chunk_size)
+    pad = chunks * chunk_size - steps  # padded steps leave the state as it is
 
-    def heads(part: Tensor) -> Tensor:  # (B, T, H) -> (B, heads, T, d)
-        return part.reshape(batch, steps, num_heads, size).transpose(1, 2)
+    def split(
+        part: Tensor, fill: float = 0.0
+    ) -> Tensor:  # (B, T, heads * e) -> (B, heads, n, L, e)
+        part = F.pad(part, (0, 0, 0, pad), value=fill) if pad else part
+        features = part.shape[-1] // num_heads
+        part = part.reshape(batch, chunks, chunk_size, num_heads, features)
+        return part.permute(0, 3, 1, 2, 4)
 
-    q, k, v = heads(q), heads(k) / math.sqrt(size), heads(v)
-    log_forget, gate_i = log_forget.transpose(1, 2), gate_i.transpose(1, 2)  # (B, heads, T)
-    memory, normaliser, stabiliser = state
-    memory = memory.view(batch, num_heads, size, size)
-    normaliser = normaliser.view(batch, num_heads, size)
+    q, k, v = split(q), split(k) / math.sqrt(size), split(v)
+    log_forget = split(log_forget).squeeze(-1)  # (B, heads, n, L)
+    gate_i = split(gate_i, -math.inf).squeeze(-1)
+    cumulative = log_forget.cumsum(-1)  # b_t within each chunk
+    log_weights = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2) + gate_i.unsqueeze(-2)
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=q.device).tril()
-    outputs = []
-    for start in range(0, steps, chunk_size):
-        span = slice(start, start + chunk_size)
-        length = min(chunk_size, steps - start)
-        out, (memory, normaliser, stabiliser) = _chunk(
-            q[:, :, span],
-            k[:, :, span],
-            v[:, :, span],
-            log_forget[:, :, span],
-            gate_i[:, :, span],
-            (memory, normaliser, stabiliser),
-            causal[:length, :length],
-        )
-        outputs.append(out)
-    hidden = torch.cat(outputs, dim=2).transpose(1, 2).reshape(batch, steps, width)
+    log_weights = log_weights.masked_fill(~causal, -math.inf)  # D_ts, s <= t
+    entering = _carry(k, v, cumulative, log_weights[..., -1, :], state)
+    memory, normaliser, stabiliser = entering  # the state entering each chunk
+    carried = cumulative + stabiliser[..., :-1].unsqueeze(-1)  # g_t
+    new_stabiliser = torch.maximum(carried, log_weights.amax(-1))  # m_t
+    scores = (q @ k.transpose(-1, -2)) * torch.exp(log_weights - new_stabiliser.unsqueeze(-1))
+    keep = torch.exp(carried - new_stabiliser).unsqueeze(-1)  # w_t
+    numerator = scores @ v + keep * (q @ memory[:, :, :-1].transpose(-1, -2))
+    denominator = scores.sum(-1, keepdim=True) + keep * (q @ normaliser[:, :, :-1].unsqueeze(-1))
+    floor = denominator_floor(new_stabiliser).unsqueeze(-1)
+    out = numerator / torch.maximum(denominator.abs(), floor)  # (B, heads, n, L, d)
+    hidden = out.permute(0, 2, 3, 1, 4).reshape(batch, chunks * chunk_size, width)
+    hidden = hidden[:, :steps] if pad else hidden
     flat = (
-        memory.reshape(batch, num_heads * size * size),
-        normaliser.reshape(batch, width),
-        stabiliser,
+        memory[:, :, -1].reshape(batch, num_heads * size * size),
+        normaliser[:, :, -1].reshape(batch, width),
+        stabiliser[..., -1],
     )
     return torch.sigmoid(o) * hidden, flat
 
 
-def _chunk(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    log_forget: Tensor,
-    gate_i: Tensor,
-    state: tuple[Tensor, Tensor, Tensor],
-    causal: Tensor,
-) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor]]:
-    """One chunk of :func:`mlstm_chunkwise`: q, k, v (B, heads, L, d), gates (B, heads, L).
+def _carry(
+    k: Tensor, v: Tensor, cumulative: Tensor, at_end: Tensor, state: MLSTMState
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The state entering every chunk, and after the last: C, n, m with ``chunks + 1`` along dim 2.
 
-    Returns the chunk's normalised read-out ``(B, heads, L, d)`` (before the output gate) and
-    the state ``(C (B, heads, d, d), n (B, heads, d), m (B, heads))`` after its last step.
+    Chunk :math:`c`'s own writes, seen at its end, are summed once with a local stabiliser
+    :math:`\mu_c = \max_s D_{Ls}` (``at_end`` holds :math:`D_{Ls}`); then from chunk to chunk,
+    with :math:`B_c = b_L` its total log forget gate:
+    :math:`m_c = \max(B_c + m_{c-1}, \mu_c)`,
+    :math:`C_c = e^{B_c + m_{c-1} - m_c} C_{c-1} + e^{\mu_c - m_c} \sum_s e^{D_{Ls} - \mu_c}
+    v_s k_s^\top` (likewise :math:`n_c`). A chunk of padded steps only has
+    :math:`\mu_c = -\infty`, which adds nothing.
     """
+    batch, heads, _, _, size = k.shape
+    local = at_end.amax(-1)  # mu_c, (B, heads, n)
+    finite = torch.where(torch.isfinite(local), local, 0.0)
+    weights = torch.exp(at_end - finite.unsqueeze(-1)).unsqueeze(-1)  # (B, heads, n, L, 1)
+    writes = (v * weights).transpose(-1, -2) @ k  # (B, heads, n, d, d)
+    key_sums = (k * weights).sum(-2)  # (B, heads, n, d)
     memory, normaliser, stabiliser = state
-    cumulative = log_forget.cumsum(-1)  # b_t
-    log_weights = cumulative.unsqueeze(-1) - cumulative.unsqueeze(-2) + gate_i.unsqueeze(-2)
-    log_weights = log_weights.masked_fill(~causal, -math.inf)  # D_ts, s <= t
-    carried = cumulative + stabiliser.unsqueeze(-1)  # g_t
-    new_stabiliser = torch.maximum(carried, log_weights.amax(-1))  # m_t
-    decay = torch.exp(log_weights - new_stabiliser.unsqueeze(-1))
-    scores = (q @ k.transpose(-1, -2)) * decay  # S_ts
-    keep = torch.exp(carried - new_stabiliser)  # w_t
-    numerator = scores @ v + keep.unsqueeze(-1) * (q @ memory.transpose(-1, -2))
-    denominator = scores.sum(-1) + keep * (q @ normaliser.unsqueeze(-1)).squeeze(-1)
-    floor = denominator_floor(new_stabiliser)
-    out = numerator / torch.maximum(denominator.abs(), floor).unsqueeze(-1)
-    last = decay[..., -1, :].unsqueeze(-1)  # e^{D_Ls - m_L}, (B, heads, L, 1)
-    end_keep = keep[..., -1:]  # (B, heads, 1)
-    memory = (v * last).transpose(-1, -2) @ k + end_keep.unsqueeze(-1) * memory
-    normaliser = (k * last).sum(-2) + end_keep * normaliser
-    return out, (memory, normaliser, new_stabiliser[..., -1])
+    memories = [memory.view(batch, heads, size, size)]
+    normalisers = [normaliser.view(batch, heads, size)]
+    stabilisers = [stabiliser]
+    # unbind, not [:, :, c]: one backward node, not a full-size zero gradient per chunk
+    every = zip(
+        cumulative[..., -1].unbind(2),
+        local.unbind(2),
+        writes.unbind(2),
+        key_sums.unbind(2),
+        strict=True,
+    )
+    for total, mu, write, key_sum in every:  # B_c, mu_c, and the chunk's own sums
+        decayed = total + stabilisers[-1]
+        new = torch.maximum(decayed, mu)
+        old_scale = torch.exp(decayed - new).unsqueeze(-1)
+        write_scale = torch.exp(mu - new).unsqueeze(-1)
+        normalisers.append(old_scale * normalisers[-1] + write_scale * key_sum)
+        old_scale, write_scale = old_scale.unsqueeze(-1), write_scale.unsqueeze(-1)
+        memories.append(old_scale * memories[-1] + write_scale * write)
+        stabilisers.append(new)
+    return (
+        torch.stack(memories, dim=2),
+        torch.stack(normalisers, dim=2),
+        torch.stack(stabilisers, dim=-1),
+    )
 
 
 class MLSTM(Recurrent):
