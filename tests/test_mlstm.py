@@ -148,6 +148,21 @@ def test_parallel_form_equals_the_step_form(case: dict[str, Any]) -> None:
     close(parallel_grads, step_grads, atol=1e-10)
 
 
+def test_a_sequence_longer_than_one_segment() -> None:
+    # mlstm_chunkwise computes SEGMENT chunks at once; 37 steps in chunks of 2 are three
+    # segments (16 + 16 + 5 steps), the last one padded, carried across segment ends.
+    torch.manual_seed(10)
+    assert lstm.cells.mlstm.SEGMENT * 2 < 37
+    model = mlstm(bidirectional=True, chunk_size=2)
+    x = torch.randn(3, 37, INPUT, dtype=DOUBLE)
+    lengths = torch.tensor([37, 20, 9])
+    initial = random_state(model, 3, torch.Generator().manual_seed(11))
+    parallel, parallel_grads = run_engine(model, "auto", x, lengths, initial)
+    step, step_grads = run_engine(model, "reference", x, lengths, initial)
+    close(parallel, step, atol=1e-12)
+    close(parallel_grads, step_grads, atol=1e-10)
+
+
 def test_a_sequence_fed_in_two_calls_equals_one_call() -> None:
     torch.manual_seed(3)
     model = mlstm(num_layers=2, chunk_size=4)
