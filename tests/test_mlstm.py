@@ -13,6 +13,7 @@ choice and the errors.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 import lstm
 from builders import DOUBLE, assert_matches_reference, close, gradients, results
+from conftest import run_cli, train_args
 from lstm import MLSTM
 from lstm.engines import FastPath
 from pairwise import case_id, product
@@ -427,3 +429,30 @@ def test_a_direct_step_with_a_wrong_state_names_the_shapes() -> None:
         model.forward_cell(x, hidden, (normaliser, normaliser, stabiliser))
     with pytest.raises(lstm.ShapeError, match=r"state\[2\] of shape \(5, 2\), got \(5, 8\)"):
         model.forward_cell(x, hidden, (memory, normaliser, normaliser))
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def test_the_command_line_trains_evaluates_samples_and_times_it(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code, printed, _ = run_cli(
+        train_args(corpus_file, out, "--cell", "mlstm", "--steps", "4"), capsys
+    )
+    assert code == 0
+    assert "engine: parallel (MLSTM's own step" in printed  # seq_len 8: the parallel form
+    code, printed, _ = run_cli(["evaluate", "--checkpoint", str(out), "--device", "cpu"], capsys)
+    assert code == 0
+    assert "test " in printed
+    sample = ["generate", "--checkpoint", str(out), "--prompt", "the", "--length", "20"]
+    code, printed, _ = run_cli([*sample, "--seed", "1", "--device", "cpu"], capsys)
+    assert code == 0
+    assert printed.startswith("the")
+    bench = ["bench", "--cell", "mlstm", "--shape", "2,6,3,4", "--rounds", "1"]
+    bench += ["--min-run-time", "0.01", "--no-memory", "--json", str(tmp_path / "bench.json")]
+    code, printed, _ = run_cli(bench, capsys)
+    assert code == 0
+    assert "mlstm" in printed
+    assert "parallel" in printed

@@ -183,7 +183,12 @@ def mlstm_chunkwise(
     and :math:`h_t` as in :func:`mlstm_step`; the state at the chunk's end is
     :math:`C_L = \sum_s e^{D_{Ls} - m_L} v_s k_s^\top + w_L C_0` (likewise :math:`n_L`). The
     :math:`L \times L` matrices are quadratic inside a chunk; the chunks are recurrent, so
-    time and memory grow linearly with the sequence.
+    time and memory grow linearly with the sequence. Every chunk's own products are
+    computed at once (up to :data:`SEGMENT` chunks; a longer sequence runs in segments), and
+    only the state entering each chunk is carried from one to the next: with
+    :math:`\mu_c = \max_s D_{Ls}`, :math:`m_c = \max(b_L + m_{c-1}, \mu_c)` and
+    :math:`C_c = e^{b_L + m_{c-1} - m_c} C_{c-1} + e^{\mu_c - m_c} \sum_s
+    e^{D_{Ls} - \mu_c} v_s k_s^\top`.
 
     A step where ``running`` is False leaves the state as it is (:math:`\tilde\imath =
     -\infty`, :math:`\log\sigma(\tilde f) = 0`): sequences that ended keep their final state,
@@ -216,7 +221,7 @@ def _chunkwise(
 
     Longer sequences run segment by segment with the state carried, so that the
     ``(B, heads, chunks, L, L)`` tensors of one segment stay small enough for the caches
-    (measured: 4096 steps in one segment took 2x the time of eight).
+    (measured: a training step of 4096 steps in one segment took 1.8x the time in eight).
     """
     span = SEGMENT * chunk_size
     if blocks[0].shape[1] <= span:
@@ -248,9 +253,8 @@ def _segment(
     chunks = -(-steps // chunk_size)
     pad = chunks * chunk_size - steps  # padded steps leave the state as it is
 
-    def split(
-        part: Tensor, fill: float = 0.0
-    ) -> Tensor:  # (B, T, heads * e) -> (B, heads, n, L, e)
+    def split(part: Tensor, fill: float = 0.0) -> Tensor:
+        """(B, T, heads * e), padded with ``fill``, as (B, heads, chunks, L, e)."""
         part = F.pad(part, (0, 0, 0, pad), value=fill) if pad else part
         features = part.shape[-1] // num_heads
         part = part.reshape(batch, chunks, chunk_size, num_heads, features)
