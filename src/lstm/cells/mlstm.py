@@ -201,7 +201,9 @@ def mlstm_chunkwise(
         ``i2h`` of every step (:func:`split_projection`).
     state : tuple (C, n, m)
         The state before the first step, as :func:`mlstm_step` takes it.
-    num_heads, chunk_size : int
+    num_heads : int
+    chunk_size : int
+        The most steps per chunk; the chunks of a segment are made equal in length.
     running : Tensor of shape (batch, seq_len), bool, optional
         Which steps are real; None when all are.
 
@@ -251,7 +253,8 @@ def _segment(
         log_forget = torch.where(real, log_forget, 0.0)
         gate_i = torch.where(real, gate_i, -math.inf)
     chunks = -(-steps // chunk_size)
-    pad = chunks * chunk_size - steps  # padded steps leave the state as it is
+    chunk_size = -(-steps // chunks)  # equal chunks: 100 steps at most 64 run as 2 x 50
+    pad = chunks * chunk_size - steps  # fewer than `chunks`; padded steps change nothing
 
     def split(part: Tensor, fill: float = 0.0) -> Tensor:
         """(B, T, heads * e), padded with ``fill``, as (B, heads, chunks, L, e)."""
@@ -357,8 +360,10 @@ class MLSTM(Recurrent):
     num_heads : int, default 4
         Heads, each with a ``d x d`` memory, ``d = hidden_size / num_heads``.
     chunk_size : int, default 64
-        Steps per chunk of the parallel form: its time is quadratic in ``chunk_size`` inside a
-        chunk and linear in the number of chunks (BENCHMARKS.md has the measurements).
+        The most steps per chunk of the parallel form: its time is quadratic in the chunk's
+        length inside a chunk and linear in the number of chunks (BENCHMARKS.md has the
+        measurements). A sequence of ``T`` steps runs in ``ceil(T / chunk_size)`` chunks of
+        equal length (100 steps: two of 50).
     recurrent_dropout, zoneout : float, default 0.0
         Taken for the driver's contract, refused unless 0 (``ValueError``): the cell reads
         no hidden state, and zoning out the memory and its stabiliser separately would mix
