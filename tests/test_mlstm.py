@@ -322,6 +322,24 @@ def test_bf16_autocast_both_forms_agree_through_layers() -> None:
     assert relative(got, stepped) < 1e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_keeps_its_dtype_and_carries_its_state(dtype: torch.dtype) -> None:
+    # The step functions compute in float32 and give back the state's dtype.
+    torch.manual_seed(12)
+    model = MLSTM(3, 8, num_heads=2, dtype=dtype)
+    x = torch.randn(2, 9, 3, dtype=dtype)
+    with torch.no_grad():
+        out, (hidden, state) = model(x)
+        second, _ = model(x[:, 4:], model(x[:, :4])[1])
+        model.engine = "reference"
+        stepped, _ = model(x)
+    assert out.dtype == hidden.dtype == dtype
+    assert all(part.dtype == dtype for part in state)
+    tolerance = 0.02 if dtype == torch.bfloat16 else 2e-3
+    torch.testing.assert_close(second, out[:, 4:], rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(stepped, out, rtol=tolerance, atol=tolerance)
+
+
 # ------------------------------------------------------------------ the module
 
 

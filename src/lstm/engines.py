@@ -364,9 +364,10 @@ def _fused_or_fallback(module: Recurrent, inputs: Tensor, reason: str) -> Engine
 def _parallel_or_reference(module: Recurrent, inputs: Tensor, reason: str) -> Engine:
     """``parallel`` for a sequence, else reference, naming what keeps it from running.
 
-    Autocast and float16 do not block it: the parallel form is matrix products and
-    element-wise operations that autocast handles, and its stabiliser is computed in at least
-    float32 (:func:`lstm.cells.mlstm.split_projection`).
+    Autocast and half precision do not block it: the parallel form is the whole-sequence
+    input projection (which autocast runs in bfloat16) and the family's own arithmetic (the
+    mLSTM's in float32, :func:`lstm.cells.mlstm.split_projection`). A hooked part does: a
+    hook would see the whole sequence at once instead of one step.
     """
     if inputs.shape[1] == 1:
         return Engine("reference", "a single step: forward_cell, the recurrent form")
@@ -375,14 +376,19 @@ def _parallel_or_reference(module: Recurrent, inputs: Tensor, reason: str) -> En
         blocker = f"zoneout={module.zoneout} acts at every step"
     elif module.training and module.recurrent_dropout > 0:
         blocker = f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
-    blocker = blocker or _unhoistable(module)
-    for layer, direction in module.cell_indices():
-        for name, part in module.cell_parts(layer, direction).items():
-            if blocker is None and isinstance(part, nn.Module) and _has_hooks(part):
-                blocker = f"{name}{cell_suffix(layer, direction)} has forward hooks"
+    blocker = blocker or _unhoistable(module) or _hooked_part(module)
     if blocker is not None:
         return Engine("reference", f"the parallel form does not apply: {blocker}")
     return Engine("parallel", reason)
+
+
+def _hooked_part(module: Recurrent) -> str | None:
+    """Which cell part has forward hooks, or None."""
+    for layer, direction in module.cell_indices():
+        for name, part in module.cell_parts(layer, direction).items():
+            if isinstance(part, nn.Module) and _has_hooks(part):
+                return f"{name}{cell_suffix(layer, direction)} has forward hooks"
+    return None
 
 
 def _run_parallel(

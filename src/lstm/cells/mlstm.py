@@ -87,6 +87,13 @@ def denominator_floor(stabiliser: Tensor) -> Tensor:
     return torch.exp(exponent)
 
 
+def like_state(hidden: Tensor, state: MLSTMState, given: MLSTMState) -> tuple[Tensor, MLSTMState]:
+    """Results in the dtype of the state given: computed in at least float32, they go back to
+    bfloat16 or float16 for a model in that dtype (under autocast the state is float32)."""
+    dtype = given[0].dtype
+    return hidden.to(dtype), (state[0].to(dtype), state[1].to(dtype), state[2].to(dtype))
+
+
 def full_precision(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Autocast off on ``device`` while the step functions compute (a no-op when it is off)."""
     if torch.is_autocast_enabled(device.type):
@@ -127,7 +134,8 @@ def mlstm_step(projection: Tensor, state: MLSTMState, num_heads: int) -> tuple[T
     state : tuple (C, n, m), shaped as given
     """
     with full_precision(projection.device):
-        return _step(split_projection(projection, num_heads), state)
+        hidden, new_state = _step(split_projection(projection, num_heads), state)
+    return like_state(hidden, new_state, state)
 
 
 def _step(blocks: Blocks, state: MLSTMState) -> tuple[Tensor, MLSTMState]:
@@ -213,7 +221,10 @@ def mlstm_chunkwise(
     state : tuple (C, n, m) after the last step
     """
     with full_precision(projection.device):
-        return _chunkwise(split_projection(projection, num_heads), state, chunk_size, running)
+        hidden, new_state = _chunkwise(
+            split_projection(projection, num_heads), state, chunk_size, running
+        )
+    return like_state(hidden, new_state, state)
 
 
 def _chunkwise(
