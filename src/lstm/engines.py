@@ -1,6 +1,6 @@
 """Which engine runs a forward call, and why: the one place where that is decided.
 
-Three engines compute the same function (tested to 1e-10 in float64):
+Every engine computes the same function (tested to 1e-10 in float64):
 
 ``reference``
     :func:`lstm.scan.run_stack`: ``forward_cell`` at every step, in Python. Every cell has it,
