@@ -371,23 +371,19 @@ def _parallel_or_reference(module: Recurrent, inputs: Tensor, reason: str) -> En
     """
     if inputs.shape[1] == 1:
         return Engine("reference", "a single step: forward_cell, the recurrent form")
-    blocker = None
-    if module.zoneout > 0:
-        blocker = f"zoneout={module.zoneout} acts at every step"
-    elif module.training and module.recurrent_dropout > 0:
-        blocker = f"recurrent_dropout={module.recurrent_dropout} acts at every step in training"
-    blocker = blocker or _unhoistable(module) or _hooked_part(module)
+    blocker = _regulariser_blocker(module) or _unhoistable(module)
+    for layer, direction in module.cell_indices():
+        blocker = blocker or _hooked_part(module.cell_parts(layer, direction), layer, direction)
     if blocker is not None:
         return Engine("reference", f"the parallel form does not apply: {blocker}")
     return Engine("parallel", reason)
 
 
-def _hooked_part(module: Recurrent) -> str | None:
-    """Which cell part has forward hooks, or None."""
-    for layer, direction in module.cell_indices():
-        for name, part in module.cell_parts(layer, direction).items():
-            if isinstance(part, nn.Module) and _has_hooks(part):
-                return f"{name}{cell_suffix(layer, direction)} has forward hooks"
+def _hooked_part(parts: Mapping[str, object], layer: int, direction: int) -> str | None:
+    """Which of one cell's parts has forward hooks, or None."""
+    for name, part in parts.items():
+        if isinstance(part, nn.Module) and _has_hooks(part):
+            return f"{name}{cell_suffix(layer, direction)} has forward hooks"
     return None
 
 
@@ -407,10 +403,9 @@ def _fused_blocker(module: Recurrent) -> str | None:
             problem = plain_linear_problem(name + suffix, parts.get(name))
             if problem is not None:
                 return problem
-        for name, part in parts.items():
-            if isinstance(part, nn.Module) and _has_hooks(part):
-                return f"{name}{suffix} has forward hooks"
-        problem = fused_problem(module.layer_cell(layer, direction))
+        problem = _hooked_part(parts, layer, direction) or fused_problem(
+            module.layer_cell(layer, direction)
+        )
         if problem is not None:
             return problem
     return None
@@ -436,6 +431,11 @@ def _step_blocker(module: Recurrent, inputs: Tensor) -> str | None:
         return f"autocast is on for {inputs.device.type}"
     if inputs.dtype == torch.float16 and inputs.device.type == "cpu":
         return "float16 on the CPU"
+    return _regulariser_blocker(module)
+
+
+def _regulariser_blocker(module: Recurrent) -> str | None:
+    """The per-step regulariser (zoneout; recurrent dropout in training) that is on, or None."""
     if module.zoneout > 0:
         return f"zoneout={module.zoneout} acts at every step"
     if module.training and module.recurrent_dropout > 0:
