@@ -8,8 +8,9 @@ sequences of 10 steps, where the kernel takes some hundred microseconds and ever
 microsecond of Python around it shows; ``medium`` is ``lstm.LSTM(256, 256)`` on 64 x 100
 steps, where the kernel dominates. ``nn.LSTM`` is ``model.to_torch()`` (the same weights).
 
-Two modes: ``forward`` under ``torch.no_grad()``, and ``train``: ``zero_grad``, forward with
-the input requiring grad, ``out.sum().backward()``. For every shape, mode and thread count
+Two modes, each step made by ``lstm.bench.make_step`` (what ``python -m lstm bench`` times):
+``forward`` under ``torch.no_grad()``, and ``train``: gradients cleared, forward with the
+input requiring grad, ``out.sum().backward()``. For every shape, mode and thread count
 the two modules are timed with ``torch.utils.benchmark.Timer(num_threads=n)``, interleaved
 (one ``blocked_autorange`` of each per round, ``--rounds`` rounds); the figure printed is
 the median of lstm.LSTM's per-round medians over nn.LSTM's.
@@ -20,38 +21,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-from collections.abc import Callable
 
 import torch
-from torch import nn
 from torch.utils.benchmark import Timer
 
 import lstm
+from lstm.bench import make_step
 
 SHAPES = {
     # name: (batch, seq_len, input_size, hidden_size, num_layers)
     "tiny": (32, 10, 1, 64, 2),
     "medium": (64, 100, 256, 256, 1),
 }
-
-
-def step(model: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
-    """One forward (no grad) or one training step of ``model`` on ``x``."""
-    if mode == "forward":
-
-        def forward() -> None:
-            with torch.no_grad():
-                model(x)
-
-        return forward
-    inputs = x.clone().requires_grad_()
-
-    def train() -> None:
-        model.zero_grad()
-        out, _ = model(inputs)
-        out.sum().backward()
-
-    return train
 
 
 def ratio(shape: str, mode: str, threads: int, rounds: int, min_time: float) -> float:
@@ -62,7 +43,7 @@ def ratio(shape: str, mode: str, threads: int, rounds: int, min_time: float) -> 
     theirs = ours.to_torch()
     x = torch.randn(batch, seq_len, input_size)
     timers = {
-        name: Timer("run()", globals={"run": step(model, x, mode)}, num_threads=threads)
+        name: Timer("run()", globals={"run": make_step(model, x, mode)}, num_threads=threads)
         for name, model in (("lstm", ours), ("nn.LSTM", theirs))
     }
     medians: dict[str, list[float]] = {name: [] for name in timers}
