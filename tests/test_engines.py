@@ -654,6 +654,18 @@ def test_a_declared_kernel_without_fused_forward_is_refused_at_class_creation() 
             forward_cell = LSTM.forward_cell
 
 
+def test_a_declared_kernel_without_kernel_problem_is_refused_at_class_creation() -> None:
+    with pytest.raises(TypeError, match=r"^Broken: expected a kernel_problem method beside Fast"):
+
+        class Broken(lstm.Recurrent):
+            fast_path = lstm.engines.FastPath("kernel", "a kernel that cannot say when it fits")
+            gate_blocks = 4
+            forward_cell = LSTM.forward_cell
+
+            def fused_forward(self, inputs: Tensor, initial: Any, lengths: Any) -> Any:
+                return None
+
+
 def test_a_declared_kernel_that_returns_nothing_is_refused() -> None:
     class Broken(lstm.Recurrent):
         fast_path = lstm.engines.FastPath("kernel", "a kernel that forgets to answer")
@@ -661,6 +673,9 @@ def test_a_declared_kernel_that_returns_nothing_is_refused() -> None:
         forward_cell = LSTM.forward_cell
 
         def fused_forward(self, inputs: Tensor, initial: Any, lengths: Any) -> Any:
+            return None
+
+        def kernel_problem(self) -> str | None:
             return None
 
     model = Broken(3, 4)

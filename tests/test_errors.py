@@ -349,7 +349,7 @@ def test_build_cell_must_return_consistent_parts() -> None:
 
     with pytest.raises(
         TypeError,
-        match=r"expected a non-empty dict of name -> nn\.Module or nn\.Parameter, got list",
+        match=r"expected a non-empty dict of name -> nn\.Module, nn\.Parameter or None, got list",
     ):
         NotADict(3, 4)
 

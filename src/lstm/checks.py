@@ -352,6 +352,7 @@ def check_step_arguments(
     parameter: Tensor | None = None,
     output_size: int | None = None,
     widths: Sequence[int | None] | None = None,
+    x_name: str = "x",
 ) -> None:
     """Check the arguments of one step before any arithmetic.
 
@@ -376,6 +377,8 @@ def check_step_arguments(
     widths : sequence of int or None, optional
         Features of each state tensor when they differ (one entry per part; None for
         ``hidden_size``): the mLSTM's ``(C, n, m)``.
+    x_name : str, default "x"
+        The name of ``x`` in messages (``"input"`` for ``lstm.nn.LSTMCell``).
 
     Raises
     ------
@@ -387,10 +390,10 @@ def check_step_arguments(
     ValueError
         For a wrong device.
     """
-    x = check_tensor(owner, "x", x)
+    x = check_tensor(owner, x_name, x)
     if x.dim() != 2 or x.shape[1] != input_size:
         wanted = shape_str(["batch", input_size])
-        raise ShapeError(f"{owner}: expected x of shape {wanted}, got {shape_str(x.shape)}")
+        raise ShapeError(f"{owner}: expected {x_name} of shape {wanted}, got {shape_str(x.shape)}")
     if parts:
         if not isinstance(state, (tuple, list)) or len(state) != parts:
             raise TypeError(
@@ -405,7 +408,7 @@ def check_step_arguments(
     for (name, part), width in zip(states, features, strict=True):
         size = hidden_size if width is None else width
         arguments.append((name, part, (*lead, x.shape[0], size)))
-    tensors = [("x", x)]
+    tensors = [(x_name, x)]
     for name, value, shape in arguments:
         value = check_tensor(owner, name, value)
         if value.shape != shape:

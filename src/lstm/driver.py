@@ -100,6 +100,8 @@ class Recurrent(nn.Module):
     gate_blocks: ClassVar[int] = 0
     """Blocks of ``hidden_size`` rows of ``i2h`` and ``h2h`` made by the default
     :meth:`build_cell` (4 for the LSTM); 0 for a class that defines its own."""
+    stacked_states_only: ClassVar[bool] = False
+    """True refuses initial states of one cell, ``(batch, features)`` (nn.LSTM's rule)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -258,25 +260,32 @@ class Recurrent(nn.Module):
             for direction in range(self.num_directions):
                 yield layer, direction
 
+    def cell_suffix(self, layer: int, direction: int) -> str:
+        """Suffix of cell ``(layer, direction)``'s parameter names: :func:`cell_suffix` here
+        (``i2h``, ``i2h_reverse``, ``i2h_l1``); ``lstm.nn.LSTM``'s is nn.LSTM's (``_l0``)."""
+        return cell_suffix(layer, direction)
+
     def cell_parts(self, layer: int = 0, direction: int = 0) -> dict[str, CellPart]:
         """The parts of cell ``(layer, direction)`` (0 forward, 1 reverse) under their plain names.
 
-        e.g. ``{"i2h": Linear, "h2h": Linear}`` for the LSTM.
+        e.g. ``{"i2h": Linear, "h2h": Linear}`` for the LSTM
+        (:func:`lstm.parameters.cell_parts`).
         """
         owner, layers, directions = type(self).__name__, self.num_layers, self.num_directions
         checks.check_cell_index(owner, layer, direction, layers, directions)
-        return parameters.cell_parts(self, self.cell_names, cell_suffix(layer, direction))
+        return parameters.cell_parts(self, self.cell_names, self.cell_suffix(layer, direction))
 
     def layer_cell(self, layer: int = 0, direction: int = 0) -> Recurrent:
         """This module as seen by one cell: ``self.<name>`` is that cell's part.
 
-        For layer 0 forward this is the module itself; otherwise a view of the same class
-        (:func:`lstm.parameters.view_with`, made per call, never stored) in which the names of
-        :attr:`cell_names` are the parts of ``(layer, direction)``. The driver steps it, which
-        is how a subclass that overrides only :meth:`forward_cell` gets stacked layers and
-        both directions; a user can too: ``model.layer_cell(1).forward_cell(x, h, c)``.
+        The module itself for a cell whose names have no suffix (layer 0 forward, here);
+        otherwise a view of the same class (:func:`lstm.parameters.view_with`, made per call,
+        never stored) in which the names of :attr:`cell_names` are the parts of ``(layer,
+        direction)``. The driver steps it, which is how a subclass that overrides only
+        :meth:`forward_cell` gets stacked layers and both directions; a user can too:
+        ``model.layer_cell(1).forward_cell(x, h, c)``.
         """
-        if (layer, direction) == (0, 0):
+        if not self.cell_suffix(layer, direction):
             return self
         return parameters.view_with(self, self.cell_parts(layer, direction), (layer, direction))
 
@@ -289,13 +298,9 @@ class Recurrent(nn.Module):
         parameters.reset_parts(self.cell_parts(*index) for index in self.cell_indices())
 
     def flatten_parameters(self) -> None:
-        """Do nothing and return None, as ``torch.nn.LSTM.flatten_parameters`` on the CPU.
-
-        ``torch.nn.LSTM`` packs its weights into one cuDNN buffer here; this package keeps
-        each cell's parts as separate modules and the kernel path permutes them per call, so
-        there is nothing to pack. It exists so that code written for ``torch.nn.LSTM``
-        (pytorch/examples' word_language_model calls it after loading) runs unchanged.
-        """
+        """Do nothing and return None, as ``torch.nn.LSTM.flatten_parameters`` on the CPU: there
+        is no cuDNN buffer to pack here. It exists so that code written for ``torch.nn.LSTM``
+        (pytorch/examples' word_language_model calls it after loading) runs unchanged."""
 
     def extra_repr(self) -> str:
         changed = [(name, getattr(self, name)) for name in _DEFAULTS]
@@ -324,7 +329,8 @@ class Recurrent(nn.Module):
             Initial states; :meth:`init_hidden` if None. Each ``(num_layers *
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state
             stacked likewise), or ``(batch, hidden_size)`` as the reference page documents
-            it (one layer and direction); no batch dimension for unbatched input. The hidden
+            it (one layer and direction; not where :attr:`stacked_states_only`); no batch
+            dimension for unbatched input. The hidden
             tensor has :attr:`~lstm.driver.Recurrent.output_size` features (``proj_size``
             for a projected LSTM).
         lengths : Tensor of shape (batch,), or list or tuple of ints, optional
@@ -380,8 +386,7 @@ class Recurrent(nn.Module):
         Returns
         -------
         Engine
-            ``(name, reason)``: ``name`` is ``"kernel"``, ``"hoisted"`` or ``"reference"``;
-            ``reason`` names the class or the condition that decided.
+            ``(name, reason)``: the engine (:class:`~lstm.engines.Engine`) and what decided it.
 
         Examples
         --------
@@ -390,10 +395,6 @@ class Recurrent(nn.Module):
         'kernel'
         """
         return prepare_call(self, x, lengths, hidden, all_states=return_all_states).engine
-
-    def fused_forward(self, inputs: Tensor, initial: list[Any], lengths: Tensor | None) -> Any:
-        """None: this class has no whole-stack kernel (:class:`lstm.engines.KernelFamily`)."""
-        return None
 
 
 Recurrent.step_source = step_source(Recurrent)

@@ -44,7 +44,7 @@ import lstm.state
 from lstm.checks import check_call_options
 from lstm.fused import fused_problem, run_fused_direction
 from lstm.layout import Batch, read_input
-from lstm.parameters import cell_parts, cell_suffix, part_tensor, view_with
+from lstm.parameters import view_with
 from lstm.scan import run_stack
 from lstm.state import CellState, initial_states, state_parts
 
@@ -98,6 +98,16 @@ class KernelFamily(Protocol):
         as :func:`lstm.scan.run_stack` (``inputs`` batch-first, ``lengths`` None when no
         sequence is shorter), which it must equal (test it against ``engine="reference"`` in
         float64). :meth:`lstm.LSTM.fused_forward` is the example.
+        """
+        ...
+
+    def kernel_problem(self) -> str | None:
+        """Why the kernel cannot read this module's parameters now, or None.
+
+        :func:`choose_engine` asks before every kernel call (after the conditions that keep
+        every fast engine away: autocast, zoneout, ...), and runs the reference path, with
+        this as the reason, where it is not None: e.g. a part replaced by another module, or
+        one with hooks the kernel would skip. :meth:`lstm.LSTM.kernel_problem` is the example.
         """
         ...
 
@@ -159,9 +169,10 @@ def step_source(cls: type) -> StepSource:
     )
     step, builder = defined_by["forward_cell"], defined_by["build_cell"]
     declared: FastPath | None = vars(step).get("fast_path")
-    if declared is not None and declared.engine == "kernel" and "fused_forward" not in vars(step):
+    missing = [name for name in ("fused_forward", "kernel_problem") if name not in vars(step)]
+    if declared is not None and declared.engine == "kernel" and missing:
         raise TypeError(
-            f"{step.__name__}: expected a fused_forward method beside FastPath('kernel', ...) "
+            f"{step.__name__}: expected a {missing[0]} method beside FastPath('kernel', ...) "
             "(lstm.engines.KernelFamily), got none in the class"
         )
     if declared is not None and declared.engine == "fused" and "step_rule" not in vars(step):
@@ -249,7 +260,7 @@ def choose_engine(
     long_ragged = lengths is not None and limit is not None and inputs.shape[1] > limit
     if long_ragged and torch.is_grad_enabled() and _needs_grad(module, inputs, initial):
         return Engine(
-            "hoisted",
+            "reference" if _unhoistable(module) is not None else "hoisted",
             f"a ragged batch of {inputs.shape[1]} steps (> {limit}) that needs gradients: "
             "the kernel's packed backward grows with seq_len x steps",
         )
@@ -343,7 +354,7 @@ def _unhoistable(module: Recurrent) -> str | None:
     """Why ``i2h`` cannot be hoisted in some cell, or None."""
     for layer, direction in module.cell_indices():
         parts = module.cell_parts(layer, direction)
-        name = "i2h" + cell_suffix(layer, direction)
+        name = "i2h" + module.cell_suffix(layer, direction)
         if "i2h" not in parts:
             return f"{type(module).__name__} has no i2h to hoist"
         problem = plain_linear_problem(name, parts["i2h"])
@@ -373,17 +384,18 @@ def _parallel_or_reference(module: Recurrent, inputs: Tensor, reason: str) -> En
         return Engine("reference", "a single step: forward_cell, the recurrent form")
     blocker = _regulariser_blocker(module) or _unhoistable(module)
     for layer, direction in module.cell_indices():
-        blocker = blocker or _hooked_part(module.cell_parts(layer, direction), layer, direction)
+        parts = module.cell_parts(layer, direction)
+        blocker = blocker or _hooked_part(parts, module.cell_suffix(layer, direction))
     if blocker is not None:
         return Engine("reference", f"the parallel form does not apply: {blocker}")
     return Engine("parallel", reason)
 
 
-def _hooked_part(parts: Mapping[str, object], layer: int, direction: int) -> str | None:
-    """Which of one cell's parts has forward hooks, or None."""
+def _hooked_part(parts: Mapping[str, object], suffix: str) -> str | None:
+    """Which of one cell's parts (names ending in ``suffix`` on the module) has forward hooks."""
     for name, part in parts.items():
         if isinstance(part, nn.Module) and _has_hooks(part):
-            return f"{name}{cell_suffix(layer, direction)} has forward hooks"
+            return f"{name}{suffix} has forward hooks"
     return None
 
 
@@ -397,15 +409,13 @@ def _run_parallel(
 def _fused_blocker(module: Recurrent) -> str | None:
     """Why some cell's parts keep the fused engine from reading them directly, or None."""
     for layer, direction in module.cell_indices():
-        suffix = cell_suffix(layer, direction)
+        suffix = module.cell_suffix(layer, direction)
         parts = module.cell_parts(layer, direction)
         for name in ("i2h", "h2h"):
             problem = plain_linear_problem(name + suffix, parts.get(name))
             if problem is not None:
                 return problem
-        problem = _hooked_part(parts, layer, direction) or fused_problem(
-            module.layer_cell(layer, direction)
-        )
+        problem = _hooked_part(parts, suffix) or fused_problem(module.layer_cell(layer, direction))
         if problem is not None:
             return problem
     return None
@@ -445,27 +455,7 @@ def _regulariser_blocker(module: Recurrent) -> str | None:
 
 def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
     """Why the whole-stack kernel cannot run this call, or None."""
-    blocker = _step_blocker(module, inputs)
-    if blocker is not None:
-        return blocker
-    for layer, direction in module.cell_indices():
-        suffix = cell_suffix(layer, direction)
-        for name, part in cell_parts(module, module.cell_names, suffix).items():
-            full_name = name + suffix
-            problem = plain_linear_problem(full_name, part)
-            if problem is not None:
-                return problem
-            # The kernel reads the biases of i2h and h2h when the module has bias=True and no
-            # other bias (the projection h2p has none): a map swapped for one with or without
-            # a bias would be computed without it, or fail.
-            wanted = module.bias and name in ("i2h", "h2h")
-            has = part_tensor(part, "bias") is not None
-            if has != wanted:
-                return (
-                    f"{full_name} has {'a' if has else 'no'} bias, the kernel reads "
-                    f"{'one' if wanted else 'none'} (bias={module.bias})"
-                )
-    return None
+    return _step_blocker(module, inputs) or cast(KernelFamily, module).kernel_problem()
 
 
 def _needs_grad(module: nn.Module, inputs: Tensor, initial: list[CellState]) -> bool:

@@ -272,12 +272,15 @@ def initial_states(
     count = len(cells)
     # The hidden output is narrower than the state only in a projected LSTM (nn.LSTM's name).
     width = "hidden_size" if module.output_size == module.hidden_size else "proj_size"
+    per_cell = not module.stacked_states_only
     hiddens = check_stacked(
-        owner, "hidden", hidden[0], template[0], count, inputs, unbatched, width
+        owner, "hidden", hidden[0], template[0], count, inputs, unbatched, width, per_cell
     )
     like, given = template[1], hidden[1]
     if not isinstance(like, tuple):
-        states = check_stacked(owner, "state", given, like, count, inputs, unbatched)
+        states = check_stacked(
+            owner, "state", given, like, count, inputs, unbatched, per_cell=per_cell
+        )
         if like.dim() == 2:  # (B, X) per cell, as the hidden: the caller's tensors are stacks
             return StackedCells(_as_stack(hiddens), _as_stack(states))
         pairs = zip(_split(hiddens, template[0]), _split(states, like), strict=True)
@@ -288,7 +291,9 @@ def initial_states(
             f"{owner}: expected state to be a tuple of {len(like)} tensors, got {describe(given)}"
         )
     columns = [
-        split_stacked(owner, f"state[{i}]", part, like_part, count, inputs, unbatched)
+        split_stacked(
+            owner, f"state[{i}]", part, like_part, count, inputs, unbatched, per_cell=per_cell
+        )
         for i, (part, like_part) in enumerate(zip(given, like, strict=True))
     ]
     rows: list[State] = [tuple(row) for row in zip(*columns, strict=True)]
@@ -322,12 +327,14 @@ def split_stacked(
     inputs: Tensor,
     unbatched: bool,
     width: str = "hidden_size",
+    per_cell: bool = True,
 ) -> list[Tensor]:
     """Check a caller's stacked state tensor against one cell's and split it per cell.
 
     ``like`` is one cell's tensor, shape ``(*lead, B, X)``; the stacked form is
     ``(count * prod(lead), B, X)``, without ``B`` for unbatched input. The per-cell form
-    ``like`` itself is accepted when there is a single cell. ``width`` names ``X`` in the
+    ``like`` itself is accepted when there is a single cell, unless ``per_cell`` is False
+    (:attr:`~lstm.driver.Recurrent.stacked_states_only`). ``width`` names ``X`` in the
     error message (``"proj_size"`` for a projected LSTM's hidden).
 
     Raises
@@ -339,7 +346,7 @@ def split_stacked(
     ValueError
         If its device is not the input's.
     """
-    checked = check_stacked(owner, name, given, like, count, inputs, unbatched, width)
+    checked = check_stacked(owner, name, given, like, count, inputs, unbatched, width, per_cell)
     return _split(checked, like)
 
 
@@ -352,6 +359,7 @@ def check_stacked(
     inputs: Tensor,
     unbatched: bool,
     width: str = "hidden_size",
+    per_cell: bool = True,
 ) -> Tensor:
     """:func:`split_stacked`'s checks; ``given`` with a batch dimension, not yet split.
 
@@ -368,7 +376,7 @@ def check_stacked(
     else:
         accepted = [(count * lead, batch, features)]
         meaning = f"(num_layers*num_directions, batch, {width})"
-        if count == 1 and tuple(like.shape) not in accepted:
+        if per_cell and count == 1 and tuple(like.shape) not in accepted:
             accepted.append(tuple(like.shape))
     if tuple(checked.shape) not in accepted:
         options = " or ".join(shape_str(shape) for shape in accepted)
