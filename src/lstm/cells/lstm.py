@@ -22,8 +22,16 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from lstm.checks import check_forward_cell, check_int
 from lstm.driver import Recurrent
-from lstm.engines import FastPath
-from lstm.parameters import CellPart, Device, DType, cell_parts, cell_suffix, part_tensor
+from lstm.engines import FastPath, plain_linear_problem
+from lstm.parameters import (
+    CellPart,
+    Device,
+    DType,
+    ReadOnlyCopy,
+    cell_parts,
+    cell_suffix,
+    part_tensor,
+)
 from lstm.state import CellState, StackedCells, stacked_cells, takes_original_layout
 
 GATES = ("forget", "input", "output", "candidate")
@@ -34,7 +42,7 @@ GATES = ("forget", "input", "output", "candidate")
 _TORCH_GATE_ORDER = (1, 0, 3, 2)
 
 
-def lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+def lstm_pointwise(gates: Tensor, state: Tensor, order: str = "fiog") -> tuple[Tensor, Tensor]:
     r"""The element-wise part of one LSTM step, from pre-activations to the new state.
 
     .. math::
@@ -46,16 +54,30 @@ def lstm_pointwise(gates: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     Parameters
     ----------
     gates : Tensor of shape (batch, 4 * hidden_size)
-        Pre-activations ``a = W_ih x + b_ih + W_hh h + b_hh``, blocks in the order f, i, o, g.
+        Pre-activations ``a = W_ih x + b_ih + W_hh h + b_hh``, four blocks in ``order``.
     state : Tensor of shape (batch, hidden_size)
         Cell state ``c`` of the previous step.
+    order : str, default "fiog"
+        The order of the gate blocks: ``"fiog"`` (forget, input, output, candidate: the
+        reference page's layout, :class:`LSTM`) or ``"ifgo"`` (``torch.nn.LSTM``'s, the
+        layout of :class:`lstm.nn.LSTM`).
 
     Returns
     -------
     hidden : Tensor of shape (batch, hidden_size)
     state : Tensor of shape (batch, hidden_size)
+
+    Raises
+    ------
+    ValueError
+        For another ``order``.
     """
-    forget, input_gate, output, candidate = gates.chunk(4, dim=-1)
+    if order == "fiog":
+        forget, input_gate, output, candidate = gates.chunk(4, dim=-1)
+    elif order == "ifgo":
+        input_gate, forget, candidate, output = gates.chunk(4, dim=-1)
+    else:
+        raise ValueError(f"lstm_pointwise: expected order 'fiog' or 'ifgo', got {order!r}")
     state = torch.sigmoid(forget) * state + torch.sigmoid(input_gate) * torch.tanh(candidate)
     hidden = torch.sigmoid(output) * torch.tanh(state)
     return hidden, state
@@ -70,6 +92,7 @@ def lstm_cell(
     bias_ih: Tensor | None = None,
     bias_hh: Tensor | None = None,
     weight_hr: Tensor | None = None,
+    order: str = "fiog",
 ) -> tuple[Tensor, Tensor]:
     r"""One LSTM step as a pure function of its parameters.
 
@@ -89,17 +112,20 @@ def lstm_cell(
     weight_hh : Tensor of shape (4 * hidden_size, hidden_size), or (4 * hidden_size, proj_size)
     bias_ih, bias_hh : Tensor of shape (4 * hidden_size,), optional
     weight_hr : Tensor of shape (proj_size, hidden_size), optional
+    order : str, default "fiog"
+        The order of the gate blocks in the rows of the weights and biases: ``"fiog"``
+        (:class:`LSTM`'s) or ``"ifgo"`` (``torch.nn.LSTM``'s and :class:`lstm.nn.LSTM`'s).
 
     Returns
     -------
     hidden : Tensor of shape (batch, hidden_size), or (batch, proj_size) with ``weight_hr``
     state : Tensor of shape (batch, hidden_size)
-        See :func:`lstm_pointwise` for the equations; gate blocks are f, i, o, g.
+        See :func:`lstm_pointwise` for the equations.
     """
     gates = nn.functional.linear(x, weight_ih, bias_ih) + nn.functional.linear(
         hidden, weight_hh, bias_hh
     )
-    hidden, state = lstm_pointwise(gates, state)
+    hidden, state = lstm_pointwise(gates, state, order)
     if weight_hr is not None:
         hidden = nn.functional.linear(hidden, weight_hr)  # (B, P)
     return hidden, state
@@ -121,6 +147,78 @@ path, medians of 3-9 interleaved steps): hidden 256 -- 0.4x at T=50, 0.7x at 200
 The crossover lies at 250-450 steps; below it the kernel is at most 2.5x faster, above it
 the hoisted path is faster without bound.
 """
+
+
+def lstm_kernel(
+    module: Recurrent,
+    weights: list[Tensor],
+    inputs: Tensor,
+    initial: list[CellState],
+    lengths: Tensor | None,
+) -> tuple[Tensor, list[CellState]]:
+    """The whole stack of an LSTM in one call of ATen's LSTM kernel.
+
+    The kernel is the one ``torch.nn.LSTM`` calls (``torch.lstm``: oneDNN on CPU, cuDNN on
+    CUDA). Ragged batches go through a ``PackedSequence``, which gives the driver's semantics
+    (final states at each true end, zeros past it, the reverse direction starting at each
+    true end). Dropout between layers uses the kernel's own masks (same distribution as the
+    reference path, different random draws). With projections the kernel sees them from the
+    hidden's width (``proj_size``) differing from the state's.
+
+    Parameters
+    ----------
+    module : Recurrent
+        Its ``bias``, ``num_layers``, ``dropout``, ``training`` and ``bidirectional``.
+    weights : list of Tensor
+        Per cell, in :meth:`~lstm.driver.Recurrent.cell_indices` order, ``w_ih, w_hh[,
+        b_ih, b_hh][, w_hr]`` in ``torch.nn.LSTM``'s layout (gate blocks i, f, g, o): its
+        ``_flat_weights``.
+    inputs : Tensor of shape (batch, seq_len, input_size)
+    initial : list of (hidden, state)
+        One per cell; :class:`~lstm.state.StackedCells` are passed on as they are.
+    lengths : Tensor of shape (batch,) on the CPU, or None
+        None when every sequence runs to ``seq_len``.
+
+    Returns
+    -------
+    outputs : Tensor of shape (batch, seq_len, num_directions * output_size)
+    finals : StackedCells
+        Hidden ``(L*D, batch, output_size)`` and state ``(L*D, batch, hidden_size)``.
+    """
+    stacks = stacked_cells(initial)  # as given, or zeros made for every cell at once
+    if stacks is not None:
+        hidden, state = stacks
+    else:
+        hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
+        state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
+    options: tuple[bool, int, float, bool, bool] = (
+        module.bias,
+        module.num_layers,
+        module.dropout,
+        module.training,
+        module.bidirectional,
+    )
+    if lengths is None:
+        output, hidden_n, state_n = torch.lstm(inputs, (hidden, state), weights, *options, True)
+        return output, StackedCells(hidden_n, state_n)
+    packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+    assert packed.sorted_indices is not None
+    assert packed.unsorted_indices is not None
+    order = packed.sorted_indices.to(inputs.device)
+    data, hidden_n, state_n = torch.lstm(
+        packed.data,
+        packed.batch_sizes,
+        (hidden.index_select(1, order), state.index_select(1, order)),
+        weights,
+        *options,
+    )
+    result = PackedSequence(
+        data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
+    )
+    output, _ = pad_packed_sequence(result, batch_first=True, total_length=inputs.shape[1])
+    restore = packed.unsorted_indices.to(inputs.device)
+    hidden_n, state_n = hidden_n.index_select(1, restore), state_n.index_select(1, restore)
+    return output, StackedCells(hidden_n, state_n)
 
 
 def _permute_gates(tensor: Tensor, hidden_size: int) -> Tensor:
@@ -214,7 +312,7 @@ _TORCH_LISTS = ("all_weights", "_flat_weights", "_flat_weights_names", "_all_wei
 _SHARED_OPTIONS = ("num_layers", "bias", "batch_first", "dropout", "bidirectional")
 
 
-def _shared_options(module: nn.Module) -> dict[str, Any]:
+def shared_options(module: nn.Module) -> dict[str, Any]:
     """The keyword options that ``LSTM`` and ``torch.nn.LSTM`` both take, read off either.
 
     The two classes name these attributes alike; device and dtype are those of the weights.
@@ -228,8 +326,29 @@ def _shared_options(module: nn.Module) -> dict[str, Any]:
     return {**options, "device": weight.device, "dtype": weight.dtype}
 
 
-def _check_proj_size(owner: str, cls: type[Recurrent], proj_size: Any, hidden_size: Any) -> int:
+def check_proj_size(
+    owner: str,
+    cls: type[Recurrent],
+    family: type[Recurrent],
+    proj_size: Any,
+    hidden_size: Any,
+    projection: str = "h2p",
+) -> int:
     """``proj_size`` if it is an int in ``0..hidden_size - 1`` that ``cls`` can use.
+
+    Parameters
+    ----------
+    owner : str
+        The class name for messages.
+    cls : type
+        The class being built.
+    family : type
+        The class whose ``build_cell`` makes the projection (:class:`LSTM`, or
+        :class:`lstm.nn.LSTM`): ``cls`` must build its cells with it.
+    proj_size, hidden_size
+        As given to the constructor.
+    projection : str, default "h2p"
+        The name of the family's projection, for the message.
 
     Raises
     ------
@@ -237,7 +356,7 @@ def _check_proj_size(owner: str, cls: type[Recurrent], proj_size: Any, hidden_si
         If ``proj_size`` is not an ``int`` (``bool`` is refused).
     ValueError
         If it is negative or not below ``hidden_size`` (as ``torch.nn.LSTM`` refuses), or
-        positive for a class that builds its own cells (only LSTM's cell has ``h2p``).
+        positive for a class that builds its own cells (without the family's projection).
     """
     size = check_int(owner, "proj_size", proj_size, 0)
     if size == 0:
@@ -249,10 +368,11 @@ def _check_proj_size(owner: str, cls: type[Recurrent], proj_size: Any, hidden_si
             f"got proj_size={size}"
         )
     builder = cls.step_source.defined_by["build_cell"]
-    if builder is not LSTM:
+    if builder is not family:
         raise ValueError(
             f"{owner}: expected proj_size=0, got proj_size={size}: {owner} does not "
-            f"support projections ({builder.__name__} builds its own cells, without LSTM's h2p)"
+            f"support projections ({builder.__name__} builds its own cells, without "
+            f"{family.__name__}'s {projection})"
         )
     return size
 
@@ -407,7 +527,7 @@ class LSTM(Recurrent):
                 raise ValueError(
                     f"{owner}: expected bias=True with forget_bias={forget_bias}, got bias=False"
                 )
-        self.proj_size = _check_proj_size(owner, type(self), proj_size, hidden_size)
+        self.proj_size = check_proj_size(owner, type(self), LSTM, proj_size, hidden_size)
         super().__init__(
             input_size,
             hidden_size,
@@ -532,52 +652,38 @@ class LSTM(Recurrent):
     def fused_forward(
         self, inputs: Tensor, initial: list[CellState], lengths: Tensor | None
     ) -> tuple[Tensor, list[CellState]]:
-        """Run the whole stack in one call of ATen's LSTM kernel.
+        """Run the whole stack in one call of ATen's LSTM kernel (:func:`lstm_kernel`).
 
-        The kernel is the one ``torch.nn.LSTM`` calls (``torch.lstm``: oneDNN on CPU, cuDNN
-        on CUDA), given this module's weights with the gate blocks permuted from f, i, o, g to
-        i, f, g, o; the permutation is part of the autograd graph, so gradients reach
-        ``i2h`` and ``h2h``. Ragged batches go through a ``PackedSequence``, which gives the
-        driver's semantics (final states at each true end, zeros past it, the reverse
-        direction starting at each true end). Dropout between layers uses the kernel's own
-        masks (same distribution as the reference path, different random draws). With
-        projections, each cell's weights end with ``h2p.weight`` (``w_hr``), as
-        ``torch.nn.LSTM`` passes them; the kernel sees them from the hidden's width
-        (``proj_size``) differing from the state's.
-
+        Given this module's weights with the gate blocks permuted from f, i, o, g to i, f, g,
+        o; the permutation is part of the autograd graph, so gradients reach ``i2h`` and
+        ``h2h``. With projections, each cell's weights end with ``h2p.weight`` (``w_hr``).
         The driver calls it only where :func:`lstm.engines.choose_engine` chose the kernel
-        (``model.engine_for`` says when and why). See
-        :meth:`lstm.driver.Recurrent.fused_forward`.
+        (``model.engine_for`` says when and why; :class:`lstm.engines.KernelFamily`).
         """
-        weights = _kernel_weights(self)
-        stacks = stacked_cells(initial)  # as given, or zeros made for every cell at once
-        if stacks is not None:
-            hidden, state = stacks
-        else:
-            hidden = torch.stack([h for h, _ in initial])  # (L*D, B, output_size)
-            state = torch.stack([cast(Tensor, c) for _, c in initial])  # (L*D, B, H)
-        options = (self.bias, self.num_layers, self.dropout, self.training, self.bidirectional)
-        if lengths is None:
-            output, hidden_n, state_n = torch.lstm(inputs, (hidden, state), weights, *options, True)
-        else:
-            packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
-            assert packed.sorted_indices is not None
-            assert packed.unsorted_indices is not None
-            order = packed.sorted_indices.to(inputs.device)
-            data, hidden_n, state_n = torch.lstm(
-                packed.data,
-                packed.batch_sizes,
-                (hidden.index_select(1, order), state.index_select(1, order)),
-                weights,
-                *options,
-            )
-            result = PackedSequence(
-                data, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices
-            )
-            output, _ = pad_packed_sequence(result, batch_first=True, total_length=inputs.shape[1])
-            restore = packed.unsorted_indices.to(inputs.device)
-            hidden_n, state_n = hidden_n.index_select(1, restore), state_n.index_select(1, restore)
-        return output, StackedCells(hidden_n, state_n)
+        return lstm_kernel(self, _kernel_weights(self), inputs, initial, lengths)
+
+    def kernel_problem(self) -> str | None:
+        """Why the kernel cannot read the parts as weights, or None.
+
+        Every part must be a plain ``nn.Linear`` without hooks (a subclass or a
+        parametrization of one, or a hook, may compute anything), and ``i2h`` and ``h2h``
+        must have a bias exactly when ``bias=True`` (the projection ``h2p`` has none): a map
+        swapped for one with or without a bias would be computed without it, or fail.
+        """
+        for layer, direction in self.cell_indices():
+            suffix = self.cell_suffix(layer, direction)
+            for name, part in self.cell_parts(layer, direction).items():
+                problem = plain_linear_problem(name + suffix, part)
+                if problem is not None:
+                    return problem
+                wanted = self.bias and name in ("i2h", "h2h")
+                has = part_tensor(part, "bias") is not None
+                if has != wanted:
+                    return (
+                        f"{name + suffix} has {'a' if has else 'no'} bias, the kernel reads "
+                        f"{'one' if wanted else 'none'} (bias={self.bias})"
+                    )
+        return None
 
     # ------------------------------------------------------------------ torch.nn.LSTM
     @classmethod
@@ -618,7 +724,7 @@ class LSTM(Recurrent):
             raise TypeError(
                 f"{cls.__name__}.from_torch: expected a torch.nn.LSTM, got {type(module).__name__}"
             )
-        converted = cls(module.input_size, module.hidden_size, **_shared_options(module))
+        converted = cls(module.input_size, module.hidden_size, **shared_options(module))
         converted._copy_torch_weights(module, to_torch=False)
         converted.train(module.training)
         return converted
@@ -639,7 +745,7 @@ class LSTM(Recurrent):
             If this module's class changes the LSTM's math (overrides its cell methods).
         """
         self._check_convertible(f"{type(self).__name__}.to_torch")
-        module = nn.LSTM(self.input_size, self.hidden_size, **_shared_options(self))
+        module = nn.LSTM(self.input_size, self.hidden_size, **shared_options(self))
         self._copy_torch_weights(module, to_torch=True)
         module.train(self.training)
         return module
@@ -667,20 +773,18 @@ class LSTM(Recurrent):
 
         ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}`` (with
         ``_reverse`` for the reverse direction; ``weight_hr_l{k}``, ``h2p``'s weight, with
-        ``proj_size``) are computed from ``i2h`` and ``h2h`` of cell
-        ``(k, direction)`` with the gate blocks reordered to nn.LSTM's i, f, g, o (the
-        permutation :meth:`to_torch` uses), so their values and shapes equal those of
-        ``self.to_torch()``. ``all_weights``, ``_flat_weights``, ``_all_weights`` and
-        ``_flat_weights_names`` list them in nn.LSTM's order.
+        ``proj_size``) are computed from ``i2h`` and ``h2h`` of cell ``(k, direction)`` with
+        the gate blocks reordered to nn.LSTM's i, f, g, o (as :meth:`to_torch` does), so
+        their values and shapes equal those of ``self.to_torch()``. ``all_weights``,
+        ``_flat_weights``, ``_all_weights`` and ``_flat_weights_names`` list them in
+        nn.LSTM's order.
 
-        They are **copies**: writing to them (``model.bias_ih_l0.data.fill_(1)``, an
-        ``nn.init`` call on an entry of ``all_weights``) does **not** change the model, and
-        they carry no gradient. To change weights, write to ``i2h``/``h2h`` (blocks f, i, o,
-        g; :meth:`forget_rows` picks the forget gate), or edit ``self.to_torch()`` and
-        convert back with :meth:`from_torch`. Assigning to one of these names raises.
-
-        Every other name is looked up as ``nn.Module`` does (parameters, buffers,
-        submodules); a name that is neither raises ``AttributeError``.
+        They are copies, and **refuse every write** (:class:`lstm.parameters.ReadOnlyCopy`):
+        ``nn.init.zeros_(model.weight_ih_l0)``, ``model.bias_ih_l0.data[4:8].fill_(1)``,
+        ``.copy_``, setting ``.requires_grad``, reading ``.grad`` raise ``RuntimeError``
+        naming :class:`lstm.nn.LSTM` (nn.LSTM's own parameters, which writes reach) and
+        :meth:`to_torch`; assigning one of these names raises ``AttributeError``. Reading
+        works. Every other name is looked up as ``nn.Module`` does.
         """
         try:
             return super().__getattr__(name)
@@ -693,10 +797,22 @@ class LSTM(Recurrent):
         if _TORCH_NAME.fullmatch(name) or name in _TORCH_LISTS:
             raise AttributeError(
                 f"{type(self).__name__}: {name} is a read-only copy in torch.nn.LSTM's layout; "
-                "write to i2h/h2h (gate blocks f, i, o, g), or edit to_torch()'s result and "
-                "convert it back with from_torch()"
+                f"{_USE_INSTEAD}"
             )
         super().__setattr__(name, value)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        """Take a ``torch.nn.LSTM`` state dict as :meth:`from_torch` would, or refuse it.
+
+        Keys under ``prefix`` with nn.LSTM's names (``weight_ih_l0``, ...) are converted in
+        place to this module's (``i2h.weight``, gate blocks reordered) where this class
+        computes the plain LSTM; otherwise they raise a ``ValueError`` naming
+        :meth:`from_torch` and :class:`lstm.nn.LSTM`. Everything else is ``nn.Module``'s.
+        """
+        _convert_torch_state_dict(self, state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # ---------------------------------------------------------------------- the kernel's weights
@@ -761,13 +877,73 @@ def _torch_names(module: LSTM, layer: int, direction: int) -> list[str]:
 
 
 def _torch_weight(module: LSTM, name: str) -> Tensor:
-    """A copy of nn.LSTM's parameter ``name`` (a valid one), gate blocks i, f, g, o."""
+    """A read-only copy of nn.LSTM's parameter ``name`` (a valid one), gate blocks i, f, g, o."""
     match = _TORCH_NAME.fullmatch(name)
     assert match is not None
     kind, which, layer, reverse = match.groups()
-    parts = module.cell_parts(int(layer), 1 if reverse else 0)
+    part = _OUR_PARTS[which] + module.cell_suffix(int(layer), 1 if reverse else 0)
     with torch.no_grad():
-        if which == "hr":  # the projection: no gate blocks to reorder
-            return cast(nn.Linear, parts["h2p"]).weight.clone()
-        source: Tensor = getattr(parts["i2h" if which == "ih" else "h2h"], kind)
-        return _permute_gates(source, module.hidden_size)
+        source: Tensor = getattr(getattr(module, part), kind)
+        # the projection has no gate blocks to reorder
+        copy = source.clone() if which == "hr" else _permute_gates(source, module.hidden_size)
+    refusal = (
+        f"{type(module).__name__}.{name} is a read-only copy of {part}.{kind} in "
+        f"torch.nn.LSTM's layout (gates i, f, g, o; {part} has f, i, o, g): writing to it "
+        f"would not change the model. {_USE_INSTEAD}"
+    )
+    return ReadOnlyCopy.wrap(copy, refusal)
+
+
+_OUR_PARTS = {"ih": "i2h", "hh": "h2h", "hr": "h2p"}
+"""The part of :class:`LSTM` behind each kind of nn.LSTM weight (``weight_ih`` -> ``i2h``)."""
+
+_USE_INSTEAD = (
+    "For nn.LSTM's own parameters, which writes reach (init functions, .data slices, copy_), "
+    "use lstm.nn.LSTM; or edit model.to_torch() and convert it back with LSTM.from_torch(), "
+    "or write to i2h/h2h (gate blocks f, i, o, g; forget_rows() picks the forget gate)."
+)
+
+
+def _convert_torch_state_dict(module: LSTM, state_dict: dict[str, Any], prefix: str) -> None:
+    """Rename and reorder nn.LSTM's keys under ``prefix`` to ``module``'s, in place.
+
+    Raises
+    ------
+    ValueError
+        If ``module``'s class computes another cell than nn.LSTM's (naming
+        :meth:`LSTM.from_torch` and ``lstm.nn.LSTM``), or if the state dict mixes nn.LSTM's
+        names with this module's.
+    """
+    torch_keys = [
+        key
+        for key in state_dict
+        if key.startswith(prefix) and _TORCH_NAME.fullmatch(key[len(prefix) :])
+    ]
+    if not torch_keys:
+        return
+    owner = type(module).__name__
+    overridden = module.step_source.overrides(LSTM)
+    if overridden:
+        raise ValueError(
+            f"{owner}.load_state_dict: got torch.nn.LSTM's keys ({', '.join(torch_keys[:4])}, "
+            f"...), but {owner} overrides {', '.join(overridden)} of LSTM: its weights mean "
+            "something else. Load the state dict into lstm.nn.LSTM (nn.LSTM's names and "
+            "layout), or convert a torch.nn.LSTM with LSTM.from_torch() for the plain LSTM"
+        )
+    ours = [key for key in state_dict if key.startswith(prefix) and key not in torch_keys]
+    ours = [key for key in ours if key[len(prefix) :].split(".")[0] in module._modules]
+    if ours:
+        raise ValueError(
+            f"{owner}.load_state_dict: expected either torch.nn.LSTM's keys or this module's, "
+            f"got both ({torch_keys[0]} and {ours[0]}); see LSTM.from_torch() and lstm.nn.LSTM"
+        )
+    for key in torch_keys:
+        match = _TORCH_NAME.fullmatch(key[len(prefix) :])
+        assert match is not None
+        kind, which, layer, reverse = match.groups()
+        suffix = module.cell_suffix(int(layer), 1 if reverse else 0)
+        value = state_dict.pop(key)
+        gated = which != "hr" and isinstance(value, Tensor)
+        if gated and value.shape[:1] == (4 * module.hidden_size,):
+            value = _permute_gates(value, module.hidden_size)  # a wrong size: torch says so
+        state_dict[f"{prefix}{_OUR_PARTS[which]}{suffix}.{kind}"] = value
