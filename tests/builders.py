@@ -19,7 +19,14 @@ from torch import Tensor
 
 from lstm import CELLS, Recurrent
 from reference import Initial, Step, run_reference, stack_states
-from toy_cells import HoistedLSTM, LaneCell, ReferenceLSTM, TupleStateCell
+from toy_cells import (
+    HoistedLSTM,
+    LaneCell,
+    ReferenceLSTM,
+    TorchFaceLSTM,
+    TorchFaceStepLSTM,
+    TupleStateCell,
+)
 
 DOUBLE = torch.float64
 INPUT, HIDDEN, LANES = 3, 4, 3
@@ -30,8 +37,11 @@ GENERIC: dict[str, type[Recurrent]] = {
     "lstm-hoisted": HoistedLSTM,
     "toy-lanes": LaneCell,
     "toy-tuple": TupleStateCell,
+    "nn-lstm": TorchFaceLSTM,
+    "nn-lstm-step": TorchFaceStepLSTM,
 }
-"""Every registered cell, the LSTM held on its other two engines, and the toy cells."""
+"""Every registered cell, the LSTM held on its other two engines, the toy cells, and
+``lstm.nn.LSTM`` (nn.LSTM's face) with a user's step on it."""
 
 NAMES = sorted(CELLS)
 GENERIC_NAMES = sorted(GENERIC)

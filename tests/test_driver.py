@@ -199,7 +199,12 @@ def test_dropout_acts_between_layers_in_training_only(name: str) -> None:
 
 def test_layer_cell_view_maps_names_to_that_cell(name: str) -> None:
     model = build(name, num_layers=2, bidirectional=True)
-    assert model.layer_cell(0, 0) is model
+    # The module is its own layer 0 forward cell where those names have no suffix (i2h);
+    # with nn.LSTM's names (weight_ih_l0) that cell is a view too.
+    first = model.layer_cell(0, 0)
+    assert (first is model) == (model.cell_suffix(0, 0) == "")
+    for part_name, part in model.cell_parts(0, 0).items():
+        assert getattr(first, part_name) is part
     view = model.layer_cell(1, 1)
     assert type(view) is type(model)
     for part_name, part in model.cell_parts(1, 1).items():

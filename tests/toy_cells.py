@@ -5,6 +5,8 @@ carries a tuple of two states. The generic tests run them next to every register
 the driver's opaque-state handling (stacking, splitting, masking) is tested before any such
 cell is registered. ``ReferenceLSTM`` and ``HoistedLSTM`` hold the LSTM on its other engines.
 ``CoupledGateLSTM`` is a user's cell: it overrides ``forward_cell`` of ``lstm.LSTM`` only.
+``TorchFaceLSTM`` and ``TorchFaceStepLSTM`` are ``lstm.nn.LSTM`` on its kernel and a user's
+step on it, batch-first like every other cell here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+import lstm
 from lstm import LSTM, Recurrent, lstm_pointwise
 from lstm.driver import CellPart
 
@@ -102,3 +105,26 @@ class CoupledGateLSTM(LSTM):
         forget = torch.sigmoid(forget)
         state = forget * state + (1 - forget) * torch.tanh(candidate)
         return torch.sigmoid(output) * torch.tanh(state), state
+
+
+class TorchFaceLSTM(lstm.nn.LSTM):
+    """``lstm.nn.LSTM`` (nn.LSTM's face, on the kernel), batch-first as the generic tests are."""
+
+    def __init__(self, input_size: int, hidden_size: int, **options: object) -> None:
+        options.setdefault("batch_first", True)
+        super().__init__(input_size, hidden_size, **options)  # type: ignore[arg-type]
+
+
+class TorchFaceStepLSTM(TorchFaceLSTM):
+    """A user's step on ``lstm.nn.LSTM``: the LSTM written out in torch's gate order i, f, g, o,
+    from the plain names a cell sees; it runs on the reference engine."""
+
+    def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        gates = nn.functional.linear(x, self.weight_ih, self.bias_ih)
+        gates = gates + nn.functional.linear(hidden, self.weight_hh, self.bias_hh)
+        input_gate, forget, candidate, output = gates.chunk(4, dim=-1)
+        state = torch.sigmoid(forget) * state + torch.sigmoid(input_gate) * torch.tanh(candidate)
+        hidden = torch.sigmoid(output) * torch.tanh(state)
+        if self.weight_hr is not None:
+            hidden = nn.functional.linear(hidden, self.weight_hr)
+        return hidden, state

@@ -2,7 +2,9 @@
 
 A pure-PyTorch, batch-first ``LSTM`` whose single step, :meth:`LSTM.forward_cell`, a subclass
 can rewrite; the driver (:class:`Recurrent`) gives every cell layers, directions, dropout,
-lengths and ``PackedSequence`` with ``torch.nn.LSTM``'s interface.
+lengths and ``PackedSequence`` with ``torch.nn.LSTM``'s interface. Coming from
+``torch.nn.LSTM``: :mod:`lstm.nn` has its own face (``lstm.nn.LSTM``, ``lstm.nn.LSTMCell``:
+same names, defaults and state dicts), on the same driver.
 
 Layout: ``driver.py`` (:class:`Recurrent`, the one driver for all cells) composing
 ``layout.py``, ``state.py``, ``engines.py``, ``scan.py``, ``checks.py`` and ``parameters.py``
@@ -12,6 +14,7 @@ modules; a new cell goes there); ``registry.py`` (name -> class); around them ``
 trains, which the core never imports).
 """
 
+from lstm import nn
 from lstm.cells.array import (
     ArrayLSTM,
     AttentionArrayLSTM,
@@ -66,6 +69,7 @@ __all__ = [
     "lstm_pointwise",
     "mlstm_chunkwise",
     "mlstm_step",
+    "nn",
     "peephole_pointwise",
     "pool_lanes",
     "safe_globals",
