@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import lstm
 from builders import DOUBLE, assert_matches_reference, close, gradients, results
 from lstm import (
     LSTM,
@@ -763,3 +764,99 @@ def test_an_overridden_update_hidden_leaves_the_fused_engine(cls: type[ArrayLSTM
         "hoisted",
         "the fused engine does not apply: MaxLanes overrides update_hidden",
     )
+
+
+# ------------------------------------------------------------------ the original's layouts
+# The original package kept hidden (1, batch, H) and the lanes' state (k, batch, H) at every
+# step: its initHidden made them, its forward_cell took and gave them, its update_hidden
+# returned (1, batch, H). Every Array cell here takes them, and answers in the caller's layout.
+
+ARRAY_CELLS = [ArrayLSTM, StochasticArrayLSTM, AttentionArrayLSTM, StochasticMemoryArrayLSTM]
+
+
+@pytest.mark.parametrize("k", [1, K])
+@pytest.mark.parametrize("cls", ARRAY_CELLS)
+def test_forward_cell_takes_the_original_step_layout(cls: type[ArrayLSTM], k: int) -> None:
+    model = cls(3, 4, k, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    x = torch.randn(2, 3, dtype=DOUBLE)
+    hidden, state = torch.randn(2, 4, dtype=DOUBLE), torch.randn(k, 2, 4, dtype=DOUBLE)
+    for cell in (model, model.layer_cell(0, 1)):
+        torch.manual_seed(0)
+        want_hidden, want_state = cell.forward_cell(x, hidden, state)
+        torch.manual_seed(0)
+        got_hidden, got_state = cell.forward_cell(
+            x, hidden.unsqueeze(0), state
+        )  # (1, B, H), (k, B, H)
+        assert got_hidden.shape == (1, 2, 4)
+        assert got_state.shape == (k, 2, 4)
+        close((got_hidden[0], got_state), (want_hidden, want_state))
+        torch.manual_seed(0)
+        got_hidden, got_state = cell.forward_cell(x, hidden.unsqueeze(0), state.unsqueeze(0))
+        assert got_state.shape == (1, k, 2, 4)  # a leading 1 given is a leading 1 returned
+        close((got_hidden[0], got_state[0]), (want_hidden, want_state))
+
+
+class OriginalArray(ArrayLSTM):
+    """As the original's clients wrote one: initHidden and update_hidden in its layout."""
+
+    def initHidden(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x.new_zeros(1, x.shape[0], self.hidden_size), x.new_zeros(
+            self.k, x.shape[0], self.hidden_size
+        )
+
+    def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+        hidden = torch.zeros(1, outputs.shape[1], self.hidden_size, dtype=outputs.dtype)
+        for output, state in zip(torch.unbind(outputs), torch.unbind(states), strict=True):
+            hidden = hidden + output * state.tanh()
+        return hidden  # (1, batch, hidden_size), as the original documents it
+
+
+@pytest.mark.parametrize("k", [1, K])
+@pytest.mark.parametrize("engine", ["auto", "reference", "hoisted"])
+def test_the_original_s_init_hidden_and_update_hidden_run_on_every_engine(
+    engine: str, k: int
+) -> None:
+    model = OriginalArray(3, 4, k, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    model.engine = engine
+    plain = ArrayLSTM(3, 4, k, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    plain.load_state_dict(model.state_dict())
+    x, lengths = torch.randn(4, 5, 3, dtype=DOUBLE), torch.tensor([5, 2, 4, 1])
+    assert model.engine_for(x).name == ("hoisted" if engine == "auto" else engine)
+    close(_results_and_gradients(model, x, lengths), _results_and_gradients(plain, x, lengths))
+
+
+def test_an_original_step_loop_matches_forward() -> None:
+    model = OriginalArray(3, 4, K, dtype=DOUBLE)
+    x = torch.randn(2, 6, 3, dtype=DOUBLE)
+    hidden, state = model.initHidden(x)  # (1, 2, 4) and (K, 2, 4), as the original's
+    outputs = []
+    for t in range(x.shape[1]):
+        hidden, state = model.forward_cell(x[:, t], hidden, state)
+        outputs.append(hidden)
+    expected, (last_hidden, last_state) = model(x)
+    close(torch.cat(outputs).transpose(0, 1), expected)
+    close((hidden, state), (last_hidden, last_state))
+
+
+def test_a_wrong_update_hidden_or_state_shape_is_named() -> None:
+    class Wrong(ArrayLSTM):
+        def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+            return sum_of_lanes(outputs, states).expand(2, -1, -1)
+
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(
+        lstm.ShapeError,
+        match=r"^Wrong\.update_hidden: expected hidden of shape \(2, 4\) or \(1, 2, 4\) "
+        r"\(the original implementation's layout\), got \(2, 2, 4\)$",
+    ):
+        Wrong(3, 4, K)(x)
+    with pytest.raises(
+        lstm.ShapeError,
+        match=r"^ArrayLSTM\.forward_cell: expected state of shape \(k, batch, 4\) or "
+        r"\(1, k, batch, 4\) with hidden's \(1, 2, 4\) .*got \(2, 3, 2, 4\)$",
+    ):
+        ArrayLSTM(3, 4, K).forward_cell(x[:, 0], torch.zeros(1, 2, 4), torch.zeros(2, K, 2, 4))
+
+
+def sum_of_lanes(outputs: Tensor, states: Tensor) -> Tensor:
+    return (outputs * torch.tanh(states)).sum(0)

@@ -102,6 +102,8 @@ class Recurrent(nn.Module):
     :meth:`build_cell` (4 for the LSTM); 0 for a class that defines its own."""
     stacked_states_only: ClassVar[bool] = False
     """True refuses initial states of one cell, ``(batch, features)`` (nn.LSTM's rule)."""
+    state_rank: ClassVar[int] = 2
+    """Rank of each tensor of one cell's state: 3 for ``(k, batch, features)``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -199,8 +201,7 @@ class Recurrent(nn.Module):
         The built-in cells check their arguments first
         (:func:`lstm.checks.check_forward_cell`); the time loop skips that. Called directly,
         they also take the original implementation's layout, hidden ``(1, batch,
-        hidden_size)`` and each state tensor with a leading 1, and answer in it
-        (:func:`lstm.state.takes_original_layout`).
+        hidden_size)``, and answer in it (:func:`lstm.state.from_original_layout`).
         """
         raise NotImplementedError(f"{type(self).__name__} must define forward_cell()")
 
@@ -217,8 +218,7 @@ class Recurrent(nn.Module):
         hidden : Tensor of shape ``(batch, output_size)``
             Zeros by default (``output_size`` is ``hidden_size`` but for a projected LSTM).
             An override may return the original implementation's ``(1, batch, features)``
-            instead, with a leading 1 on every state tensor too; that 1 is removed
-            (:func:`lstm.state.from_original_layout`).
+            and state instead (:func:`lstm.state.from_original_layout`).
         state : Tensor of shape (batch, hidden_size)
             Zeros by default; any ``(*lead, batch, features)`` or a tuple of such.
         """

@@ -114,11 +114,13 @@ def stacked_cells(cells: Sequence[CellState]) -> tuple[Tensor, Tensor] | None:
 
 
 # ------------------------------------------------------------------ the original's layout
-# The original implementation kept hidden and state as (1, batch, hidden_size) tensors: its
-# initHidden returned them so, and its forward_cell took and gave them so. Both are accepted
-# here by this one explicit rule, and by no other reshape: a 3-D hidden of leading size 1
-# marks the call, and then every tensor of the pair loses that leading 1 (a state tensor
-# without it is an error).
+# The original implementation kept every tensor 3-D: hidden (1, batch, hidden_size) and the
+# state (1, batch, hidden_size) for its LSTM, (k, batch, hidden_size) for its Array-LSTMs; its
+# initHidden returned them so, and its forward_cell and update_hidden took and gave them so.
+# They are accepted here by this one explicit rule, and by no other reshape: a 3-D hidden of
+# leading size 1 marks the call; hidden loses that 1, and each state tensor either loses a
+# leading 1 (one dimension more than the cell's own state tensors, :attr:`state_rank`) or, for
+# a cell whose state tensors are 3-D already (k lanes), is taken as it is.
 
 StepMethod = TypeVar("StepMethod", bound=Callable[..., tuple[Tensor, Any]])
 
@@ -129,30 +131,35 @@ def in_original_layout(hidden: Any) -> bool:
 
 
 def from_original_layout(
-    owner: str, hidden: Tensor, state: Any, hidden_size: int
+    owner: str, hidden: Tensor, state: Any, hidden_size: int, state_rank: int = 2
 ) -> tuple[Tensor, State]:
-    """Remove the leading 1 of the original implementation's layout from a (hidden, state).
+    """Bring a (hidden, state) in the original implementation's layout to the cell's own.
 
     Parameters
     ----------
     owner : str
         Name used in error messages, e.g. ``"LSTM.forward_cell"``.
     hidden : Tensor of shape (1, batch, hidden_size)
-    state : Tensor of shape ``(1, *shape)``, or a tuple or list of such tensors
-        For the LSTM ``(1, batch, hidden_size)``; a cell with lanes ``(1, k, batch, H)``.
+    state : Tensor, or a tuple or list of tensors
+        Each either the cell's own shape with a leading 1 (``(1, batch, H)`` for the LSTM,
+        ``(1, k, batch, H)`` for an Array-LSTM), or, where the cell's own state tensors are
+        3-D (``state_rank=3``), that shape itself: ``(k, batch, H)``, the original's.
     hidden_size : int
         For the messages.
+    state_rank : int, default 2
+        The rank of each of the cell's own state tensors (:attr:`lstm.Recurrent.state_rank`).
 
     Returns
     -------
     hidden : Tensor of shape (batch, hidden_size)
-    state : Tensor of shape ``shape``, or a tuple of them
+    state : Tensor or tuple of Tensors of the cell's own shapes
         Views of the given tensors.
 
     Raises
     ------
     lstm.ShapeError
-        If ``hidden``'s or a state tensor's leading dimension is not exactly 1.
+        If ``hidden``'s leading dimension is not exactly 1, or a state tensor is of neither
+        accepted rank, or of the higher rank without a leading 1.
     TypeError
         If a state part is not a floating-point tensor.
     """
@@ -168,27 +175,41 @@ def from_original_layout(
     for index, part in enumerate(parts):
         name = f"state[{index}]" if isinstance(state, tuple) else "state"
         part = check_tensor(owner, name, part)
-        if part.dim() < 3 or part.shape[0] != 1:
+        if part.dim() == state_rank == 3:
+            continue  # (k, batch, H): the original's layout is the cell's own
+        if part.dim() != state_rank + 1 or part.shape[0] != 1:
+            if state_rank == 3:
+                lanes: list[int | str] = ["k", "batch", hidden_size]
+                wanted = f"{shape_str(lanes)} or {shape_str([1, *lanes])}"
+                raise ShapeError(
+                    f"{owner}: expected {name} of shape {wanted} with hidden's "
+                    f"{shape_str(hidden.shape)} (the original implementation's layout), "
+                    f"got {shape_str(part.shape)}"
+                )
             raise ShapeError(
                 f"{owner}: expected {name} with a leading dimension of 1, as hidden's "
                 f"{shape_str(hidden.shape)} (the original implementation's layout), "
                 f"got {shape_str(part.shape)}"
             )
-    return hidden.squeeze(0), map_state(lambda part: part.squeeze(0), state)
+    squeezed = map_state(lambda part: part.squeeze(0) if part.dim() > state_rank else part, state)
+    return hidden.squeeze(0), squeezed
 
 
-def to_original_layout(hidden: Tensor, state: State) -> tuple[Tensor, State]:
-    """The inverse of :func:`from_original_layout`: a leading 1 on every tensor."""
-    return hidden.unsqueeze(0), map_state(lambda part: part.unsqueeze(0), state)
+def to_original_layout(hidden: Tensor, state: State, given: State) -> tuple[Tensor, State]:
+    """The inverse of :func:`from_original_layout`: hidden ``(1, batch, H)``, and a leading 1
+    on each state tensor whose counterpart in ``given`` (the caller's) had one."""
+    pairs = zip(state_parts(state), state_parts(given), strict=True)
+    parts = [part.unsqueeze(0) if old.dim() > part.dim() else part for part, old in pairs]
+    return hidden.unsqueeze(0), from_parts(parts, state)
 
 
 def takes_original_layout(step: StepMethod) -> StepMethod:
     """Let a ``forward_cell(x, hidden, state)`` also take the original implementation's layout.
 
-    Called with hidden ``(1, batch, hidden_size)`` and each state tensor with a leading 1
-    (``x`` stays ``(batch, input_size)``), the wrapped step runs on the tensors without it
-    (:func:`from_original_layout`) and gives back its results with it again, in the layout
-    the caller used. Any other call goes straight to ``step`` (the time loop's always does).
+    Called with hidden ``(1, batch, hidden_size)`` and the state as
+    :func:`from_original_layout` takes it (``x`` stays ``(batch, input_size)``), the wrapped
+    step runs on the cell's own shapes and gives back its results in the layout the caller
+    used. Any other call goes straight to ``step`` (the time loop's always does).
     """
 
     @functools.wraps(step)
@@ -196,8 +217,11 @@ def takes_original_layout(step: StepMethod) -> StepMethod:
         if not in_original_layout(hidden):
             return step(cell, x, hidden, state)
         owner = f"{type(cell).__name__}.forward_cell"
-        hidden, state = from_original_layout(owner, hidden, state, cell.hidden_size)
-        return to_original_layout(*step(cell, x, hidden, state))
+        given = tuple(state) if isinstance(state, list) else state
+        hidden, state = from_original_layout(
+            owner, hidden, given, cell.hidden_size, cell.state_rank
+        )
+        return to_original_layout(*step(cell, x, hidden, state), given)
 
     return cast(StepMethod, forward_cell)
 
@@ -221,7 +245,8 @@ def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellSta
         state = tuple(state)
     if in_original_layout(hidden):
         owner_hook = f"{owner}.init_hidden"
-        hidden, state = from_original_layout(owner_hook, hidden, state, module.hidden_size)
+        rank = module.state_rank
+        hidden, state = from_original_layout(owner_hook, hidden, state, module.hidden_size, rank)
     batch = inputs.shape[0]
     if not isinstance(hidden, Tensor) or hidden.shape != (batch, module.output_size):
         got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lstm.cells.lstm import LSTM
-from lstm.checks import check_bool, check_forward_cell, check_int
+from lstm.checks import ShapeError, check_bool, check_forward_cell, check_int, shape_str
 from lstm.engines import FastPath, plain_linear_problem
 from lstm.fused import StepRule, Tensors
 from lstm.parameters import CellPart, Device, DType, cell_suffix, linear_maps
@@ -281,6 +281,7 @@ class ArrayLSTM(LSTM):
 
     fast_path = FastPath("fused", "one autograd node per direction, the lanes' backward by hand")
     """This class's own step runs on the fused engine (:class:`ArrayRule`)."""
+    state_rank = 3  # one cell's state is (k, batch, hidden_size), as the original's
     step_rule: StepRule = ArrayRule()
     """The step's element-wise part, with :meth:`update_hidden` as this class defines it."""
 
@@ -305,7 +306,7 @@ class ArrayLSTM(LSTM):
         """
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
         outputs, state = array_lstm_lanes(self.i2h(x) + self.h2h(hidden), state)
-        return self.update_hidden(outputs, state), state
+        return self.combined_hidden(outputs, state), state
 
     def update_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
         r"""Combine the lanes into the hidden output: :math:`h_t = \sum_j o^j_t \odot \tanh(c^j_t)`.
@@ -328,6 +329,29 @@ class ArrayLSTM(LSTM):
         hidden : Tensor of shape (batch, hidden_size)
         """
         return sum_lanes(outputs, states)
+
+    def combined_hidden(self, outputs: Tensor, states: Tensor) -> Tensor:
+        """:meth:`update_hidden`'s result, ``(batch, hidden_size)``: what every step calls.
+
+        An override may return the original implementation's ``(1, batch, hidden_size)``
+        (its documented layout); that leading 1 is removed, and nothing else is reshaped.
+
+        Raises
+        ------
+        lstm.ShapeError
+            If the result is neither shape, naming both and the one given.
+        """
+        hidden = self.update_hidden(outputs, states)
+        wanted = (outputs.shape[1], self.hidden_size)
+        if isinstance(hidden, Tensor) and hidden.shape == wanted:
+            return hidden
+        if isinstance(hidden, Tensor) and hidden.shape == (1, *wanted):
+            return hidden.squeeze(0)
+        got = shape_str(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
+        raise ShapeError(
+            f"{type(self).__name__}.update_hidden: expected hidden of shape {shape_str(wanted)} "
+            f"or {shape_str((1, *wanted))} (the original implementation's layout), got {got}"
+        )
 
     def fused_problem(self) -> str | None:
         """Why the fused engine cannot run this module, or None (:func:`lstm.fused.fused_problem`).
@@ -957,7 +981,7 @@ class AttentionArrayLSTM(ArrayLSTM):
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
         outputs, state = attention_array_lanes(gates, self.i2a(x), state, self.max_pooling)
-        return self.update_hidden(outputs, state), state
+        return self.combined_hidden(outputs, state), state
 
     def fused_problem(self) -> str | None:
         """Why the fused engine cannot run this cell: an overridden :meth:`update_hidden`
@@ -1214,7 +1238,7 @@ class StochasticMemoryArrayLSTM(_LaneChoice):
         check_forward_cell(self, x, hidden, state, lead=(self.k,))
         gates = self.i2h(x) + self.h2h(hidden)  # (B, 4Hk)
         outputs, state = stochastic_memory_lanes(gates, state, self.draws)
-        return self.update_hidden(outputs, state), state
+        return self.combined_hidden(outputs, state), state
 
     def fused_problem(self) -> str | None:
         """Why the fused engine cannot run this cell: an overridden :meth:`update_hidden`
