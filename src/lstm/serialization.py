@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from lstm.cells.torch_lstm import LSTM as TorchFaceLSTM
+from lstm.cells.torch_lstm import LSTMCell as TorchFaceLSTMCell
 from lstm.registry import CELLS
 
 _TORCH_PARTS: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm)
@@ -24,8 +26,9 @@ _TORCH_PARTS: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm)
 def safe_globals() -> list[type[nn.Module]]:
     """The classes ``torch.load(weights_only=True)`` needs to rebuild this package's modules.
 
-    Every registered cell class (:data:`lstm.CELLS`) and the ``torch.nn`` modules they hold.
-    A subclass of your own, and the model around the cell, are not in it: add them.
+    Every registered cell class (:data:`lstm.CELLS`), ``lstm.nn.LSTM`` and
+    ``lstm.nn.LSTMCell``, and the ``torch.nn`` modules they hold. A subclass of your own, and
+    the model around the cell, are not in it: add them.
 
     Returns
     -------
@@ -44,5 +47,6 @@ def safe_globals() -> list[type[nn.Module]]:
     >>> type(model).__name__
     'LSTM'
     """
-    cells = sorted(set(CELLS.values()), key=lambda cls: (cls.__module__, cls.__qualname__))
+    classes: set[type[nn.Module]] = {*CELLS.values(), TorchFaceLSTM, TorchFaceLSTMCell}
+    cells = sorted(classes, key=lambda cls: (cls.__module__, cls.__qualname__))
     return [*cells, *_TORCH_PARTS]

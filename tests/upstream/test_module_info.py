@@ -1,7 +1,9 @@
 """Ports of the ``nn.LSTM`` entry of PyTorch's ``torch/testing/_internal/common_modules.py``:
 its ``module_inputs_torch_nn_LSTM`` samples (unbatched input against a batch of one, the
 ``no_batch_dim_reference_lstm`` check) and its error inputs
-(``module_error_inputs_torch_nn_RNN_GRU``), run against ``lstm.LSTM`` built by ``make_lstm``.
+(``module_error_inputs_torch_nn_RNN_GRU``), run on both faces (``lstm.nn.LSTM`` called as
+upstream calls nn.LSTM, and ``lstm.LSTM``; see ``upstream.factory``). nn.LSTMCell's entry is
+ported in ``test_nn_lstm_cell.py``.
 
 Upstream's error regexes are nn.LSTM's wording; ours name the class, what was expected and
 what was given, so these ports check the exception type and that the message names the
@@ -30,7 +32,7 @@ _SAMPLES = [
     ("bias", "batch_first", "bidirectional", "proj_size", "with_hidden"), _SAMPLES
 )
 def test_module_inputs_no_batch_dim(
-    bias: bool, batch_first: bool, bidirectional: bool, proj_size: int, with_hidden: bool
+    bias: bool, batch_first: bool, bidirectional: bool, proj_size: int, with_hidden: bool, face: str
 ) -> None:
     """Ports ``module_inputs_torch_nn_LSTM`` with ``no_batch_dim_reference_lstm``: a 2-layer
     LSTM (input 2, hidden 3) on an unbatched sequence, with or without unbatched initial
@@ -44,6 +46,7 @@ def test_module_inputs_no_batch_dim(
         bias=bias,
         bidirectional=bidirectional,
         dtype=torch.float64,
+        face=face,
     )
     cells = 4 if bidirectional else 2
     x = torch.randn(3 if with_hidden else 2, 2, dtype=torch.float64)
@@ -92,25 +95,25 @@ _CONSTRUCTION_ERRORS: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception
     ids=[f"{args}-{kwargs}" for args, kwargs, _, _ in _CONSTRUCTION_ERRORS],
 )
 def test_module_error_inputs_construction(
-    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], argument: str
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], argument: str, face: str
 ) -> None:
     """Ports the construction errors of ``module_error_inputs_torch_nn_RNN_GRU`` (the LSTM's
     error inputs): the same exception type as nn.LSTM, the message naming the argument."""
     with pytest.raises(error, match=rf"^LSTM: expected {argument}\b"):
-        make_pair(*args, **kwargs)
+        make_pair(*args, face=face, **kwargs)
 
 
-def test_module_error_inputs_dtype_mismatch() -> None:
+def test_module_error_inputs_dtype_mismatch(face: str) -> None:
     """Ports the forward error of ``module_error_inputs_torch_nn_RNN_GRU``: float64 input to
     a float32 module raises ``ValueError`` naming both dtypes."""
-    model, _ = make_pair(3, 5, dtype=torch.float32)
+    model, _ = make_pair(3, 5, dtype=torch.float32, face=face)
     with pytest.raises(ValueError, match=r"float64.*float32|float32.*float64"):
         model(torch.randn(2, 4, 3, dtype=torch.float64))
 
 
-def test_module_error_inputs_dtype_mismatch_is_also_a_type_error() -> None:
+def test_module_error_inputs_dtype_mismatch_is_also_a_type_error(face: str) -> None:
     """The same case is also the ``TypeError`` this package raised before (``lstm.DTypeError``
     is both), naming both dtypes."""
-    model, _ = make_pair(3, 5, dtype=torch.float32)
+    model, _ = make_pair(3, 5, dtype=torch.float32, face=face)
     with pytest.raises(TypeError, match=r"dtype torch\.float32.*got torch\.float64"):
         model(torch.randn(2, 4, 3, dtype=torch.float64))

@@ -377,6 +377,11 @@ class LSTM(Recurrent):
         module.load_state_dict(self.state_dict())
         return module.train(self.training)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A module pickled without proj_size (as nn.LSTM's before torch 1.8) has none.
+        state.setdefault("proj_size", 0)
+        super().__setstate__(state)  # type: ignore[no-untyped-call]
+
     def _cell_names(self, layer: int, direction: int) -> list[str]:
         suffix = self.cell_suffix(layer, direction)
         return [name + suffix for name in self.cell_names]
@@ -437,8 +442,9 @@ class LSTMCell(nn.Module):
     ) -> None:
         super().__init__()
         owner = type(self).__name__
-        self.input_size = check_int(owner, "input_size", input_size, 1)
-        self.hidden_size = check_int(owner, "hidden_size", hidden_size, 1)
+        # nn.LSTMCell builds with either size 0 (and steps: (batch, 0) results); so does this.
+        self.input_size = check_int(owner, "input_size", input_size, 0)
+        self.hidden_size = check_int(owner, "hidden_size", hidden_size, 0)
         self.bias = check_bool(owner, "bias", bias)
         check_factory(owner, device, dtype)
         factory: dict[str, Any] = {"device": device, "dtype": dtype}

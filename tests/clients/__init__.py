@@ -1,0 +1,1 @@
+"""Models written by users of ``torch.nn.LSTM``, run unchanged but for one import."""
