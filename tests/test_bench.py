@@ -58,6 +58,7 @@ def test_run_benchmark_measures_every_candidate_and_mode() -> None:
     engines = {r.candidate: r.engine for r in results if r.mode == "train"}
     assert engines == {
         "lstm": "kernel",
+        "lstm.nn": "kernel",
         "nn.LSTM": "nn.LSTM",
         "reference": "reference",
         "hoisted": "hoisted",
@@ -69,6 +70,9 @@ def test_run_benchmark_measures_every_candidate_and_mode() -> None:
     assert "floor ms" in table
     assert "reference/floor" not in table
     assert "  lstm train: kernel -- LSTM's own step: torch.lstm" in table
+    assert "lstm.nn/torch" in table
+    assert "  lstm train (lstm.nn): kernel -- LSTM's own step: torch.lstm" in table
+    assert "no gate permutation" in table
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -87,6 +91,7 @@ def test_candidates_compute_the_same_function(num_layers: int) -> None:
 
 def test_other_cells_are_built_with_the_layers_of_the_shape() -> None:
     modules = build_candidates("cifg", Shape(2, 3, 4, 5, num_layers=3), torch.float32)
+    assert "lstm.nn" not in modules  # nn.LSTM's face is the stock LSTM's alone
     assert modules["lstm"].num_layers == 3
     assert isinstance(modules["nn.LSTM"], nn.LSTM)
     assert modules["nn.LSTM"].num_layers == 3
@@ -101,7 +106,7 @@ def test_memory_probe_reports_a_positive_peak() -> None:
         reference=False,
     )
     peaks = {r.candidate: r.peak_memory_bytes for r in results}
-    assert set(peaks) == {"lstm", "nn.LSTM"}
+    assert set(peaks) == {"lstm", "lstm.nn", "nn.LSTM"}
     for peak in peaks.values():
         assert peak is not None
         assert peak > 0
@@ -381,7 +386,7 @@ def test_the_floor_pair_gets_the_threads_of_the_nn_lstm_pair(
         memory=False,
         reference=False,
     )
-    assert calls == [(("lstm", "nn.LSTM"), 3), (("lstm", FLOOR), 3)]
+    assert calls == [(("lstm", "nn.LSTM"), 3), (("lstm.nn", "nn.LSTM"), 3), (("lstm", FLOOR), 3)]
 
 
 def test_every_cell_gets_a_finite_ratio_to_its_floor() -> None:
@@ -392,14 +397,20 @@ def test_every_cell_gets_a_finite_ratio_to_its_floor() -> None:
         min_run_time=0.001,
         memory=False,
         reference=False,
-        floor_for=["lstm", "nn.LSTM"],
+        floor_for=["lstm", "lstm.nn", "nn.LSTM"],
     )
     assert {(r.cell, r.mode, r.candidate) for r in results} == {
         (cell, mode, name)
         for cell in ("lstm", "cifg")
         for mode in ("forward", "train")
-        for name in ("lstm", "nn.LSTM")
+        for name in ("lstm", "lstm.nn", "nn.LSTM")
+        if name != "lstm.nn" or cell == "lstm"
     }
+    modules = build_candidates("lstm", Shape(2, 4, 3, 4, num_layers=2), torch.float32)
+    for mode in ("forward", "train"):  # nn.LSTM's face has the same products as lstm's
+        products = gemm_products(modules["lstm.nn"], Shape(2, 4, 3, 4), mode)
+        assert products == gemm_products(modules["lstm"], Shape(2, 4, 3, 4), mode)
+        assert len(products) == (4 if mode == "forward" else 12)
     for result in results:
         assert result.ratio_to_floor is not None
         assert math.isfinite(result.ratio_to_floor)

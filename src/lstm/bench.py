@@ -4,6 +4,8 @@
 round by round, three candidates for every registered cell and shape:
 
 * ``lstm``: the cell as a user gets it (``engine="auto"``: the fast path where it applies);
+* ``lstm.nn``: for the stock LSTM cell only, ``lstm.nn.LSTM`` (nn.LSTM's face, its own
+  weights in nn.LSTM's layout) with the same weights;
 * ``nn.LSTM``: ``torch.nn.LSTM`` of the same sizes (for the LSTM cell, the exact conversion
   of the same weights);
 * ``reference``: the same module held on the per-step ``forward_cell`` loop: what a cell
@@ -62,10 +64,12 @@ from torch import nn
 
 from lstm import _atomic as atomic
 from lstm.cells.lstm import LSTM
+from lstm.cells.torch_lstm import LSTM as TorchFaceLSTM
 from lstm.driver import Recurrent
 from lstm.registry import CELLS, create
 
-CANDIDATES = ("lstm", "nn.LSTM", "reference", "hoisted")
+CANDIDATES = ("lstm", "lstm.nn", "nn.LSTM", "reference", "hoisted")
+"""Every candidate, in table order; ``lstm.nn`` exists for the stock LSTM cell only."""
 MODES = ("forward", "train")
 FLOOR = "floor"
 """The name of the GEMM floor in a timed pair (:func:`gemm_floor`)."""
@@ -207,7 +211,8 @@ def build_candidates(
     Returns
     -------
     dict of str to nn.Module
-        ``lstm``, ``nn.LSTM`` (the exact conversion of ``lstm`` for the stock LSTM cell,
+        ``lstm``, ``lstm.nn`` (stock LSTM cell only: ``lstm.nn.LSTM``, batch first, with the
+        same weights), ``nn.LSTM`` (the exact conversion of ``lstm`` for the stock LSTM cell,
         else a fresh ``torch.nn.LSTM`` of the same sizes), ``reference`` and ``hoisted``.
     """
     torch.manual_seed(seed)
@@ -218,8 +223,10 @@ def build_candidates(
     reference.engine = "reference"
     hoisted = copy.deepcopy(ours)
     hoisted.engine = "hoisted"
+    faces: dict[str, nn.Module] = {}
     if isinstance(ours, LSTM) and not type(ours).step_source.overrides(LSTM):
         torch_lstm = ours.to_torch()
+        faces["lstm.nn"] = TorchFaceLSTM.from_torch(torch_lstm)
     else:
         torch_lstm = nn.LSTM(
             shape.input_size,
@@ -228,7 +235,13 @@ def build_candidates(
             batch_first=True,
             dtype=dtype,
         )
-    return {"lstm": ours, "nn.LSTM": torch_lstm, "reference": reference, "hoisted": hoisted}
+    return {
+        "lstm": ours,
+        **faces,
+        "nn.LSTM": torch_lstm,
+        "reference": reference,
+        "hoisted": hoisted,
+    }
 
 
 def make_step(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
@@ -306,8 +319,8 @@ def gemm_products(module: nn.Module, shape: Shape, mode: str) -> list[Product]:
     Parameters
     ----------
     module : lstm.driver.Recurrent
-        The cell, with any number of layers and directions; ``torch.nn.LSTM`` is read as
-        :meth:`lstm.LSTM.from_torch` of it.
+        The cell, with any number of layers and directions; ``torch.nn.LSTM`` and
+        ``lstm.nn.LSTM`` are read as :meth:`lstm.LSTM.from_torch` of it.
     shape : Shape
         Its ``batch`` and ``seq_len`` are used; the sizes come from the module.
     mode : str
@@ -327,6 +340,8 @@ def gemm_products(module: nn.Module, shape: Shape, mode: str) -> list[Product]:
     """
     if mode not in MODES:
         raise ValueError(f"expected mode in {MODES}, got {mode!r}")
+    if isinstance(module, TorchFaceLSTM):
+        module = module.to_torch()
     if isinstance(module, nn.LSTM):
         module = LSTM.from_torch(module)
     if not isinstance(module, Recurrent):
@@ -563,14 +578,15 @@ def run_benchmark(
         raise ValueError(f"expected floor_for names among {CANDIDATES}, got {unknown}")
     cells = cells or ["lstm"]
     threads = threads or torch.get_num_threads()
-    names = [c for c in CANDIDATES if reference or c in ("lstm", "nn.LSTM")]
-    floored = [name for name in names if name in floor_for]
+    wanted = [c for c in CANDIDATES if reference or c in ("lstm", "lstm.nn", "nn.LSTM")]
     results: list[Result] = []
     for cell in cells:
         for shape in shapes:
             x = torch.randn(shape.batch, shape.seq_len, shape.input_size, dtype=dtype)
             for mode in modes:
                 modules = build_candidates(cell, shape, dtype)
+                names = [name for name in wanted if name in modules]
+                floored = [name for name in names if name in floor_for]
                 steps = {name: make_step(modules[name], x, mode) for name in names}
                 floors = {name: gemm_floor(modules[name], shape, mode, dtype) for name in floored}
                 first_call = _first_calls(steps, floors)
@@ -580,7 +596,7 @@ def run_benchmark(
                     result = _summarise(cell, shape, mode, name, pair, floor_pairs.get(name))
                     result.first_call_s = first_call[name]
                     result.engine, result.engine_reason = engine_of(modules[name], x, mode)
-                    if memory and mode == "train" and name in ("lstm", "nn.LSTM"):
+                    if memory and mode == "train" and name in ("lstm", "lstm.nn", "nn.LSTM"):
                         result.peak_memory_bytes = peak_training_memory(cell, shape, name, dtype)
                     results.append(result)
     return results
@@ -670,7 +686,9 @@ def format_table(results: list[Result]) -> str:
     Columns: the engine of ``lstm``, every candidate's median in ms, the GEMM floor's median
     (from ``lstm``'s floor pair), every candidate's ratio to ``nn.LSTM``, the ratio to the
     floor of each candidate that has one (``lstm/floor``), and the peak memory of ``lstm``
-    over ``nn.LSTM``'s. Then the engine of ``lstm`` for each cell and mode, with its reason.
+    over ``nn.LSTM``'s; ``-`` where a candidate does not exist for the cell (``lstm.nn``
+    exists for the stock LSTM only). Then the engine of ``lstm`` (and ``lstm.nn``) for each
+    cell and mode, with its reason.
 
     Parameters
     ----------
@@ -699,26 +717,34 @@ def format_table(results: list[Result]) -> str:
     lines = [header, "-" * len(header)]
     for (cell, shape, mode), by_name in rows.items():
         line = f"{cell:<10} {shape:<18} {mode:<8} {by_name['lstm'].engine:<9}"
-        line += "".join(f" {by_name[name].median_s * 1e3:>13.2f}" for name in names)
+        line += "".join(
+            f" {by_name[name].median_s * 1e3:>13.2f}" if name in by_name else f" {'-':>13}"
+            for name in names
+        )
         if floored:
             floor_s = by_name[floored[0]].floor_median_s
             line += f" {floor_s * 1e3:>10.2f}" if floor_s is not None else f" {'':>10}"
         line += "".join(
-            f" {by_name[name].ratio_to_torch or 0.0:>14.2f}x" for name in names if name != "nn.LSTM"
+            f" {by_name[name].ratio_to_torch or 0.0:>14.2f}x" if name in by_name else f" {'-':>15}"
+            for name in names
+            if name != "nn.LSTM"
         )
         for name in floored:
-            ratio = by_name[name].ratio_to_floor
+            ratio = by_name[name].ratio_to_floor if name in by_name else None
             line += f" {ratio:>14.2f}x" if ratio is not None else f" {'':>15}"
         ours, theirs = by_name["lstm"], by_name["nn.LSTM"]
         memory = ""
         if ours.peak_memory_bytes is not None and theirs.peak_memory_bytes:
             memory = f"{ours.peak_memory_bytes / theirs.peak_memory_bytes:.2f}x"
         lines.append(line + f" {memory:>18}")
-    reasons = {
-        (r.cell, r.mode, r.engine, r.engine_reason) for r in results if r.candidate == "lstm"
-    }
-    lines += ["", "engine of the lstm column (model.engine_for):"]
-    lines += [f"  {cell} {mode}: {name} -- {why}" for cell, mode, name, why in sorted(reasons)]
+    shown = [r for r in results if r.candidate in ("lstm", "lstm.nn")]
+    which = {r.candidate: "" if r.candidate == "lstm" else f" ({r.candidate})" for r in shown}
+    reasons = {(r.cell, r.mode, which[r.candidate], r.engine, r.engine_reason) for r in shown}
+    lines += ["", "engine of the lstm and lstm.nn columns (model.engine_for):"]
+    lines += [
+        f"  {cell} {mode}{which}: {name} -- {why}"
+        for cell, mode, which, name, why in sorted(reasons)
+    ]
     return "\n".join(lines)
 
 

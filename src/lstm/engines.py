@@ -33,7 +33,7 @@ arguments and makes that choice for both ``forward`` and ``engine_for``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
@@ -90,8 +90,8 @@ class KernelFamily(Protocol):
     """What a family that declares ``FastPath("kernel", ...)`` defines beside its step."""
 
     def fused_forward(
-        self, inputs: Tensor, initial: list[CellState], lengths: Tensor | None
-    ) -> tuple[Tensor, list[CellState]]:
+        self, inputs: Tensor, initial: Sequence[CellState], lengths: Tensor | None
+    ) -> tuple[Tensor, Sequence[CellState]]:
         """Run the whole stack in one call: the same function as the reference engine.
 
         Called only when :func:`choose_engine` chose ``kernel``; same arguments and results
@@ -209,7 +209,7 @@ def choose_engine(
     module: Recurrent,
     inputs: Tensor,
     lengths: Tensor | None,
-    initial: list[CellState],
+    initial: Sequence[CellState],
     *,
     all_states: bool = False,
 ) -> Engine:
@@ -272,7 +272,7 @@ class Call(NamedTuple):
 
     batch: Batch
     """The input, batch-first, with its lengths (:func:`lstm.layout.read_input`)."""
-    initial: list[CellState]
+    initial: Sequence[CellState]
     """``(hidden, state)`` of every cell, in :meth:`~lstm.driver.Recurrent.cell_indices` order."""
     engine: Engine
     """The engine that runs, and why (:func:`choose_engine`)."""
@@ -315,10 +315,10 @@ def run_engine(
     engine: Engine,
     module: Recurrent,
     inputs: Tensor,
-    initial: list[CellState],
+    initial: Sequence[CellState],
     lengths: Tensor | None,
     collect: list[list[lstm.state.State]] | None = None,
-) -> tuple[Tensor, list[CellState]]:
+) -> tuple[Tensor, Sequence[CellState]]:
     """Run ``engine``: outputs ``(batch, seq_len, D*H)`` and the final state of every cell."""
     if engine.name == "kernel":
         result = cast(KernelFamily, module).fused_forward(inputs, initial, lengths)
@@ -458,7 +458,7 @@ def _kernel_blocker(module: Recurrent, inputs: Tensor) -> str | None:
     return _step_blocker(module, inputs) or cast(KernelFamily, module).kernel_problem()
 
 
-def _needs_grad(module: nn.Module, inputs: Tensor, initial: list[CellState]) -> bool:
+def _needs_grad(module: nn.Module, inputs: Tensor, initial: Sequence[CellState]) -> bool:
     """Whether autograd will record a forward of ``module`` on these inputs and states."""
     tensors = [inputs, *(h for h, _ in initial)]
     tensors += [part for _, state in initial for part in state_parts(state)]

@@ -9,6 +9,7 @@ layout they came in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -141,7 +142,7 @@ def _batch_first(owner: str, x: Any, input_size: int, batch_first: bool) -> tupl
 def write_output(
     batch: Batch,
     output: Tensor,
-    finals: list[CellState],
+    finals: Sequence[CellState],
     collected: list[list[State]] | None,
     batch_first: bool,
 ) -> tuple[Any, ...]:

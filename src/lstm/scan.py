@@ -9,7 +9,7 @@ dropout, zoneout).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,13 +36,13 @@ direction at once, returning outputs ``(B, T, H)`` and the final state (the fuse
 def run_stack(
     module: Recurrent,
     inputs: Tensor,
-    initial: list[CellState],
+    initial: Sequence[CellState],
     lengths: Tensor | None,
     *,
     prepare: PrepareCell | None = None,
     collect: list[list[State]] | None = None,
     run: RunDirection | None = None,
-) -> tuple[Tensor, list[CellState]]:
+) -> tuple[Tensor, Sequence[CellState]]:
     """``forward_cell`` at every step of every layer and direction.
 
     Parameters

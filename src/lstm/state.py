@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast, overload
 
 import torch
 from torch import Tensor
@@ -82,31 +81,50 @@ def per_step_states(per_direction: Sequence[Sequence[State]]) -> State:
     return from_parts(columns, first)
 
 
-class StackedCells(list[CellState]):
-    """Per-cell ``(hidden, state)`` pairs unbound from stacked ``(cells, batch, ·)`` tensors.
+class StackedCells(Sequence[CellState]):
+    """Per-cell ``(hidden, state)`` pairs, as views of stacked ``(cells, batch, ·)`` tensors.
 
-    A list like any other, for engines that work cell by cell, which also keeps the two
-    stacked tensors it was made from: an engine that runs every cell at once (the LSTM's
-    kernel) takes them as they are, and gives its final states back in one, which
-    ``forward`` returns as they are (:func:`stacked_cells`), without stacking the cells again.
+    An immutable sequence, for engines that work cell by cell (the pairs are unbound from the
+    stacks on first use), which also keeps the two stacked tensors it was made from: an
+    engine that runs every cell at once (the LSTM's kernel) takes them as they are, and gives
+    its final states back in one, which ``forward`` returns as they are
+    (:func:`stacked_cells`), without unbinding or stacking the cells at all.
     """
 
     def __init__(self, hidden: Tensor, state: Tensor) -> None:
-        super().__init__(zip(hidden.unbind(0), state.unbind(0), strict=True))
+        if hidden.shape[:1] != state.shape[:1]:
+            raise ShapeError(
+                f"StackedCells: expected hidden and state with as many cells, got "
+                f"{shape_str(hidden.shape)} and {shape_str(state.shape)}"
+            )
         self.hidden, self.state = hidden, state
-        self.made_with = tuple(self)
+        self._cells: tuple[CellState, ...] | None = None
+
+    def _unbound(self) -> tuple[CellState, ...]:
+        if self._cells is None:
+            self._cells = tuple(zip(self.hidden.unbind(0), self.state.unbind(0), strict=True))
+        return self._cells
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    @overload
+    def __getitem__(self, index: int) -> CellState: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[CellState]: ...
+
+    def __getitem__(self, index: int | slice) -> CellState | Sequence[CellState]:
+        return self._unbound()[index]
 
 
 def stacked_cells(cells: Sequence[CellState]) -> tuple[Tensor, Tensor] | None:
     """``(hidden, state)``, each ``(cells, batch, ·)``, if ``cells`` are :class:`StackedCells`.
 
-    The stacked tensors equal ``torch.stack`` of the cells' hidden and state tensors (they are
-    what the cells are views of) while the list holds the very pairs it was made with; a
-    list changed since, or any other, gives None.
+    The stacked tensors equal ``torch.stack`` of the cells' hidden and state tensors (the
+    cells are views of them); any other sequence (a list made from one, say) gives None.
     """
-    if not isinstance(cells, StackedCells) or len(cells) != len(cells.made_with):
-        return None
-    if not all(map(operator.is_, cells, cells.made_with)):
+    if not isinstance(cells, StackedCells):
         return None
     if cells.hidden.dim() != 3 or cells.state.dim() != 3:
         return None
@@ -266,7 +284,7 @@ def default_state(module: Recurrent, cell: Recurrent, inputs: Tensor) -> CellSta
 
 def initial_states(
     module: Recurrent, inputs: Tensor, hidden: Any, unbatched: bool
-) -> list[CellState]:
+) -> Sequence[CellState]:
     """Initial ``(hidden, state)`` of every cell, in the order layer 0 fwd, layer 0 rev, ...
 
     Parameters

@@ -153,9 +153,9 @@ def lstm_kernel(
     module: Recurrent,
     weights: list[Tensor],
     inputs: Tensor,
-    initial: list[CellState],
+    initial: Sequence[CellState],
     lengths: Tensor | None,
-) -> tuple[Tensor, list[CellState]]:
+) -> tuple[Tensor, Sequence[CellState]]:
     """The whole stack of an LSTM in one call of ATen's LSTM kernel.
 
     The kernel is the one ``torch.nn.LSTM`` calls (``torch.lstm``: oneDNN on CPU, cuDNN on
@@ -650,8 +650,8 @@ class LSTM(Recurrent):
 
     # ------------------------------------------------------------------ fast path
     def fused_forward(
-        self, inputs: Tensor, initial: list[CellState], lengths: Tensor | None
-    ) -> tuple[Tensor, list[CellState]]:
+        self, inputs: Tensor, initial: Sequence[CellState], lengths: Tensor | None
+    ) -> tuple[Tensor, Sequence[CellState]]:
         """Run the whole stack in one call of ATen's LSTM kernel (:func:`lstm_kernel`).
 
         Given this module's weights with the gate blocks permuted from f, i, o, g to i, f, g,

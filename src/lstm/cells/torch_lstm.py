@@ -274,7 +274,11 @@ class LSTM(Recurrent):
     @property
     def _flat_weights(self) -> list[Tensor | None]:
         """The tensors of :attr:`_flat_weights_names`, as they are now (None where deleted)."""
-        return list(cell_parts(self, tuple(self._flat_weights_names), "").values())
+        parameters = self._parameters
+        try:  # every call reads them: plain parameters straight from their dict
+            return [parameters[name] for name in self._flat_weights_names]
+        except KeyError:  # parametrized, assigned as plain tensors, or deleted
+            return list(cell_parts(self, tuple(self._flat_weights_names), "").values())
 
     @property
     def all_weights(self) -> list[list[Tensor | None]]:
@@ -332,17 +336,19 @@ class LSTM(Recurrent):
         lstm.ShapeError, TypeError, ValueError
             For bad input or states, naming the expected and the given value.
         """
-        for name, weight in zip(self._flat_weights_names, self._flat_weights, strict=True):
-            if weight is None:
-                raise AttributeError(
-                    f"{type(self).__name__}: expected a tensor as {name}, got none (deleted); "
-                    f"assign one, e.g. model.{name} = nn.Parameter(...)"
-                )
+        parameters = self._parameters
+        if not all(name in parameters for name in self._flat_weights_names):
+            for name, weight in zip(self._flat_weights_names, self._flat_weights, strict=True):
+                if weight is None:
+                    raise AttributeError(
+                        f"{type(self).__name__}: expected a tensor as {name}, got none "
+                        f"(deleted); assign one, e.g. model.{name} = nn.Parameter(...)"
+                    )
         return super().forward(input, hx, lengths, return_all_states)
 
     def fused_forward(
-        self, inputs: Tensor, initial: list[Any], lengths: Tensor | None
-    ) -> tuple[Tensor, list[Any]]:
+        self, inputs: Tensor, initial: Sequence[Any], lengths: Tensor | None
+    ) -> tuple[Tensor, Sequence[Any]]:
         """The whole stack in one call of ``torch.lstm`` on :attr:`_flat_weights` as they are
         (:func:`lstm.cells.lstm.lstm_kernel`): nn.LSTM's own computation."""
         return lstm_kernel(self, self._flat_weights, inputs, initial, lengths)  # type: ignore[arg-type]
