@@ -20,6 +20,9 @@ from builders import NAMES, build, parts
 CASES = [(name, "auto", False) for name in NAMES] + [
     ("lstm", "auto", True),
     ("lstm", "reference", True),
+    ("nn-lstm", "auto", False),  # lstm.nn.LSTM (nn.LSTM's face) on its kernel
+    ("nn-lstm", "auto", True),
+    ("nn-lstm-step", "auto", False),  # a user's step on lstm.nn.LSTM
 ]
 
 
@@ -29,7 +32,7 @@ CASES = [(name, "auto", False) for name in NAMES] + [
 def test_compiled_model_matches_eager(name: str, engine: str, ragged: bool) -> None:
     torch._dynamo.reset()
     # Small on purpose: the reference path unrolls every step of every cell into the graph.
-    num_layers = 2 if engine == "auto" and name == "lstm" else 1
+    num_layers = 2 if engine == "auto" and name in ("lstm", "nn-lstm") else 1
     model = build(name, 3, 4, dtype=torch.float32, num_layers=num_layers)
     model.engine = engine  # build gives eval mode (lane choices are argmax by default)
     # Full-length batches must trace whole: a graph break inside the time loop would leave

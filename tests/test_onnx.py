@@ -55,14 +55,14 @@ def _check(session: ort.InferenceSession, model: torch.nn.Module, x: torch.Tenso
         np.testing.assert_allclose(actual, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, "nn-lstm"])  # nn-lstm: lstm.nn.LSTM, batch-first
 def test_export_with_dynamic_shapes(name: str, tmp_path: Path) -> None:
     # Every cell: one layer, both directions, a dynamic batch, and 3 steps (a first, a middle
     # and a last step in each direction); small, since the reference path unrolls every step
     # of every cell into the graph. The LSTM runs on torch.lstm, whose loop is not unrolled:
     # its export also has two layers and a dynamic sequence length (what a separate LSTM
     # export checked once, with the same shapes).
-    dynamic_seq = name == "lstm"
+    dynamic_seq = name in ("lstm", "nn-lstm")
     layers = 2 if dynamic_seq else 1
     model = build(name, 4, 6, dtype=torch.float32, num_layers=layers, bidirectional=True)
     path = tmp_path / f"{name}.onnx"

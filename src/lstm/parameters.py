@@ -307,7 +307,7 @@ class ReadOnlyCopy(torch.Tensor):
     Made with :meth:`wrap`, never directly.
     """
 
-    refusal: str
+    refusal: str = "a read-only copy: a write to it would change nothing"
     """The message of every refused write: what the tensor is and what to do instead."""
 
     @classmethod

@@ -672,7 +672,7 @@ class LSTM(Recurrent):
         """
         for layer, direction in self.cell_indices():
             suffix = self.cell_suffix(layer, direction)
-            for name, part in self.cell_parts(layer, direction).items():
+            for name, part in cell_parts(self, self.cell_names, suffix).items():
                 problem = plain_linear_problem(name + suffix, part)
                 if problem is not None:
                     return problem
