@@ -361,6 +361,25 @@ def test_the_stock_module_passes_its_own_parameters_to_torch_lstm(
         assert all(w is p for w, p in zip(weights, model.parameters(), strict=True))
 
 
+def test_the_autograd_graph_is_nn_lstm_s_node_for_node() -> None:
+    """Training adds nothing around the kernel: the same nodes as nn.LSTM's graph."""
+    ours, theirs = seeded_pair(1, 8, 2, batch_first=True, proj_size=4)
+    x = torch.randn(3, 5, 1, requires_grad=True)
+
+    def nodes(output: Tensor) -> list[str]:
+        seen, stack = set(), [output.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is not None and node not in seen:
+                seen.add(node)
+                stack.extend(next_node for next_node, _ in node.next_functions)
+        return sorted(type(node).__name__ for node in seen)
+
+    for part in range(3):  # output, h_n, c_n
+        flat = [ours(x)[0], *ours(x)[1]], [theirs(x)[0], *theirs(x)[1]]
+        assert nodes(flat[0][part]) == nodes(flat[1][part])
+
+
 def test_engine_for_names_the_engine_and_why() -> None:
     x = torch.randn(5, 2, 3)
     engine = lstm.nn.LSTM(3, 4).engine_for(x)
