@@ -330,9 +330,9 @@ class Recurrent(nn.Module):
             num_directions, batch, hidden_size)`` as ``torch.nn.LSTM`` takes them (the state
             stacked likewise), or ``(batch, hidden_size)`` as the reference page documents
             it (one layer and direction; not where :attr:`stacked_states_only`); no batch
-            dimension for unbatched input. The hidden
-            tensor has :attr:`~lstm.driver.Recurrent.output_size` features (``proj_size``
-            for a projected LSTM).
+            dimension for unbatched input. The hidden tensor has
+            :attr:`~lstm.driver.Recurrent.output_size` features (``proj_size`` for a
+            projected LSTM).
         lengths : Tensor of shape (batch,), or list or tuple of ints, optional
             True length of each sequence, integers in ``1..seq_len`` (a list or tuple as
             ``pack_padded_sequence`` takes it). Steps past a sequence's

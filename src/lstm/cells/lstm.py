@@ -174,7 +174,7 @@ def lstm_kernel(
         b_ih, b_hh][, w_hr]`` in ``torch.nn.LSTM``'s layout (gate blocks i, f, g, o): its
         ``_flat_weights``.
     inputs : Tensor of shape (batch, seq_len, input_size)
-    initial : list of (hidden, state)
+    initial : sequence of (hidden, state)
         One per cell; :class:`~lstm.state.StackedCells` are passed on as they are.
     lengths : Tensor of shape (batch,) on the CPU, or None
         None when every sequence runs to ``seq_len``.
