@@ -336,14 +336,15 @@ class LSTM(Recurrent):
         lstm.ShapeError, TypeError, ValueError
             For bad input or states, naming the expected and the given value.
         """
-        parameters = self._parameters
-        if not all(name in parameters for name in self._flat_weights_names):
-            for name, weight in zip(self._flat_weights_names, self._flat_weights, strict=True):
-                if weight is None:
-                    raise AttributeError(
-                        f"{type(self).__name__}: expected a tensor as {name}, got none "
-                        f"(deleted); assign one, e.g. model.{name} = nn.Parameter(...)"
-                    )
+        for name in self._flat_weights_names:
+            # A parameter, a tensor assigned in its place, or a parametrization's property:
+            # looked up without computing it (the kernel reads it once, below).
+            if name in self._parameters or name in self.__dict__ or name in vars(type(self)):
+                continue
+            raise AttributeError(
+                f"{type(self).__name__}: expected a tensor as {name}, got none (deleted); "
+                f"assign one, e.g. model.{name} = nn.Parameter(...)"
+            )
         return super().forward(input, hx, lengths, return_all_states)
 
     def fused_forward(
