@@ -11,9 +11,9 @@ our errors.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-import torch
 from torch import nn
 
 import lstm
@@ -24,20 +24,16 @@ FACES = ("lstm.nn.LSTM", "lstm.LSTM")
 Ours = lstm.nn.LSTM | lstm.LSTM
 
 
-def torch_arguments(
-    input_size: int,
-    hidden_size: int,
-    num_layers: int = 1,
-    bias: bool = True,
-    batch_first: bool = False,
-    dropout: float = 0.0,
-    bidirectional: bool = False,
-    proj_size: int = 0,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> dict[str, Any]:
-    """``torch.nn.LSTM``'s constructor signature (torch 2.13), as a dict of its arguments."""
-    return dict(locals())
+def torch_arguments(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The arguments of ``torch.nn.LSTM(*args, **kwargs)`` by name, defaults filled in.
+
+    Read through ``lstm.nn.LSTM``'s signature, which is nn.LSTM's (checked in
+    tests/test_torch_lstm.py), less this package's keyword-only options.
+    """
+    bound = inspect.signature(lstm.nn.LSTM).bind(*args, **kwargs)
+    bound.apply_defaults()
+    ours = ("recurrent_dropout", "zoneout")
+    return {name: value for name, value in bound.arguments.items() if name not in ours}
 
 
 def make_pair(*args: Any, face: str = FACES[0], **kwargs: Any) -> tuple[Ours, nn.LSTM]:
