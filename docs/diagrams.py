@@ -24,12 +24,17 @@ CORE = (
     "state",
     "scan",
     "fused",
+    "compiled.codegen",
+    "compiled.build",
+    "compiled.trace",
+    "compiled.run",
     "layout",
     "engines",
     "driver",
     "registry",
 )
-"""The core's modules outside ``cells/``; the cell families are found on disk."""
+"""The core's modules outside ``cells/`` (``compiled/``'s by their dotted names); the cell
+families are found on disk."""
 
 SUMMARIES = {
     "checks": "checks as pure functions: arguments, lengths, one step",
@@ -37,6 +42,10 @@ SUMMARIES = {
     "state": "the opaque state: map, combine, stack; initial states",
     "scan": "the time loop: one direction, the layer stack, dropout, zoneout",
     "fused": "a direction as one autograd node: a family's step rule, backward by hand",
+    "compiled.codegen": "the generator: a traced graph as one C loop over batch and lanes",
+    "compiled.build": "compiles and caches the C kernels and the C++ time loop",
+    "compiled.trace": "forward_cell traced: element-wise forward and backward graphs",
+    "compiled.run": "a direction as one node on the C++ loop; what is built per cell",
     "layout": "forward's input in, results out, in the caller's layout",
     "engines": "checks a call, chooses its engine and why; the kernel contract",
     "driver": "Recurrent: the cell contract, parameters per layer and direction, forward",
@@ -127,7 +136,10 @@ def runtime_imports(module: str, package: Path = PACKAGE) -> set[str]:
         if isinstance(node, ast.ImportFrom) and node.module == "lstm":
             found |= {a.name for a in node.names if (package / f"{a.name}.py").exists()}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lstm."):
-            found.add(node.module.removeprefix("lstm."))
+            inner = node.module.removeprefix("lstm.")
+            folder = package / inner.replace(".", "/")
+            for alias in node.names:  # `from lstm.compiled import build` imports a module
+                found.add(f"{inner}.{alias.name}" if (folder / f"{alias.name}.py").exists() else inner)
         elif isinstance(node, ast.Import):
             found |= {
                 a.name.removeprefix("lstm.") for a in node.names if a.name.startswith("lstm.")
@@ -166,7 +178,7 @@ def outer_modules(package: Path = PACKAGE) -> list[str]:
     """
     modules = {path.stem for path in package.glob("[!_]*.py")} - set(CORE)
     packages = {f"{path.name}/" for path in package.iterdir() if (path / "__init__.py").exists()}
-    return sorted(modules | (packages - {"cells/"}))
+    return sorted(modules | (packages - {"cells/", "compiled/"}))
 
 
 def layers(graph: Mapping[str, Iterable[str]]) -> dict[str, int]:

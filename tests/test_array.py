@@ -197,24 +197,35 @@ def test_input_projection_is_hoisted_unless_forward_cell_is_overridden(
     linear_calls: Counter[int],
 ) -> None:
     calls = linear_calls
-    model = ArrayLSTM(3, 4, K)
-    model(torch.randn(2, 7, 3))
-    # The fused engine reads both maps' weights directly: one product of i2h's weight (with
-    # both biases) for all steps, h2h's weight at every step; neither module is called.
-    assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (0, 0)
-
-    calls.clear()
-    combined = with_max_combination(ArrayLSTM)(3, 4, K)
-    combined(torch.randn(2, 7, 3))  # the hoisted engine: forward_cell at every step
-    assert (calls[id(combined.i2h)], calls[id(combined.h2h)]) == (1, 7)
 
     class Doubled(ArrayLSTM):
         def forward_cell(self, x: Tensor, hidden: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
             hidden, state = super().forward_cell(x, hidden, state)
             return 2 * hidden, state
 
+    # The compiled and fused engines read both maps' weights directly: one product of i2h's
+    # weight for all steps, h2h's weight at every step; neither module is called. The
+    # compiled engine does so for a step of the user's own too.
+    for model, engine in [(ArrayLSTM(3, 4, K), "auto"), (Doubled(3, 4, K), "auto")]:
+        model.engine = engine
+        calls.clear()
+        model(torch.randn(2, 7, 3))
+        assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (0, 0), engine
+    model = ArrayLSTM(3, 4, K)
+    model.engine = "fused"
     calls.clear()
+    model(torch.randn(2, 7, 3))
+    assert (calls[id(model.i2h)], calls[id(model.h2h)]) == (0, 0)
+
+    combined = with_max_combination(ArrayLSTM)(3, 4, K)
+    combined.engine = "fused"  # the fused rule lacks the override: hoisted, forward_cell each step
+    calls.clear()
+    combined(torch.randn(2, 7, 3))
+    assert (calls[id(combined.i2h)], calls[id(combined.h2h)]) == (1, 7)
+
     custom = Doubled(3, 4, K)
+    custom.engine = "reference"
+    calls.clear()
     custom(torch.randn(2, 7, 3))
     assert calls[id(custom.i2h)] == 7
 
@@ -423,16 +434,20 @@ def test_attention_matches_reference_equations(
     assert_matches_reference(model, x, step, initial, lengths)
 
 
-def test_attention_runs_fused_unless_i2a_is_not_a_plain_linear() -> None:
+def test_attention_runs_compiled_unless_i2a_is_not_a_plain_linear() -> None:
     model = AttentionArrayLSTM(3, 4, K, num_layers=2, dtype=DOUBLE)
     x = torch.randn(4, 5, 3, dtype=DOUBLE)
-    assert model.engine_for(x).name == "fused"
+    assert model.engine_for(x).name == "compiled"
     assert model.i2a_l1.weight.shape == (4 * K, 4)  # layer 1 reads layer 0: hidden_size
-    # The fused engine applies i2a to all steps at once: only a plain nn.Linear may be.
+    # The fast engines apply i2a to all steps at once: only a plain nn.Linear may be.
     torch.nn.utils.parametrizations.weight_norm(model.i2a_l1)
-    assert model.engine_for(x) == (
-        "hoisted",
-        "the fused engine does not apply: i2a_l1 is a ParametrizedLinear, not a plain nn.Linear",
+    engine = model.engine_for(x)
+    assert engine.name == "hoisted"
+    assert engine.reason.startswith("the compiled engine does not apply: ")
+    assert "i2a_l1 (a ParametrizedLinear) is applied to x" in engine.reason
+    assert "a matrix product inside the step does not fit" in engine.reason
+    assert engine.reason.endswith(
+        "the fused engine does not apply: i2a_l1 is a ParametrizedLinear, not a plain nn.Linear"
     )
     step = attention_step(module_weights(model), False)
     assert_matches_reference(model, x, step, zeros_initial(x, 4, (K, 4)), [5, 2, 4, 1])
@@ -450,11 +465,15 @@ def _tie_two_lanes(model: AttentionArrayLSTM) -> None:
             i2a.bias[2 * size :] = -20.0
 
 
+@pytest.mark.parametrize("engine", ["fused", "compiled"])
 @pytest.mark.parametrize("tied", [False, True])
-def test_attention_max_pooling_gradients_match_autograd_on_the_fused_engine(tied: bool) -> None:
-    # The fused engine computes the weights of all steps in its projection; with max pooling
+def test_attention_max_pooling_gradients_match_autograd_on_the_fast_engines(
+    tied: bool, engine: str
+) -> None:
+    # The fast engines compute the weights of all steps in their projection; with max pooling
     # the gradient of the max splits evenly among tied lanes, as autograd's amax does.
     model = AttentionArrayLSTM(3, 4, K, True, num_layers=2, bidirectional=True, dtype=DOUBLE)
+    model.engine = engine
     if tied:
         _tie_two_lanes(model)
     reference = AttentionArrayLSTM(3, 4, K, True, num_layers=2, bidirectional=True, dtype=DOUBLE)
@@ -465,7 +484,7 @@ def test_attention_max_pooling_gradients_match_autograd_on_the_fused_engine(tied
         weights = torch.softmax(torch.sigmoid(model.i2a(x)).view(4, 5, K, 4), dim=2)
         assert torch.equal(weights[:, :, 0], weights[:, :, 1])
         assert bool((weights[:, :, 0] > weights[:, :, 2]).all())
-    assert model.engine_for(x).name == "fused"
+    assert model.engine_for(x).name == engine
     found = []
     for module in (model, reference):
         given = x.clone().requires_grad_()
@@ -657,7 +676,7 @@ def test_an_overridden_update_hidden_combines_the_lanes(cls: type[ArrayLSTM], en
     model = with_max_combination(cls)(3, 4, K, num_layers=2, bidirectional=True, dtype=DOUBLE)
     model.engine = engine
     assert model.engine_for(torch.randn(2, 5, 3, dtype=DOUBLE)).name == (
-        "hoisted" if engine == "auto" else engine
+        "compiled" if engine == "auto" else engine
     )
     steps: dict[type[ArrayLSTM], Step] = {
         ArrayLSTM: array_step(model, lane_maximum),
@@ -696,14 +715,22 @@ def test_an_overridden_update_hidden_runs_hoisted_and_equals_the_reference_path(
 ) -> None:
     # The fused rule implements the class's own update_hidden, not an override of it.
     x, lengths = torch.randn(4, 5, 3, dtype=DOUBLE), torch.tensor([5, 2, 4, 1])
-    assert cls(3, 4, K, dtype=DOUBLE).engine_for(x).name == "fused"
-    assert type("Unchanged", (cls,), {})(3, 4, K, dtype=DOUBLE).engine_for(x).name == "fused"
+    for module in (
+        cls(3, 4, K, dtype=DOUBLE),
+        type("Unchanged", (cls,), {})(3, 4, K, dtype=DOUBLE),
+    ):
+        module.engine = "fused"
+        assert module.engine_for(x).name == "fused"
     model, reference = _twins(with_max_combination(cls), num_layers=2, bidirectional=True)
+    model.engine = "fused"
     engine = model.engine_for(x, lengths)
     assert engine.name == "hoisted"
     assert engine.reason == (
         f"the fused engine does not apply: MaxLanes overrides update_hidden of {cls.__name__}"
     )
+    close(_results_and_gradients(model, x, lengths), _results_and_gradients(reference, x, lengths))
+    model.engine = "auto"  # the compiled engine traces the override itself
+    assert model.engine_for(x, lengths).name == "compiled"
     close(_results_and_gradients(model, x, lengths), _results_and_gradients(reference, x, lengths))
 
 
@@ -713,12 +740,22 @@ def test_an_update_hidden_set_on_the_instance_runs_hoisted() -> None:
         (outputs * torch.tanh(states)).amax(0)
     )
     x = torch.randn(4, 5, 3, dtype=DOUBLE)
+    assert model.engine_for(x).name == "compiled"  # traces the instance's function
+    initial = zeros_initial(x, 4, (K, 4))
+    assert_matches_reference(model, x, array_step(model, lane_maximum), initial, [5, 2, 4, 1])
+    model.engine = "fused"
     assert model.engine_for(x) == (
         "hoisted",
         "the fused engine does not apply: update_hidden is set on the ArrayLSTM instance",
     )
-    initial = zeros_initial(x, 4, (K, 4))
     assert_matches_reference(model, x, array_step(model, lane_maximum), initial, [5, 2, 4, 1])
+    model.update_hidden = lambda outputs, states: (  # type: ignore[method-assign]
+        (outputs * torch.tanh(states)).amin(0)
+    )
+    model.engine = "auto"  # another function on the instance: traced anew, not the old one
+    assert model.engine_for(x).name == "compiled"
+    lane_minimum = lambda o, c: torch.stack([a * torch.tanh(b) for a, b in zip(o, c)]).amin(0)  # noqa: E731
+    assert_matches_reference(model, x, array_step(model, lane_minimum), initial, [5, 2, 4, 1])
 
 
 def test_sampled_lanes_with_a_seed_are_the_reference_paths() -> None:
@@ -759,8 +796,10 @@ def test_higher_derivatives_through_sampled_lanes_take_the_lanes_forward_drew() 
 def test_an_overridden_update_hidden_leaves_the_fused_engine(cls: type[ArrayLSTM]) -> None:
     # The fused rules sum the lanes; they cannot know another combination.
     x = torch.randn(2, 5, 3)
-    assert cls(3, 4, K).engine_for(x).name == "fused"
-    assert with_max_combination(cls)(3, 4, K).engine_for(x) == (
+    model, combined = cls(3, 4, K), with_max_combination(cls)(3, 4, K)
+    model.engine = combined.engine = "fused"
+    assert model.engine_for(x).name == "fused"
+    assert combined.engine_for(x) == (
         "hoisted",
         "the fused engine does not apply: MaxLanes overrides update_hidden",
     )

@@ -240,7 +240,8 @@ def test_unknown_engine_is_refused() -> None:
     model.engine = "turbo"
     with pytest.raises(
         ValueError,
-        match=r"^LSTM: expected engine in \('auto', 'reference', 'hoisted'\), got 'turbo'$",
+        match=r"^LSTM: expected engine in \('auto', 'reference', 'hoisted', 'fused', 'compiled'\), "
+        r"got 'turbo'$",
     ):
         model(torch.randn(2, 5, 3))
 
@@ -347,6 +348,7 @@ class Case:
     grad: bool = True
     context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     call: dict[str, Any] = field(default_factory=dict)
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def _with(setting: str, module: lstm.Recurrent) -> lstm.Recurrent:
@@ -403,18 +405,60 @@ CASES = {
     ),
     "user forward_cell": Case(
         lambda: CoupledGateLSTM(3, 4),
+        "compiled",
+        "CoupledGateLSTM's forward_cell, traced and compiled",
+    ),
+    "user forward_cell, setting reference": Case(
+        lambda: _with("reference", CoupledGateLSTM(3, 4)),
         "reference",
-        "CoupledGateLSTM overrides forward_cell of LSTM: it runs step by step",
+        "engine='reference' is set on the module",
+    ),
+    "user forward_cell, autocast": Case(
+        lambda: CoupledGateLSTM(3, 4),
+        "reference",
+        "the compiled engine does not apply: autocast is on for cpu; CoupledGateLSTM overrides "
+        "forward_cell of LSTM: it runs step by step",
+        context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
     ),
     "user build_cell": Case(
-        lambda: WideParameters(3, 4), "reference", "WideParameters overrides build_cell of LSTM"
+        lambda: WideParameters(3, 4), "compiled", "LSTM's forward_cell, traced and compiled"
     ),
     "family without fast path": Case(
-        lambda: TupleStateCell(3, 4), "reference", "TupleStateCell's forward_cell has no fast path"
+        lambda: TupleStateCell(3, 4), "compiled", "TupleStateCell's forward_cell, traced"
     ),
-    "fused family": Case(lambda: CIFGLSTM(3, 4, num_layers=2), "fused", "CIFGLSTM's own step"),
+    "family without fast path, setting fused": Case(
+        lambda: _with("fused", TupleStateCell(3, 4)),
+        "reference",
+        "engine='fused' is set, but TupleStateCell's forward_cell has no fast path",
+    ),
+    "fused family": Case(
+        lambda: CIFGLSTM(3, 4, num_layers=2), "compiled", "CIFGLSTM's own step, traced and compiled"
+    ),
+    "fused family, setting fused": Case(
+        lambda: _with("fused", CIFGLSTM(3, 4, num_layers=2)),
+        "fused",
+        "engine='fused' is set on the module",
+    ),
+    "fused family, setting compiled": Case(
+        lambda: _with("compiled", CIFGLSTM(3, 4, num_layers=2)),
+        "compiled",
+        "engine='compiled' is set on the module",
+    ),
     "fused family with a tuple state": Case(
-        lambda: SLSTM(3, 4, bidirectional=True), "fused", "SLSTM's own step", ragged=True
+        lambda: SLSTM(3, 4, bidirectional=True), "compiled", "SLSTM's own step", ragged=True
+    ),
+    "fused family, compiled switched off": Case(
+        lambda: CIFGLSTM(3, 4),
+        "fused",
+        "the compiled engine does not apply: it is switched off (LSTM_COMPILED=0); CIFGLSTM's "
+        "own step: one autograd node per direction",
+        environment={"LSTM_COMPILED": "0"},
+    ),
+    "fused family, float16": Case(
+        lambda: CIFGLSTM(3, 4, dtype=torch.float16),
+        "hoisted",
+        "the compiled engine does not apply: it computes in float32 or float64, the input is "
+        "torch.float16",
     ),
     "fused family, zoneout": Case(
         lambda: CIFGLSTM(3, 4, zoneout=0.1),
@@ -437,20 +481,30 @@ CASES = {
         "the fused engine does not apply: autocast is on for cpu",
         context=lambda: torch.autocast("cpu", dtype=torch.bfloat16),
     ),
-    "peephole": Case(lambda: PeepholeLSTM(3, 4), "fused", "PeepholeLSTM's own step"),
+    "peephole": Case(lambda: PeepholeLSTM(3, 4), "compiled", "PeepholeLSTM's own step"),
     "fused family with norms": Case(
         lambda: LayerNormLSTM(3, 4, num_layers=2, bidirectional=True),
-        "fused",
+        "compiled",
         "LayerNormLSTM's own step",
     ),
-    "fused family, swapped norm (its fused_problem)": Case(
+    "fused family, swapped norm (compiled: its reverse cell traced apart)": Case(
         lambda: _with_part(LayerNormLSTM(3, 4, bidirectional=True), "ln_cell_reverse"),
+        "compiled",
+        "LayerNormLSTM's step, traced and compiled",  # not "own": the fused rule steps aside
+    ),
+    "fused family, swapped norm, setting fused (its fused_problem)": Case(
+        lambda: _with(
+            "fused", _with_part(LayerNormLSTM(3, 4, bidirectional=True), "ln_cell_reverse")
+        ),
         "hoisted",
         "the fused engine does not apply: ln_cell_reverse is a RMSNorm, not a plain nn.LayerNorm",
     ),
-    "array": Case(lambda: ArrayLSTM(3, 4, k=2, num_layers=2), "fused", "ArrayLSTM's own step"),
+    "array": Case(lambda: ArrayLSTM(3, 4, k=2, num_layers=2), "compiled", "ArrayLSTM's own step"),
     "array, update_hidden overridden": Case(
-        lambda: MaxLanes(3, 4, k=2, num_layers=2),
+        lambda: MaxLanes(3, 4, k=2, num_layers=2), "compiled", "MaxLanes's step, traced"
+    ),
+    "array, update_hidden overridden, setting fused": Case(
+        lambda: _with("fused", MaxLanes(3, 4, k=2, num_layers=2)),
         "hoisted",
         "the fused engine does not apply: MaxLanes overrides update_hidden of ArrayLSTM",
     ),
@@ -460,22 +514,20 @@ CASES = {
         "i2h is a ParametrizedLinear, not a plain nn.Linear",
     ),
     "stochastic array (its own update_hidden, ArrayLSTM's step)": Case(
-        lambda: StochasticArrayLSTM(3, 4, k=2), "fused", "ArrayLSTM's own step"
+        lambda: StochasticArrayLSTM(3, 4, k=2), "compiled", "ArrayLSTM's own step"
     ),
     "attention array": Case(
         lambda: AttentionArrayLSTM(3, 4, k=2, max_pooling=True, num_layers=2),
-        "fused",
+        "compiled",
         "AttentionArrayLSTM's own step",
     ),
     "stochastic memory array, drawing in training": Case(
         lambda: StochasticMemoryArrayLSTM(3, 4, k=2, sample_lanes=True, bidirectional=True),
         "fused",
-        "StochasticMemoryArrayLSTM's own step",
+        "the compiled engine does not apply: forward_cell draws random numbers",
     ),
     "stochastic memory array, its own update_hidden": Case(
-        lambda: HalvedMemory(3, 4, k=2),
-        "hoisted",
-        "the fused engine does not apply: HalvedMemory overrides update_hidden",
+        lambda: HalvedMemory(3, 4, k=2), "compiled", "HalvedMemory's step, traced"
     ),
     "parallel family": Case(
         lambda: lstm.MLSTM(3, 4, num_heads=2, num_layers=2, bidirectional=True),
@@ -569,8 +621,11 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
     def counting_loop(*arguments: Any, prepare: Any = None, **options: Any) -> Any:
         if options.get("run") is not None:
-            fused = options["run"] is lstm.engines.run_fused_direction
-            ran.append("fused" if fused else "parallel")
+            names = {
+                lstm.engines.run_fused_direction: "fused",
+                lstm.engines.run_compiled_direction: "compiled",
+            }
+            ran.append(names.get(options["run"], "parallel"))
         else:
             ran.append("reference" if prepare is None else "hoisted")
         return loop(*arguments, prepare=prepare, **options)
@@ -586,6 +641,8 @@ def test_engine_for_names_the_rule_and_forward_runs_it(
 ) -> None:
     case = CASES[name]
     torch.manual_seed(0)
+    for variable, value in case.environment.items():
+        monkeypatch.setenv(variable, value)
     model = case.build()
     dtype = next(model.parameters()).dtype
     x = torch.randn(3, case.seq_len, 3, dtype=dtype)

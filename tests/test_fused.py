@@ -110,7 +110,7 @@ def test_fused_engine_equals_the_reference_path(name: str, case: dict[str, Any])
     options = {"num_layers": case["num_layers"], "bidirectional": case["bidirectional"]}
     model, reference = build(name, **options), build(name, **options)
     reference.load_state_dict(model.state_dict())
-    reference.engine = "reference"
+    reference.engine, model.engine = "reference", "fused"
     x = torch.randn(4, 6, model.input_size, dtype=DOUBLE)
     lengths = torch.tensor([6, 3, 1, 5]) if case["ragged"] else None
     cells = model.num_layers * model.num_directions
@@ -139,8 +139,9 @@ def test_fused_engine_without_gradients_equals_the_reference_path(name: str) -> 
     model = build(name, num_layers=2, bidirectional=True)
     reference = build(name, num_layers=2, bidirectional=True)
     reference.load_state_dict(model.state_dict())
-    reference.engine = "reference"
+    reference.engine, model.engine = "reference", "fused"
     x = torch.randn(3, 5, model.input_size, dtype=DOUBLE)
+    assert model.engine_for(x, [5, 2, 4]).name == "fused"
     with torch.no_grad():
         close(results(*model(x, lengths=[5, 2, 4])), results(*reference(x, lengths=[5, 2, 4])))
 
@@ -149,6 +150,7 @@ def test_fused_engine_without_gradients_equals_the_reference_path(name: str) -> 
 def test_gradcheck_and_gradgradcheck_through_the_fused_node(name: str) -> None:
     torch.manual_seed(0)
     model = build(name, 2, 3, num_layers=2, bidirectional=True)
+    model.engine = "fused"
     x = torch.randn(2, 3, 2, dtype=DOUBLE, requires_grad=True)
 
     def outputs(x: Tensor) -> Tensor:
@@ -174,9 +176,13 @@ def test_a_subclass_that_rewrites_the_step_leaves_the_fused_engine() -> None:
         def forward_cell(self, x: Tensor, hidden: Tensor, state: Any) -> Any:
             return super().forward_cell(x, hidden, state)
 
-    engine = Rewritten(3, 4).engine_for(torch.randn(2, 5, 3))
+    model = Rewritten(3, 4)
+    model.engine = "fused"
+    engine = model.engine_for(torch.randn(2, 5, 3))
     assert engine.name == "reference"
     assert "Rewritten overrides forward_cell of CIFGLSTM" in engine.reason
+    model.engine = "auto"  # its own step is compiled instead
+    assert model.engine_for(torch.randn(2, 5, 3)).name == "compiled"
 
 
 # ------------------------------------------------------------------ a projection wider than h2h
@@ -240,7 +246,7 @@ def test_a_projection_wider_than_h2h_carries_per_step_data_to_the_rule() -> None
     model = InputScaledCell(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
     reference = InputScaledCell(3, 4, num_layers=2, bidirectional=True, dtype=DOUBLE)
     reference.load_state_dict(model.state_dict())
-    reference.engine = "reference"
+    reference.engine, model.engine = "reference", "fused"
     x = torch.randn(3, 5, 3, dtype=DOUBLE)
     assert model.engine_for(x).name == "fused"
     found = []

@@ -47,14 +47,14 @@ def randomise(model: Recurrent) -> None:
                 parameter.uniform_(low, high)
 
 
-@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_matches_reference_equations(bias: bool, engine: str) -> None:
     model = build("layernorm", 3, 4, num_layers=2, bidirectional=True, bias=bias)
     model.engine = engine
     randomise(model)
     x = torch.randn(4, 5, 3, dtype=DOUBLE)
-    assert model.engine_for(x, LENGTHS).name == ("fused" if engine == "auto" else "reference")
+    assert model.engine_for(x, LENGTHS).name == ("compiled" if engine == "auto" else engine)
     assert_matches_reference(model, x, layernorm_step(model), zeros_initial(x, 4, (4,)), LENGTHS)
 
 
@@ -71,19 +71,21 @@ def test_bias_flag_drops_the_shifts() -> None:
     }
 
 
-def assert_engines_agree(model: Recurrent, engine: str) -> None:
-    """``model`` runs ``engine`` and equals its own reference path: outputs, final state and
-    the gradients of the input, the initial state and every parameter, ragged, in float64."""
+def assert_engines_agree(model: Recurrent, engine: str, setting: str = "auto") -> None:
+    """``model``, set to ``setting``, runs ``engine`` and equals its own reference path:
+    outputs, final state and the gradients of the input, the initial state and every
+    parameter, ragged, in float64."""
     torch.manual_seed(0)
     randomise(model)
     x = torch.randn(4, 5, model.input_size, dtype=DOUBLE)
     lengths = torch.tensor(LENGTHS)
     cells = model.num_layers * model.num_directions
     initial = [torch.randn(cells, 4, model.hidden_size, dtype=DOUBLE) for _ in range(2)]
+    model.engine = setting
     assert model.engine_for(x, lengths).name == engine
     found = []
-    for setting in ("auto", "reference"):
-        model.engine = setting
+    for run in (setting, "reference"):
+        model.engine = run
         inputs = [t.clone().requires_grad_() for t in (x, *initial)]
         got = results(*model(inputs[0], (inputs[1], inputs[2]), lengths=lengths))
         found.append((got, gradients(got, [*inputs, *model.parameters()])))
@@ -98,7 +100,8 @@ def test_layer_norms_with_and_without_shifts_mixed_stay_fused() -> None:
     model.ln_hh_reverse = nn.LayerNorm(16, bias=False, dtype=DOUBLE)
     model.ln_cell_l1 = nn.LayerNorm(4, bias=False, dtype=DOUBLE)
     model.ln_ih_l1_reverse = nn.LayerNorm(16, bias=False, dtype=DOUBLE)
-    assert_engines_agree(model, "fused")
+    assert_engines_agree(model, "fused", "fused")
+    assert_engines_agree(model, "compiled")
 
 
 class ShiftedNorm(nn.LayerNorm):
@@ -146,11 +149,15 @@ FALLBACKS = {
 
 @pytest.mark.parametrize("name", list(FALLBACKS))
 def test_a_norm_the_rule_cannot_read_falls_back_with_its_name(name: str) -> None:
+    """The fused rule reads plain layer norms only; the compiled engine traces whatever
+    the step calls, so by default these models run compiled."""
     build_model, reason = FALLBACKS[name]
     model = build_model()
+    model.engine = "fused"
     engine = model.engine_for(torch.randn(2, 5, 3, dtype=DOUBLE))
     assert engine.reason == f"the fused engine does not apply: {reason}"
-    assert_engines_agree(model, "hoisted")  # and the swapped part is what runs
+    assert_engines_agree(model, "hoisted", "fused")  # and the swapped part is what runs
+    assert_engines_agree(model, "compiled")
 
 
 def test_a_norm_over_other_features_falls_back() -> None:
@@ -159,7 +166,13 @@ def test_a_norm_over_other_features_falls_back() -> None:
     model = _swap("ln_hh_l1", nn.LayerNorm((2, 8)))
     engine = model.engine_for(torch.randn(2, 5, 3, dtype=DOUBLE))
     assert engine.name == "hoisted"
+    assert engine.reason.startswith(
+        "the compiled engine does not apply: forward_cell raised RuntimeError: Given "
+        "normalized_shape=[2, 8]"
+    )
     assert engine.reason.endswith("ln_hh_l1 normalises over (2, 8), the fused engine over (16,)")
+    with pytest.raises(RuntimeError, match=r"normalized_shape=\[2, 8\]"):
+        model(torch.randn(2, 5, 3, dtype=DOUBLE))
 
 
 def test_the_fused_node_without_shifts_has_exact_second_derivatives() -> None:
@@ -167,6 +180,7 @@ def test_the_fused_node_without_shifts_has_exact_second_derivatives() -> None:
     model = build("layernorm", 2, 3, num_layers=2, bidirectional=True, bias=False)
     randomise(model)
     x = torch.randn(2, 3, 2, dtype=DOUBLE, requires_grad=True)
+    model.engine = "fused"
     assert model.engine_for(x, [3, 2]).name == "fused"
 
     def outputs(x: Tensor) -> Tensor:

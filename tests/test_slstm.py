@@ -142,12 +142,19 @@ def test_stabiliser_over_a_very_long_sequence(
 # ------------------------------------------------------------------ the fused engine
 
 
-def fused_and_reference(hidden_size: int = 4, **options: Any) -> tuple[SLSTM, SLSTM]:
-    """An sLSTM in float64 on its own engine (fused), and a copy held on the reference path."""
+ENGINES = ["fused", "compiled"]
+"""The sLSTM's two fast engines: its hand-written rule, and its step traced and compiled."""
+
+
+def fused_and_reference(
+    hidden_size: int = 4, engine: str = "fused", **options: Any
+) -> tuple[SLSTM, SLSTM]:
+    """An sLSTM in float64 on one of its fast engines (``engine``), and a copy held on the
+    reference path."""
     model = build("slstm", 3, hidden_size, **options)
     reference = build("slstm", 3, hidden_size, **options)
     reference.load_state_dict(model.state_dict())
-    reference.engine = "reference"
+    reference.engine, model.engine = "reference", engine
     assert isinstance(model, SLSTM)
     assert isinstance(reference, SLSTM)
     return model, reference
@@ -158,7 +165,7 @@ def run_both(
 ) -> list[tuple[tuple[Tensor, ...], list[Tensor]]]:
     """Outputs and final state of each model, and their gradients with respect to the input,
     the initial state's tensors (when given) and every parameter."""
-    assert models[0].engine_for(x, lengths).name == "fused"
+    assert models[0].engine_for(x, lengths).name == models[0].engine
     found = []
     for module in models:
         inputs = [x.clone().requires_grad_()]
@@ -174,14 +181,16 @@ def run_both(
 MATRIX = product(num_layers=[1, 2], bidirectional=[False, True], ragged=[False, True])
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("case", MATRIX, ids=case_id)
-def test_fused_engine_from_the_default_state_equals_the_reference_path(
-    case: dict[str, Any],
+def test_fast_engines_from_the_default_state_equal_the_reference_path(
+    case: dict[str, Any], engine: str
 ) -> None:
     # m_0 = -inf: f' = 0 and the whole of m_1 = max(f + m_0, i) goes to i at the first step,
     # so neither the forget gate nor m_0 gets a gradient there (0, not nan, as autograd says).
     torch.manual_seed(0)
-    models = fused_and_reference(num_layers=case["num_layers"], bidirectional=case["bidirectional"])
+    options = {"num_layers": case["num_layers"], "bidirectional": case["bidirectional"]}
+    models = fused_and_reference(engine=engine, **options)
     x = torch.randn(4, 6, 3, dtype=DOUBLE)
     lengths = torch.tensor([6, 3, 1, 5]) if case["ragged"] else None
     cells = models[0].num_layers * models[0].num_directions
@@ -244,9 +253,10 @@ def tied(model: SLSTM) -> SLSTM:
     return model
 
 
-def test_fused_engine_on_ties_equals_the_reference_path() -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fast_engines_on_ties_equal_the_reference_path(engine: str) -> None:
     torch.manual_seed(0)
-    model, reference = fused_and_reference(num_layers=2, bidirectional=True)
+    model, reference = fused_and_reference(engine=engine, num_layers=2, bidirectional=True)
     models = (tied(model), tied(reference))
     x = torch.randn(4, 6, 3, dtype=DOUBLE)
     (got, grads), (want, want_grads) = run_both(models, x, torch.tensor([6, 3, 1, 5]))
@@ -255,15 +265,16 @@ def test_fused_engine_on_ties_equals_the_reference_path() -> None:
     close(grads, want_grads, atol=1e-10)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("forget_bias", "input_bias", "scale"), GATE_BIASES)
-def test_fused_engine_on_saturated_gates_equals_the_reference_path(
-    forget_bias: float, input_bias: float, scale: float
+def test_fast_engines_on_saturated_gates_equal_the_reference_path(
+    forget_bias: float, input_bias: float, scale: float, engine: str
 ) -> None:
     # m grows by up to 1e4 a step (to 1.2e6 here): compared relative to each value's size. An
     # input of 1e4 makes pre-activations of 1e4, whose rounding (~1e-12, as the engines
     # associate the sums differently) enters exp() as it is: absolute slack grows with it.
     torch.manual_seed(0)
-    model, reference = fused_and_reference(HIDDEN, num_layers=2, bidirectional=True)
+    model, reference = fused_and_reference(HIDDEN, engine, num_layers=2, bidirectional=True)
     models = (
         saturated(model, forget_bias, input_bias),
         saturated(reference, forget_bias, input_bias),
@@ -274,16 +285,18 @@ def test_fused_engine_on_saturated_gates_equals_the_reference_path(
     torch.testing.assert_close(grads, want_grads, rtol=1e-12, atol=1e-10 * scale)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(("forget_bias", "input_bias", "scale"), GATE_BIASES)
-def test_fused_engine_keeps_saturated_gates_finite_with_gradients(
-    forget_bias: float, input_bias: float, scale: float
+def test_fast_engines_keep_saturated_gates_finite_with_gradients(
+    forget_bias: float, input_bias: float, scale: float, engine: str
 ) -> None:
-    # float32, as test_stabiliser_keeps_exponential_gates_finite, but with gradients (which
-    # put the call on the fused engine; return_all_states keeps that test on the reference).
+    # float32, as test_stabiliser_keeps_exponential_gates_finite, but with gradients (on a
+    # fast engine; return_all_states keeps that test on the reference).
     model = saturated(SLSTM(INPUT, HIDDEN, num_layers=2).eval(), forget_bias, input_bias)
+    model.engine = engine
     x = (scale * torch.randn(BATCH, STEPS // 4, INPUT)).requires_grad_()
     lengths = torch.tensor([STEPS // 4, STEPS // 8])
-    assert model.engine_for(x, lengths).name == "fused"
+    assert model.engine_for(x, lengths).name == engine
     out, (hidden, (cell, normaliser, stabiliser)) = model(x, lengths=lengths)
     for tensor in (out, hidden, cell, normaliser, stabiliser):
         assert torch.isfinite(tensor).all()

@@ -466,10 +466,7 @@ def test_a_subclass_step_runs_on_the_driver_with_gates_in_torch_order() -> None:
     model = CoupledGate(3, 4, dtype=DOUBLE)
     x = torch.randn(6, 2, 3, dtype=DOUBLE, requires_grad=True)
     engine = model.engine_for(x)
-    assert engine == (
-        "reference",
-        "CoupledGate overrides forward_cell of LSTM: it runs step by step",
-    )
+    assert engine == ("compiled", "CoupledGate's forward_cell, traced and compiled")
     output, (hidden, state) = model(x)
     expected = coupled_reference(model, x)
     close((output, hidden[0], state[0]), expected, atol=1e-12)

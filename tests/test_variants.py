@@ -53,16 +53,16 @@ def cifg_step(model: CIFGLSTM) -> Step:
 STEPS = {"peephole": peephole_step, "cifg": cifg_step}
 
 
-# Both cells run on the fused engine by default ("auto"); forward_cell, step by step
-# ("reference"), is checked against the equations too.
+# Both cells run on the compiled engine by default ("auto"); their fused rules and
+# forward_cell, step by step ("reference"), are checked against the equations too.
 @pytest.mark.parametrize("name", sorted(STEPS))
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("engine", ["auto", "reference"])
+@pytest.mark.parametrize("engine", ["auto", "fused", "reference"])
 def test_matches_reference_equations(name: str, bias: bool, engine: str) -> None:
     model = build(name, 3, 4, num_layers=2, bidirectional=True, bias=bias)
     model.engine = engine
     x = torch.randn(4, 5, 3, dtype=DOUBLE)
-    assert (model.engine_for(x, LENGTHS).name == "fused") == (engine == "auto")
+    assert model.engine_for(x, LENGTHS).name == ("compiled" if engine == "auto" else engine)
     assert_matches_reference(model, x, STEPS[name](model), zeros_initial(x, 4, (4,)), LENGTHS)
 
 

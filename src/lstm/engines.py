@@ -20,6 +20,13 @@ Every engine computes the same function (tested to 1e-10 in float64):
 ``kernel``
     The cell family's whole-stack ``fused_forward`` (:class:`KernelFamily`; for the LSTM:
     ``torch.lstm``, the kernel of ``torch.nn.LSTM``).
+``compiled``
+    :mod:`lstm.compiled`: the cell's own ``forward_cell`` traced once, its element-wise step
+    and backward generated as C, and a fixed C++ loop running each direction of each layer:
+    one matrix product per step and the generated kernel, no Python per step. The default
+    for every cell whose step fits (the built-in families besides the LSTM's kernel and the
+    mLSTM's parallel form, and a user's ``forward_cell``); where it does not, the family's
+    fused engine or the reference path runs, and the reason says why.
 
 A family declares its fast path once, beside the ``forward_cell`` it speeds up, as a
 :class:`FastPath` class attribute. Which step a class runs is worked out once, when the class
@@ -42,6 +49,8 @@ from torch import Tensor, nn
 
 import lstm.state
 from lstm.checks import check_call_options
+from lstm.compiled.run import compiled_off, compiled_step, run_compiled_direction
+from lstm.compiled.trace import Unfit
 from lstm.fused import fused_problem, run_fused_direction
 from lstm.layout import Batch, read_input
 from lstm.parameters import view_with
@@ -51,7 +60,7 @@ from lstm.state import CellState, initial_states, state_parts
 if TYPE_CHECKING:
     from lstm.driver import Recurrent
 
-ENGINES = ("auto", "reference", "hoisted")
+ENGINES = ("auto", "reference", "hoisted", "fused", "compiled")
 """Values of :attr:`Recurrent.engine <lstm.driver.Recurrent>`: the user's setting."""
 
 CONTRACT = ("build_cell", "forward_cell", "init_hidden", "initHidden")
@@ -242,15 +251,28 @@ def choose_engine(
         return Engine("reference", "return_all_states=True collects every step's state")
     source = type(module).step_source
     fast = source.fast_path
+    if setting == "compiled":
+        return _compiled_or(module, inputs, "engine='compiled' is set on the module", None)
+    if setting == "fused":
+        if fast is None or fast.engine != "fused":
+            return Engine("reference", f"engine='fused' is set, but {source.reason}")
+        return _fused_or_fallback(module, inputs, "engine='fused' is set on the module")
     if fast is None:
-        return Engine("reference", source.reason)
+        return _compiled_or(
+            module, inputs, f"{_step_owner(module)}'s forward_cell, traced and compiled", None
+        )
     if fast.engine == "hoisted":
         unhoistable = _unhoistable(module)
         if unhoistable is not None:
             return Engine("reference", f"{source.reason}, but {unhoistable}")
         return Engine("hoisted", source.reason)
     if fast.engine == "fused":
-        return _fused_or_fallback(module, inputs, source.reason)
+        fallback = _fused_or_fallback(module, inputs, source.reason)
+        if fallback.name == "fused":
+            reason = f"{_step_owner(module)}'s own step, traced and compiled"
+        else:  # a subclass changed a part of the step the fused rule knows (update_hidden)
+            reason = f"{type(module).__name__}'s step, traced and compiled"
+        return _compiled_or(module, inputs, reason, fallback)
     if fast.engine == "parallel":
         return _parallel_or_reference(module, inputs, source.reason)
     blocker = _kernel_blocker(module, inputs)
@@ -332,6 +354,8 @@ def run_engine(
         return run_stack(module, inputs, initial, lengths, run=run_fused_direction)
     if engine.name == "parallel":
         return run_stack(module, inputs, initial, lengths, run=_run_parallel)
+    if engine.name == "compiled":
+        return run_stack(module, inputs, initial, lengths, run=run_compiled_direction)
     prepare = hoist_input_projection if engine.name == "hoisted" else None
     return run_stack(module, inputs, initial, lengths, prepare=prepare, collect=collect)
 
@@ -360,6 +384,45 @@ def _unhoistable(module: Recurrent) -> str | None:
         problem = plain_linear_problem(name, parts["i2h"])
         if problem is not None:
             return problem
+    return None
+
+
+def _step_owner(module: Recurrent) -> str:
+    """The class whose ``forward_cell`` the module runs."""
+    return type(module).step_source.defined_by["forward_cell"].__name__
+
+
+def _compiled_or(module: Recurrent, inputs: Tensor, reason: str, fallback: Engine | None) -> Engine:
+    """``compiled`` with ``reason`` where the step fits and builds, else ``fallback`` (or the
+    reference path, or the hoisted one), its reason saying why the compiled engine did not
+    apply."""
+    blocker = _compiled_blocker(module, inputs)
+    if blocker is None:
+        return Engine("compiled", reason)
+    why = f"the compiled engine does not apply: {blocker}"
+    if fallback is not None:
+        return Engine(fallback.name, f"{why}; {fallback.reason}")
+    source = type(module).step_source
+    return Engine("reference", f"{why}; {source.reason}")
+
+
+def _compiled_blocker(module: Recurrent, inputs: Tensor) -> str | None:
+    """What keeps the compiled engine from running this call, or None (it fits and builds)."""
+    if inputs.device.type != "cpu":
+        return f"it runs on the CPU, the input is on {inputs.device.type}"
+    if inputs.dtype not in (torch.float32, torch.float64):
+        return f"it computes in float32 or float64, the input is {inputs.dtype}"
+    blocker = _step_blocker(module, inputs) or _tracing_blocker() or compiled_off()
+    for layer, direction in module.cell_indices():
+        suffix = module.cell_suffix(layer, direction)
+        blocker = blocker or _hooked_part(module.cell_parts(layer, direction), suffix)
+    if blocker is not None:
+        return blocker
+    try:
+        for layer, direction in module.cell_indices():  # cells of other kinds trace apart
+            compiled_step(module.layer_cell(layer, direction), inputs.dtype)
+    except Unfit as error:
+        return str(error)
     return None
 
 
