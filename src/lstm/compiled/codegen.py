@@ -278,8 +278,8 @@ ELEMENTWISE.update(
         aten.div.Scalar: lambda a, b: f"({a} / {b})",
         aten.neg.default: lambda a: f"(-{a})",
         aten.reciprocal.default: lambda a: f"(1 / {a})",
-        aten.maximum.default: lambda a, b: f"(({a} != {a} || {a} > {b}) ? {a} : {b})",
-        aten.minimum.default: lambda a, b: f"(({a} != {a} || {a} < {b}) ? {a} : {b})",
+        aten.maximum.default: lambda a, b: _maximum_code(a, b),
+        aten.minimum.default: lambda a, b: _minimum_code(a, b),
         aten.where.self: lambda c, a, b: f"({c} ? {a} : {b})",
         aten.eq.Tensor: lambda a, b: f"({a} == {b})",
         aten.eq.Scalar: lambda a, b: f"({a} == {b})",
@@ -1067,11 +1067,22 @@ def _map(gen: _Generator, lanes: Lanes, function: Callable[[Scalar], Scalar]) ->
     return out
 
 
+def _maximum_code(a: str, b: str) -> str:
+    """C for torch's maximum: NaN propagates. This form, b chosen when a < b or b is NaN,
+    is one gcc vectorises (``a != a || a >= b``, an unordered comparison, it does not)."""
+    return f"((({a}) < ({b}) || ({b}) != ({b})) ? ({b}) : ({a}))"
+
+
+def _minimum_code(a: str, b: str) -> str:
+    """C for torch's minimum: NaN propagates (see :func:`_maximum_code`)."""
+    return f"((({a}) > ({b}) || ({b}) != ({b})) ? ({b}) : ({a}))"
+
+
 _COMBINE = {
     "sum": lambda a, b: f"({a} + {b})",
     "mean": lambda a, b: f"({a} + {b})",
-    "amax": lambda a, b: f"(({a} != {a} || {a} >= {b}) ? {a} : {b})",
-    "amin": lambda a, b: f"(({a} != {a} || {a} <= {b}) ? {a} : {b})",
+    "amax": lambda a, b: _maximum_code(a, b),
+    "amin": lambda a, b: _minimum_code(a, b),
 }
 
 
@@ -1091,11 +1102,14 @@ def _combine_lanes(
             stage = max(s.stage for s in scalars)
             uses_u = any(s.uses_u for s in scalars)
             codes = [gen.emit.use(s, stage) if uses_u else s.code for s in scalars]
+            uses_b = any(s.uses_b for s in scalars)
             code = codes[0]
-            for other in codes[1:]:
-                code = _COMBINE[kind](code, other)
+            for other in codes[1:-1]:  # a variable per step: a max repeats its operands
+                code = gen.emit.define(
+                    _COMBINE[kind](code, other), "scalar_t", uses_b, uses_u, stage
+                ).code
             out[index] = gen.emit.define(
-                code, "scalar_t", any(s.uses_b for s in scalars), uses_u, stage
+                _COMBINE[kind](code, codes[-1]), "scalar_t", uses_b, uses_u, stage
             )
         lanes = out
     return lanes
@@ -1125,9 +1139,8 @@ def _row_reduce(gen: _Generator, lanes: Lanes, kind: str, node: fx.Node) -> Lane
             gen.emit.body[stage].append(f"{accumulator} += {code};")
             gen.emit.reductions[stage].append(f"reduction(+:{accumulator})")
         else:
-            op = ">" if kind == "amax" else "<"
-            larger = f"{code} {op} {accumulator} || {code} != {code}"  # NaN wins, as in torch
-            gen.emit.body[stage].append(f"{accumulator} = ({larger}) ? {code} : {accumulator};")
+            pick = _maximum_code if kind == "amax" else _minimum_code  # NaN wins, as in torch
+            gen.emit.body[stage].append(f"{accumulator} = {pick(accumulator, code)};")
             gen.emit.reductions[stage].append(
                 f"reduction({'max' if kind == 'amax' else 'min'}:{accumulator})"
             )
@@ -1215,7 +1228,7 @@ def _best_lane(
     shape[dim] = 1
     values: Lanes = np.empty(shape, dtype=object)
     indices: Lanes = np.empty(shape, dtype=object)
-    op = ">" if larger else "<"
+    op = "<" if larger else ">"
     for index in np.ndindex(*shape):
         scalars = [lanes[(*index[:dim], j, *index[dim + 1 :])] for j in range(size)]
         stage = max(s.stage for s in scalars)
@@ -1225,8 +1238,9 @@ def _best_lane(
         best = gen.emit.define(codes[0], "scalar_t", uses_b, uses_u, stage)
         where = gen.emit.define("0", "int64_t", uses_b, uses_u, stage)
         for j, code in enumerate(codes[1:], start=1):
+            # the first NaN wins, as in torch; written so that gcc vectorises it
             better = (
-                f"({code} {op} {best.code} || ({code} != {code} && {best.code} == {best.code}))"
+                f"(({best.code} {op} {code}) || ({code} != {code} && {best.code} == {best.code}))"
             )
             new_where = gen.emit.define(
                 f"({better} ? {j} : {where.code})", "int64_t", uses_b, uses_u, stage

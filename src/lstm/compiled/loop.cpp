@@ -7,7 +7,8 @@
 //     void kernel(int64_t B, const unsigned char* rows, void* const* buffers);
 //
 // whose buffers are described by `slots`: for each buffer, where its data is at step p
-// (p counts steps in the order they are processed; t is the time index of step p). The
+// (p counts steps in the order they are processed; t is the time index of step p; a
+// per-step tensor with fewer entries than steps is a ring, indexed modulo its length). The
 // Python side (lstm/compiled/run.py) allocates every tensor and reads the results. Nothing
 // here allocates per step: the operands of the per-step products are views whose offset
 // moves (Cursor), and the backward's running gradients live in buffers that swap roles.
@@ -43,6 +44,7 @@ struct Slot {
   int64_t source;
   char* base;
   int64_t stride;  // bytes per step along dim 0
+  int64_t count;   // entries along dim 0 (a ring when fewer than the steps)
 };
 
 std::vector<Slot> make_slots(const std::vector<at::Tensor>& tensors,
@@ -55,11 +57,13 @@ std::vector<Slot> make_slots(const std::vector<at::Tensor>& tensors,
     const auto& tensor = tensors[i];
     TORCH_CHECK(tensor.is_contiguous() && tensor.device().is_cpu(), "slot ", i,
                 ": expected a contiguous CPU tensor");
-    int64_t stride = 0;
-    if (sources[i] != kFixed && tensor.dim() > 0) {
+    int64_t stride = 0, count = 1;
+    if (sources[i] != kFixed) {
+      TORCH_CHECK(tensor.dim() > 0 && tensor.size(0) > 0, "slot ", i, ": expected steps");
       stride = tensor.stride(0) * tensor.element_size();
+      count = tensor.size(0);
     }
-    slots.push_back({sources[i], static_cast<char*>(tensor.data_ptr()), stride});
+    slots.push_back({sources[i], static_cast<char*>(tensor.data_ptr()), stride, count});
   }
   return slots;
 }
@@ -68,7 +72,7 @@ void fill(const std::vector<Slot>& slots, int64_t p, int64_t t, std::vector<void
   for (size_t i = 0; i < slots.size(); ++i) {
     const auto& slot = slots[i];
     int64_t index = slot.source == kByTime ? t : slot.source == kByStepNext ? p + 1 : p;
-    out[i] = slot.source == kFixed ? slot.base : slot.base + index * slot.stride;
+    out[i] = slot.source == kFixed ? slot.base : slot.base + (index % slot.count) * slot.stride;
   }
 }
 
@@ -151,14 +155,15 @@ void add_rows(T* out, const T* a, const T* c, int64_t rows, int64_t width,
 
 }  // namespace
 
-// The forward loop over T steps. `hidden` is (T + 1, B, H_in): hidden[0] the initial hidden,
-// hidden[p + 1] the hidden after step p; `states` likewise per state part; `recurrent`
-// (T, B, G) receives h2h's answer of every step (its bias added), which the kernel reads
-// through its slot. With `mask` (T, B) of 0/1 bytes, a row whose sequence has ended keeps
-// its hidden and state through the step and gets a zero output in `outputs` (T, B, H_in,
-// written in time order; unused without a mask).
+// The forward loop over `steps` steps. `hidden` is (T + 1, B, H_in): hidden[0] the initial
+// hidden, hidden[p + 1] the hidden after step p; `states` likewise per state part;
+// `recurrent` (T, B, G) receives h2h's answer of every step (its bias added), which the
+// kernel reads through its slot. Any of them may be a ring of fewer entries (inference:
+// nothing is kept for backward). With `mask` (T, B) of 0/1 bytes, a row whose sequence has
+// ended keeps its hidden and state through the step and gets a zero output in `outputs`
+// (T, B, H_in, written in time order; unused without a mask).
 void forward(int64_t kernel, const std::vector<at::Tensor>& tensors,
-             const std::vector<int64_t>& sources, at::Tensor hidden,
+             const std::vector<int64_t>& sources, int64_t steps, at::Tensor hidden,
              const std::vector<at::Tensor>& states, c10::optional<at::Tensor> weight,
              c10::optional<at::Tensor> bias, c10::optional<at::Tensor> recurrent,
              c10::optional<at::Tensor> mask, at::Tensor outputs, bool reverse) {
@@ -167,7 +172,7 @@ void forward(int64_t kernel, const std::vector<at::Tensor>& tensors,
   const auto function = reinterpret_cast<Kernel>(kernel);
   const auto slots = make_slots(tensors, sources);
   std::vector<void*> pointers(slots.size());
-  const int64_t steps = hidden.size(0) - 1, rows = hidden.size(1);
+  const int64_t rows = hidden.size(1);
   const bool ragged = mask.has_value();
   at::Tensor weight_t;
   Cursor hidden_at, recurrent_at;
@@ -179,32 +184,37 @@ void forward(int64_t kernel, const std::vector<at::Tensor>& tensors,
   const Rows hidden_rows = rows_of(hidden, rows, true);
   std::vector<Rows> state_rows;
   for (const auto& state : states) state_rows.push_back(rows_of(state, rows, true));
+  const int64_t ring = hidden.size(0);
   const int64_t hidden_step = hidden.stride(0) * hidden.element_size();
+  char* hidden_base = static_cast<char*>(hidden.data_ptr());
   for (int64_t p = 0; p < steps; ++p) {
     const int64_t t = reverse ? steps - 1 - p : p;
     if (weight) {
+      auto& into = recurrent_at.at(p % recurrent->size(0));
       if (bias) {
-        at::addmm_out(recurrent_at.at(p), *bias, hidden_at.at(p), weight_t);
+        at::addmm_out(into, *bias, hidden_at.at(p % ring), weight_t);
       } else {
-        at::mm_out(recurrent_at.at(p), hidden_at.at(p), weight_t);
+        at::mm_out(into, hidden_at.at(p % ring), weight_t);
       }
     }
     fill(slots, p, t, pointers);
     const unsigned char* running = ragged ? mask->data_ptr<uint8_t>() + t * rows : nullptr;
     function(rows, running, pointers.data());
     if (!ragged) continue;
-    char* before = static_cast<char*>(hidden.data_ptr()) + p * hidden_step;
-    keep_rows(before + hidden_step, before, hidden_rows, running);
+    char* before = hidden_base + (p % ring) * hidden_step;
+    char* after = hidden_base + ((p + 1) % ring) * hidden_step;
+    keep_rows(after, before, hidden_rows, running);
     for (size_t i = 0; i < states.size(); ++i) {
       const int64_t step = states[i].stride(0) * states[i].element_size();
-      char* old = static_cast<char*>(states[i].data_ptr()) + p * step;
-      keep_rows(old + step, old, state_rows[i], running);
+      const int64_t count = states[i].size(0);
+      char* base = static_cast<char*>(states[i].data_ptr());
+      keep_rows(base + ((p + 1) % count) * step, base + (p % count) * step, state_rows[i], running);
     }
     char* out = static_cast<char*>(outputs.data_ptr()) + t * hidden_step;
     const int64_t row_bytes = hidden_rows.row_bytes;
     for (int64_t b = 0; b < rows; ++b) {
       if (running[b]) {
-        std::memcpy(out + b * row_bytes, before + hidden_step + b * row_bytes, row_bytes);
+        std::memcpy(out + b * row_bytes, after + b * row_bytes, row_bytes);
       } else {
         std::memset(out + b * row_bytes, 0, row_bytes);
       }

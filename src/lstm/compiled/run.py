@@ -46,11 +46,13 @@ _DTYPES["int64"] = torch.int64
 
 @dataclass
 class CompiledStep:
-    """One cell configuration's traced step and its two loaded kernels."""
+    """One cell configuration's traced step and its three loaded kernels: the forward that
+    saves what backward needs, the backward, and the forward for inference (outputs only)."""
 
     graphs: StepGraphs
     forward: build.LoadedKernel
     backward: build.LoadedKernel
+    inference: build.LoadedKernel
     hidden_size: int
     saved: list[codegen.Buffer | None]
     """The forward kernel's saved outputs (None for those that are forward inputs)."""
@@ -131,37 +133,43 @@ def _build(module: Recurrent, dtype: torch.dtype) -> CompiledStep:
     graphs = trace.trace_step(module, dtype)
     unit = module.hidden_size
     scalar = "float" if dtype == torch.float32 else "double"
-    name = f"step_{abs(hash(step_key(module, dtype))) % 10**12}"
-    forward = _without_saved_inputs(graphs)
+    name = f"{type(module).__name__.lower()}"  # the same source in every process: one build
+    graphs_to_write = {
+        "forward": _forward_graph(graphs, keep_saved=True),
+        "backward": graphs.backward.graph,
+        "inference": _forward_graph(graphs, keep_saved=False),
+    }
     try:
-        forward_kernel = codegen.generate(forward, graphs.batch_dims, unit, dtype, f"{name}_f")
-        backward_kernel = codegen.generate(
-            graphs.backward.graph, graphs.batch_dims, unit, dtype, f"{name}_b"
-        )
+        kernels = {
+            kind: codegen.generate(graph, graphs.batch_dims, unit, dtype, f"{name}_{kind}")
+            for kind, graph in graphs_to_write.items()
+        }
     except codegen.Unsupported as error:
         raise Unfit(f"the generator cannot write this step: {error}") from None
     if graphs.tangents != graphs.outputs:
         raise Unfit("a step output does not depend on the inputs (no gradient flows back)")
-    saved = list(forward_kernel.outputs[graphs.outputs :])
+    saved = list(kernels["forward"].outputs[graphs.outputs :])
+    loaded = {kind: build.kernel_library(kernel, scalar) for kind, kernel in kernels.items()}
     return CompiledStep(
-        graphs,
-        build.kernel_library(forward_kernel, scalar),
-        build.kernel_library(backward_kernel, scalar),
-        unit,
-        saved,
+        graphs, loaded["forward"], loaded["backward"], loaded["inference"], unit, saved
     )
 
 
-def _without_saved_inputs(graphs: StepGraphs) -> fx.Graph:
-    """The forward graph with the saved values that are its own inputs left out (None)."""
+def _forward_graph(graphs: StepGraphs, keep_saved: bool) -> fx.Graph:
+    """The forward graph to write: with the values saved for backward (those that are its
+    own inputs left out, as None), or without any (inference: what only they need dropped)."""
     graph = fx.Graph()
     copied: dict[fx.Node, fx.Node] = {}
     result = graph.graph_copy(graphs.forward.graph, copied)
     assert isinstance(result, (tuple, list))
-    values = list(result)
-    for position in graphs.saved_inputs:
-        values[graphs.outputs + position] = None
+    values: list[Any] = list(result)
+    if keep_saved:
+        for position in graphs.saved_inputs:
+            values[graphs.outputs + position] = None
+    else:
+        values = values[: graphs.outputs]
     graph.output(tuple(values))
+    graph.eliminate_dead_code()
     for old, new in copied.items():
         if new.name != old.name:
             raise Unfit(f"copying the forward graph renamed {old.name}")
@@ -249,7 +257,7 @@ def run_compiled_direction(
         outputs, final, new_parts = results[0], results[1], list(results[2:])
     else:
         with torch.no_grad():
-            outputs, final, new_parts, _ = _forward(direction, tensors)
+            outputs, final, new_parts, _ = _forward(direction, tensors, record=False)
     return outputs.transpose(0, 1), (final, from_parts(new_parts, state))
 
 
@@ -264,40 +272,45 @@ class _Record:
 
 
 def _forward(
-    direction: _Direction, given: _Tensors
+    direction: _Direction, given: _Tensors, record: bool = True
 ) -> tuple[Tensor, Tensor, list[Tensor], _Record]:
     """The forward loop: outputs ``(T, B, H)`` in time order, the final hidden and state
-    parts, and the record for backward."""
+    parts, and the record for backward. Without ``record`` (no gradient will be asked for)
+    the inference kernel runs and only what the next step reads is kept: the states and the
+    recurrent answer in rings of two and one, the hidden history only when it is the
+    output."""
     step = direction.step
     hidden0 = given.hidden0
     steps, batch = _steps_and_batch(given)
-    hidden_history = hidden0.new_empty((steps + 1, *hidden0.shape))
+    ragged = direction.mask is not None
+    kept = steps + 1 if record else 2
+    hidden_history = hidden0.new_empty((kept if ragged else steps + 1, *hidden0.shape))
     hidden_history[0] = hidden0
     state_history = []
     for state in given.states0:
-        history = state.new_empty((steps + 1, *state.shape))
+        history = state.new_empty((kept, *state.shape))
         history[0] = state
         state_history.append(history)
     recurrent = None
     if given.weight is not None:
-        recurrent = hidden0.new_empty((steps, batch, given.weight.shape[0]))
+        recurrent = hidden0.new_empty((steps if record else 1, batch, given.weight.shape[0]))
     saved = [
         None
-        if buffer is None
+        if buffer is None or not record
         else torch.empty((steps, *_layout(buffer, batch)), dtype=_DTYPES[buffer.dtype])
         for buffer in step.saved
     ]
-    record = _Record(hidden_history, state_history, recurrent, saved)
-    slots = _input_slots(step.graphs.roles, given, record)
+    result = _Record(hidden_history, state_history, recurrent, saved)
+    slots = _input_slots(step.graphs.roles, given, result)
     slots.append((hidden_history, _BY_STEP_NEXT))
     slots += [(history, _BY_STEP_NEXT) for history in state_history]
     slots += [(tensor, _BY_STEP) for tensor in saved if tensor is not None]
-    ragged = direction.mask is not None
     outputs = hidden0.new_empty((steps, *hidden0.shape)) if ragged else hidden0.new_empty(0)
     build.loop_extension().forward(
-        step.forward.pointer,
+        (step.forward if record else step.inference).pointer,
         [tensor for tensor, _ in slots],
         [source for _, source in slots],
+        steps,
         hidden_history,
         state_history,
         given.weight,
@@ -311,8 +324,9 @@ def _forward(
         outputs = hidden_history[1:]
         if direction.reverse:
             outputs = outputs.flip(0)
-    finals = [history[steps] for history in state_history]
-    return outputs, hidden_history[steps], finals, record
+    final = hidden_history[steps % hidden_history.shape[0]]
+    finals = [history[steps % history.shape[0]] for history in state_history]
+    return outputs, final, finals, result
 
 
 def _steps_and_batch(given: _Tensors) -> tuple[int, int]:
