@@ -289,21 +289,31 @@ class _FusedDirection(torch.autograd.Function):
             rule, projected, weight, hidden, state, params, mask, reverse, save=True
         )
         ctx.rule, ctx.reverse, ctx.mask, ctx.state_count = rule, reverse, mask, state_count
-        ctx.steps_saved, ctx.inputs = saved, inputs
-        ctx.save_for_backward(outputs, projected, weight, hidden, *rest)
+        # Everything backward reads goes through save_for_backward (the steps' values
+        # stacked over time), so that saved-tensor hooks see all of it: memory counts,
+        # torch.autograd.graph.save_on_cpu and other packing hooks.
+        stacked = [torch.stack(values) for values in zip(*saved, strict=True)]
+        ctx.counts = (len(rest), len(stacked), inputs is not None)
+        extra = [inputs] if inputs is not None else []
+        ctx.save_for_backward(outputs, projected, weight, hidden, *rest, *stacked, *extra)
         return (outputs, final, *new_state)
 
     @staticmethod
     def backward(ctx: Any, d_outputs: Tensor, d_hidden: Tensor, *d_state: Tensor) -> Any:
-        outputs, projected, weight, hidden, *rest = ctx.saved_tensors
+        outputs, projected, weight, hidden, *more = ctx.saved_tensors
+        given, kinds, ragged = ctx.counts
+        rest, stacked = more[:given], more[given : given + kinds]
         count = ctx.state_count
         state, params = tuple(rest[:count]), tuple(rest[count:])
         if torch.is_grad_enabled():  # create_graph=True: differentiate the reference loop
             grads = _reference_backward(ctx, projected, weight, hidden, state, params)
             return (None, None, None, None, *grads(d_outputs, d_hidden, d_state))
-        inputs = ctx.inputs if ctx.mask is not None else _step_inputs(outputs, hidden, ctx.reverse)
+        inputs = more[-1] if ragged else _step_inputs(outputs, hidden, ctx.reverse)
+        steps_saved = list(zip(*(values.unbind(0) for values in stacked), strict=True))
+        if not stacked:
+            steps_saved = [()] * outputs.shape[0]
         d_projected, d_weight, d_hidden0, d_state0, d_params = _manual_backward(
-            ctx.rule, ctx.steps_saved, inputs, ctx.mask, ctx.reverse, weight, params,
+            ctx.rule, steps_saved, inputs, ctx.mask, ctx.reverse, weight, params,
             d_outputs, d_hidden, tuple(d_state), projected.shape[-1],
         )  # fmt: skip
         return (None, None, None, None, d_projected, d_weight, d_hidden0, *d_state0, *d_params)

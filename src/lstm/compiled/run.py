@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,15 @@ class CompiledStep:
     hidden_size: int
     saved: list[codegen.Buffer | None]
     """The forward kernel's saved outputs (None for those that are forward inputs)."""
+
+    def reads(self, kind: str, index: int = 0) -> bool:
+        """Whether the backward kernel reads the forward input of this kind (a state part's
+        ``index``) at every step: its history must then be kept."""
+        roles = self.graphs.roles
+        return any(
+            roles[position].kind == kind and roles[position].index == index
+            for position in self.graphs.saved_inputs.values()
+        )
 
 
 _CACHE: dict[Any, CompiledStep | str] = {}
@@ -120,7 +130,10 @@ def compiled_step(module: Recurrent, dtype: torch.dtype) -> CompiledStep:
         if found is None:
             try:
                 build.loop_extension()
-                found = _build(module, dtype)
+                # In a thread of its own: the caller's thread-local state (inference mode,
+                # saved-tensor hooks, autocast) must neither break the trace nor see it.
+                with ThreadPoolExecutor(max_workers=1) as worker:
+                    found = worker.submit(_build, module, dtype).result()
             except (Unfit, codegen.Unsupported, build.BuildError) as error:
                 found = str(error)
             _CACHE[key] = found
@@ -275,25 +288,28 @@ def _forward(
     direction: _Direction, given: _Tensors, record: bool = True
 ) -> tuple[Tensor, Tensor, list[Tensor], _Record]:
     """The forward loop: outputs ``(T, B, H)`` in time order, the final hidden and state
-    parts, and the record for backward. Without ``record`` (no gradient will be asked for)
-    the inference kernel runs and only what the next step reads is kept: the states and the
-    recurrent answer in rings of two and one, the hidden history only when it is the
-    output."""
+    parts, and the record for backward: the hidden history, and the histories of the state
+    parts and of the recurrent answer only where the backward kernel reads them (else rings
+    of two and one entries). Without ``record`` (no gradient will be asked for) the
+    inference kernel runs and nothing is kept for backward."""
     step = direction.step
     hidden0 = given.hidden0
     steps, batch = _steps_and_batch(given)
     ragged = direction.mask is not None
-    kept = steps + 1 if record else 2
+    kept = steps + 1 if record else 2  # the hidden history: the recurrent weight's gradient
     hidden_history = hidden0.new_empty((kept if ragged else steps + 1, *hidden0.shape))
     hidden_history[0] = hidden0
     state_history = []
-    for state in given.states0:
-        history = state.new_empty((kept, *state.shape))
+    for index, state in enumerate(given.states0):
+        history = state.new_empty(
+            (steps + 1 if record and step.reads("state", index) else 2, *state.shape)
+        )
         history[0] = state
         state_history.append(history)
     recurrent = None
     if given.weight is not None:
-        recurrent = hidden0.new_empty((steps if record else 1, batch, given.weight.shape[0]))
+        count = steps if record and step.reads("recurrent map") else 1
+        recurrent = hidden0.new_empty((count, batch, given.weight.shape[0]))
     saved = [
         None
         if buffer is None or not record
@@ -538,7 +554,10 @@ def _gradient_slots(
             slots.append((gradient, _FIXED))
         elif role.kind == "recurrent map":
             assert record.recurrent is not None
-            grads.recurrent = new(record.recurrent)
+            steps = record.hidden_history.shape[0] - 1  # the answers may be a ring: not it
+            grads.recurrent = (torch.zeros if ragged else torch.empty)(
+                (steps, *record.recurrent.shape[1:]), dtype=record.recurrent.dtype
+            )
             slots.append((grads.recurrent, _BY_STEP))
         elif role.kind == "hidden":
             grads.direct_slot = len(slots)

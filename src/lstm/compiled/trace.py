@@ -384,6 +384,7 @@ def _aot_graphs(
     """AOT autograd's forward and backward graphs of ``run`` at ``tensors``."""
     from functorch.compile import (  # type: ignore[import-untyped]
         aot_function,
+        config,
         make_boxed_func,
         min_cut_rematerialization_partition,
     )
@@ -404,8 +405,9 @@ def _aot_graphs(
         partition_fn=min_cut_rematerialization_partition,
         decompositions=decompositions(),
     )
-    try:
-        results = compiled(*tensors)
+    try:  # recompute what is cheap in the backward kernel rather than keep it per step
+        with config.patch(aggressive_recomputation=True):
+            results = compiled(*tensors)
         torch.autograd.backward(results, [torch.ones_like(r) for r in results])
     except Unfit:
         raise
