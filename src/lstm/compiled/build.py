@@ -20,6 +20,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -137,13 +138,57 @@ def _compile(source: str, libraries: tuple[str, ...], stem: str) -> Path:
         command = [compiler(), *CFLAGS, str(c_file), "-o", str(built), *libraries]
         completed = subprocess.run(command, capture_output=True, text=True, check=False)
         if completed.returncode != 0:
-            message = completed.stderr.strip().splitlines()
+            errors = [line for line in completed.stderr.splitlines() if "error" in line]
+            first = (errors or completed.stderr.strip().splitlines() or ["no message"])[0]
             raise BuildError(
-                f"compiling a generated kernel failed ({' '.join(command[:1])}): "
-                f"{message[-1] if message else 'no message'}"
+                f"compiling a generated kernel failed ({command[0]}): {first.strip()[:300]}"
             )
         os.replace(built, target)  # atomic: another process may be building the same one
+    COMPILED.append(target)
     return target
+
+
+COMPILED: list[Path] = []
+"""The shared objects this process compiled (the rest came from the cache), in order."""
+
+
+def unvectorised_loops(kernel: Kernel, scalar: str) -> list[int] | None:
+    """The unit loops of ``kernel`` that the compiler did not vectorise (their lines in its
+    source), or None where the compiler cannot say (only gcc's ``-fopt-info`` is read).
+
+    A unit loop that is not vectorised calls the scalar exp and tanh: the step is then
+    several times slower (a NaN-propagating max written one way once cost 9x).
+    """
+    if (
+        "gcc"
+        not in subprocess.run(
+            [compiler(), "--version"], capture_output=True, text=True, check=False
+        ).stdout.lower()
+    ):
+        return None
+    vectorised = vector_math(scalar)
+    header = _declarations(scalar, vectorised) if vectorised else ""
+    source = header + kernel.source
+    lines = source.splitlines()
+    loops = [
+        number + 2  # 1-based line of the loop under the pragma
+        for number, line in enumerate(lines[:-1])
+        if line.strip().startswith("#pragma omp simd")
+        and lines[number + 1].strip().startswith("for")
+    ]
+    libraries = ("-lmvec", "-lm") if vectorised else ("-lm",)
+    with tempfile.TemporaryDirectory() as scratch:
+        c_file = Path(scratch) / "kernel.c"
+        c_file.write_text(source)
+        command = [compiler(), *CFLAGS, "-fopt-info-vec-optimized", str(c_file)]
+        command += ["-o", str(Path(scratch) / "kernel.so"), *libraries]
+        report = subprocess.run(command, capture_output=True, text=True, check=False).stderr
+    done = [
+        int(found)
+        for found in re.findall(r"kernel\.c:(\d+):\d+: optimized: loop vectorized", report)
+    ]
+    # gcc names a loop by its first statement's line: within a few lines of its `for`
+    return [loop for loop in loops if not any(loop <= line <= loop + 3 for line in done)]
 
 
 class LoadedKernel:

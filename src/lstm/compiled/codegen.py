@@ -320,10 +320,30 @@ _MATH = {
     aten.ceil.default: "CEIL",
     aten.sign.default: "SIGN",
     aten.relu.default: "RELU",
+    aten.tan.default: "TAN",
+    aten.atan.default: "ATAN",
+    aten.asin.default: "ASIN",
+    aten.acos.default: "ACOS",
+    aten.sinh.default: "SINH",
+    aten.cosh.default: "COSH",
+    aten.asinh.default: "ASINH",
+    aten.acosh.default: "ACOSH",
+    aten.atanh.default: "ATANH",
+    aten.exp2.default: "EXP2",
+    aten.log2.default: "LOG2",
+    aten.log10.default: "LOG10",
+    aten.trunc.default: "TRUNC",
+    aten.round.default: "RINT",
 }
 """Unary functions, written as macros of the kernel's prelude (:func:`prelude`)."""
 for _target, _macro in _MATH.items():
     ELEMENTWISE[_target] = lambda a, _macro=_macro: f"{_macro}({a})"
+ELEMENTWISE[aten.pow.Tensor_Tensor] = lambda a, b: f"POW({a}, {b})"
+ELEMENTWISE[aten.atan2.default] = lambda a, b: f"ATAN2({a}, {b})"
+ELEMENTWISE[aten.fmod.Tensor] = lambda a, b: f"FMOD({a}, {b})"
+ELEMENTWISE[aten.isnan.default] = lambda a: f"({a} != {a})"
+for _target in (aten.remainder.Tensor, aten.remainder.Scalar):  # Python's: the divisor's sign
+    ELEMENTWISE[_target] = lambda a, b: f"({a} - {b} * FLOOR({a} / {b}))"
 
 _POINTWISE_WITH_SCALARS = (
     aten.pow.Tensor_Scalar,
@@ -356,8 +376,18 @@ def prelude(scalar: str) -> str:
         f"#define POW(x, y) pow{suffix}(x, y)",
         "#define SIGMOID(x) (1 / (1 + EXP(-(x))))",
         "#define SIGN(x) (((x) > 0) - ((x) < 0))",
-        "#define RELU(x) ((x) > 0 ? (x) : ((x) != (x) ? (x) : 0))",
+        # max(0, x), NaN kept: the form gcc vectorises (see _maximum_code)
+        "#define RELU(x) ((0 < (x) || (x) != (x)) ? (x) : 0)",
     ]
+    lines += [
+        f"#define {name.upper()}(x) {name}{suffix}(x)"
+        for name in ("tan", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh")
+    ]
+    lines += [
+        f"#define {name.upper()}(x) {name}{suffix}(x)"
+        for name in ("exp2", "log2", "log10", "trunc", "rint")
+    ]
+    lines += [f"#define ATAN2(y, x) atan2{suffix}(y, x)", f"#define FMOD(x, y) fmod{suffix}(x, y)"]
     return "\n".join(lines) + "\n"
 
 
@@ -1207,12 +1237,12 @@ def _var_mean(gen: _Generator, node: fx.Node) -> tuple[Value, Value]:
     )
     results = []
     meta = node.meta["val"]
+    pair = isinstance(meta, (tuple, list))  # var_mean; var alone has one result
     for position, lanes in enumerate((var, mean)):
         kept = lanes if keep else np.asarray(np.squeeze(lanes, axis=tuple(dims)), dtype=object)
-        shape = tuple(meta[position].shape)
-        results.append(
-            gen.make_value(shape, gen.batch_of(node, position), kept, meta[position].dtype)
-        )
+        value = meta[position] if pair else meta
+        batch = gen.batch_of(node, position) if pair else gen.batch_of(node)
+        results.append(gen.make_value(tuple(value.shape), batch, kept, value.dtype))
     return results[0], results[1]
 
 

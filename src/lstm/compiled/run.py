@@ -24,6 +24,7 @@ those of the reference path.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -146,7 +147,8 @@ def _build(module: Recurrent, dtype: torch.dtype) -> CompiledStep:
     graphs = trace.trace_step(module, dtype)
     unit = module.hidden_size
     scalar = "float" if dtype == torch.float32 else "double"
-    name = f"{type(module).__name__.lower()}"  # the same source in every process: one build
+    # the same name, so the same source, in every process: one build; a C identifier
+    name = re.sub(r"\W", "_", type(module).__name__.lower()).lstrip("_0123456789") or "cell"
     graphs_to_write = {
         "forward": _forward_graph(graphs, keep_saved=True),
         "backward": graphs.backward.graph,
@@ -159,6 +161,11 @@ def _build(module: Recurrent, dtype: torch.dtype) -> CompiledStep:
         }
     except codegen.Unsupported as error:
         raise Unfit(f"the generator cannot write this step: {error}") from None
+    except Exception as error:  # a generator bug must cost speed, never the user's call
+        raise Unfit(
+            f"the generator failed on this step ({type(error).__name__}: {error}); this is a "
+            "bug of lstm.compiled: please report it with the cell's forward_cell"
+        ) from None
     if graphs.tangents != graphs.outputs:
         raise Unfit("a step output does not depend on the inputs (no gradient flows back)")
     saved = list(kernels["forward"].outputs[graphs.outputs :])

@@ -479,8 +479,9 @@ def _own_parameters(cell: Recurrent, skipped: set[str]) -> dict[str, Tensor]:
 
 
 def decompositions() -> dict[Any, Any]:
-    """Core ATen decompositions, plus those that turn layer norm and softmax into the
-    reductions and element-wise operations the generator knows."""
+    """Core ATen decompositions, plus those that turn layer norm, softmax and a few
+    activations into the reductions and element-wise operations the generator knows, and
+    ``stack`` as a concatenation along a new dimension."""
     from torch._decomp import core_aten_decompositions, get_decompositions
 
     table = dict(core_aten_decompositions())
@@ -493,10 +494,33 @@ def decompositions() -> dict[Any, Any]:
                 aten._log_softmax,
                 aten.gelu,
                 aten.gelu_backward,
+                # activations that ATen keeps whole, as element-wise formulas
+                aten.hardtanh,
+                aten.hardtanh_backward,
+                aten.elu,
+                aten.elu_backward,
+                aten.celu,
+                aten.selu,
+                aten.hardswish,
+                aten.hardswish_backward,
+                aten.hardshrink,
+                aten.softshrink,
+                aten.threshold_backward,
+                aten.logit,
+                aten.frac,
+                aten.xlogy,
             ]
         )
     )
+    table[aten.stack.default] = _stack
     return table
+
+
+def _stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    """``torch.stack`` as a concatenation along a new dimension: the core decomposition
+    concatenates along an existing one and reshapes, which merges lanes into the batch."""
+    rank = tensors[0].dim() + 1
+    return torch.cat([t.unsqueeze(dim % rank) for t in tensors], dim % rank)
 
 
 def _explain(error: Exception, failure: str = "tracing forward_cell failed:") -> str:
