@@ -139,7 +139,8 @@ def runtime_imports(module: str, package: Path = PACKAGE) -> set[str]:
             inner = node.module.removeprefix("lstm.")
             folder = package / inner.replace(".", "/")
             for alias in node.names:  # `from lstm.compiled import build` imports a module
-                found.add(f"{inner}.{alias.name}" if (folder / f"{alias.name}.py").exists() else inner)
+                module = f"{inner}.{alias.name}"
+                found.add(module if (folder / f"{alias.name}.py").exists() else inner)
         elif isinstance(node, ast.Import):
             found |= {
                 a.name.removeprefix("lstm.") for a in node.names if a.name.startswith("lstm.")
