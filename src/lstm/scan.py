@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lstm.checks import check_step_results, stepping
@@ -100,8 +99,20 @@ def run_stack(
             finals.append(final)
         layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
         if module.training and module.dropout > 0 and layer < module.num_layers - 1:
-            layer_input = F.dropout(layer_input, module.dropout, training=True)
+            layer_input = layer_dropout(layer_input, module.dropout)
     return layer_input, finals
+
+
+def layer_dropout(values: Tensor, probability: float) -> Tensor:
+    """Dropout between layers, its mask drawn in ``(B, T, F)`` order whatever the memory
+    layout of ``values``: an engine whose outputs are a transposed view draws the same mask
+    as one whose outputs are contiguous (``F.dropout`` draws in the input's memory order).
+    For contiguous values it is ``F.dropout``'s result, bit for bit."""
+    if probability >= 1:
+        return values * 0
+    keep = 1 - probability
+    noise = torch.empty(values.shape, dtype=values.dtype, device=values.device)
+    return values * noise.bernoulli_(keep).div_(keep)
 
 
 def run_direction(

@@ -159,13 +159,11 @@ def unvectorised_loops(kernel: Kernel, scalar: str) -> list[int] | None:
     A unit loop that is not vectorised calls the scalar exp and tanh: the step is then
     several times slower (a NaN-propagating max written one way once cost 9x).
     """
-    if (
-        "gcc"
-        not in subprocess.run(
-            [compiler(), "--version"], capture_output=True, text=True, check=False
-        ).stdout.lower()
-    ):
-        return None
+    version = subprocess.run(
+        [compiler(), "--version"], capture_output=True, text=True, check=False
+    ).stdout
+    if "clang" in version.lower() or "Free Software Foundation" not in version:
+        return None  # not gcc (cc is often gcc: its banner names the FSF)
     vectorised = vector_math(scalar)
     header = _declarations(scalar, vectorised) if vectorised else ""
     source = header + kernel.source
