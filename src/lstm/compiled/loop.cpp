@@ -177,7 +177,7 @@ void forward(int64_t kernel, const std::vector<at::Tensor>& tensors,
   at::Tensor weight_t;
   Cursor hidden_at, recurrent_at;
   if (weight) {
-    weight_t = weight->t();
+    weight_t = weight->t().contiguous();  // MKL's small products are faster untransposed
     hidden_at = Cursor(hidden);
     recurrent_at = Cursor(*recurrent);
   }

@@ -260,7 +260,8 @@ def run_compiled_direction(
         if role.kind == "input map"
     ]
     recurrent = next((r for r in roles if r.kind == "recurrent map"), None)
-    weight, bias = (None, None) if recurrent is None else trace.map_tensors(cell, recurrent)
+    weight = None if recurrent is None else trace.map_tensors(cell, recurrent)[0]
+    bias = None  # the recurrent bias is one of the step's parameters (added in the kernel)
     params = [_part(cell, role.name).contiguous() for role in roles if role.kind == "parameter"]
     running = None if mask is None else mask.squeeze(-1).to(torch.uint8).contiguous()
     direction = _Direction(step, cell, running, reverse)
@@ -617,11 +618,19 @@ def _reference(direction: _Direction, given: _Tensors) -> tuple[Tensor, Tensor, 
     order = range(steps - 1, -1, -1) if direction.reverse else range(steps)
     input_maps = [role.name for role in graphs.roles if role.kind == "input map"]
     recurrent = [role.name for role in graphs.roles if role.kind == "recurrent map"]
+    recurrent_bias = None  # a parameter of the step: the saved one, for higher derivatives
+    parameters = [role.name for role in graphs.roles if role.kind == "parameter"]
+    for role in graphs.roles:
+        if role.kind == "recurrent map" and role.bias is not None:
+            recurrent_bias = given.params[parameters.index(role.bias)]
     for t in order:
         for name, value in zip(input_maps, maps, strict=True):
             answers[name].answers = {"x": value[t]}
         if recurrent and weight is not None:
-            answers[recurrent[0]].answers = {"hidden": nn.functional.linear(hidden, weight, bias)}
+            product = nn.functional.linear(hidden, weight, bias)
+            if recurrent_bias is not None:
+                product = product + recurrent_bias
+            answers[recurrent[0]].answers = {"hidden": product}
         for answer in answers.values():
             answer.step_input, answer.hidden = step_input, hidden
         with trace.answered(cell, answers) as view:

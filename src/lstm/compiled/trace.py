@@ -88,7 +88,9 @@ class Role:
     """A map the step applies as ``F.linear(v, self.<name>, self.<bias>)`` on the cell's own
     tensors (``lstm.nn.LSTM``'s face), not through an ``nn.Linear`` part."""
     bias: str | None = None
-    """A functional map's bias tensor (None without one)."""
+    """A functional map's bias tensor (None without one); for the recurrent map, its bias
+    as the dotted name of a parameter of the step (it is added inside the kernel: the
+    loop's product is ``h W^T`` alone)."""
 
 
 @dataclass
@@ -327,12 +329,20 @@ def _trace_once(
     hidden0, state0 = cell.init_hidden(x.unsqueeze(1))
     parts = state_parts(state0)
     roles = [Role("x")]
-    for kind, applied in (("input map", "x"), ("recurrent map", "hidden")):
-        roles += [
-            Role(kind, name, 0, use.functional, use.bias)
-            for name, use in maps.items()
-            if use.applied == applied
-        ]
+    roles += [
+        Role("input map", name, 0, use.functional, use.bias)
+        for name, use in maps.items()
+        if use.applied == "x"
+    ]
+    for name, use in maps.items():
+        if use.applied == "hidden":  # its bias is added inside the kernel: a parameter
+            role = Role("recurrent map", name, 0, use.functional, use.bias)
+            bias = map_tensors(cell, role)[1]
+            if bias is not None and not use.functional:
+                role = Role("recurrent map", name, 0, False, f"{name}.bias")
+            if bias is not None:
+                parameters[role.bias or ""] = bias
+            roles.append(role)
     roles += [Role("hidden")] + [Role("state", index=i) for i in range(len(parts))]
     roles += [Role("parameter", name) for name in parameters]
     tensors = [x.clone()]
@@ -360,16 +370,19 @@ def _step_function(
 
     def run(*inputs: Tensor) -> tuple[Tensor, ...]:
         step_input, hidden = inputs[0], inputs[[r.kind for r in roles].index("hidden")]
-        state, values = [], {}
-        for role, value in zip(roles[1:], inputs[1:], strict=True):
-            if "map" in role.kind:
-                answer = answers[role.name]
-                answer.answers = {"x" if role.kind == "input map" else "hidden": value}
-                answer.step_input, answer.hidden = step_input, hidden
-            elif role.kind == "state":
-                state.append(value)
-            elif role.kind == "parameter":
-                values[role.name] = value
+        pairs = list(zip(roles[1:], inputs[1:], strict=True))
+        values = {role.name: value for role, value in pairs if role.kind == "parameter"}
+        state = [value for role, value in pairs if role.kind == "state"]
+        for role, value in pairs:
+            answer = answers.get(role.name) if "map" in role.kind else None
+            if answer is None:
+                continue
+            if role.kind == "input map":
+                answer.answers = {"x": value}
+            else:  # the recurrent product comes without its bias, which is a parameter here
+                bias = values[role.bias] if role.bias is not None else None
+                answer.answers = {"hidden": value if bias is None else value + bias}
+            answer.step_input, answer.hidden = step_input, hidden
         given = tuple(state) if tuple_state else state[0]
         with answered(cell, answers, _substituted(cell, skipped, values)) as view:
             new_hidden, new_state = view.forward_cell(step_input, hidden, given)
