@@ -36,8 +36,8 @@ TINY = Shape(2, 6, 4, 5, "toy")  # not SHAPES["tiny"]: a few ms per test
 def test_run_benchmark_measures_every_candidate_and_mode() -> None:
     results = run_benchmark(shapes=[TINY], rounds=2, min_run_time=0.01, memory=False)
     assert {(r.mode, r.candidate) for r in results} == {
-        (m, c) for m in ("forward", "train") for c in CANDIDATES
-    }
+        (m, c) for m in ("forward", "train") for c in CANDIDATES if c != "fused"
+    }  # the stock LSTM has no fused engine: its kernel came before
     for result in results:
         assert result.median_s > 0
         assert result.measurements >= 2
@@ -80,13 +80,24 @@ def test_candidates_compute_the_same_function(num_layers: int) -> None:
     shape = Shape(2, 6, 4, 5, num_layers=num_layers)
     modules = build_candidates("lstm", shape, torch.float64)
     x = torch.randn(shape.batch, shape.seq_len, shape.input_size, dtype=torch.float64)
-    outputs = [modules[name](x)[0] for name in CANDIDATES]
+    outputs = [module(x)[0] for module in modules.values()]
     for other in outputs[1:]:
         torch.testing.assert_close(other, outputs[0], rtol=0, atol=1e-10)
     assert modules["reference"].engine == "reference"
     assert {name: module.num_layers for name, module in modules.items()} == dict.fromkeys(
-        CANDIDATES, num_layers
+        [name for name in CANDIDATES if name != "fused"], num_layers
     )
+
+
+def test_a_family_with_a_step_rule_is_also_timed_on_the_fused_engine() -> None:
+    """The compiled engine's before (the fused engine) beside its after (``lstm``)."""
+    shape = Shape(2, 6, 4, 5, num_layers=2)
+    modules = build_candidates("cifg", shape, torch.float64)
+    assert list(modules) == [name for name in CANDIDATES if name != "lstm.nn"]
+    x = torch.randn(shape.batch, shape.seq_len, shape.input_size, dtype=torch.float64)
+    assert modules["lstm"].engine_for(x).name == "compiled"
+    assert modules["fused"].engine_for(x).name == "fused"
+    torch.testing.assert_close(modules["fused"](x)[0], modules["lstm"](x)[0], rtol=0, atol=1e-12)
 
 
 def test_other_cells_are_built_with_the_layers_of_the_shape() -> None:
@@ -137,7 +148,7 @@ def test_command_line_writes_json_and_plot(
     assert status == 0
     payload = json.loads(out_json.read_text())
     assert payload["machine"]["torch"]
-    assert {r["candidate"] for r in payload["results"]} == set(CANDIDATES)
+    assert {r["candidate"] for r in payload["results"]} == set(CANDIDATES) - {"fused"}
     assert payload["config"]["shape"] == [
         {"batch": 2, "seq_len": 5, "input_size": 3, "hidden_size": 4, "label": "", "num_layers": 1}
     ]
@@ -397,14 +408,14 @@ def test_every_cell_gets_a_finite_ratio_to_its_floor() -> None:
         min_run_time=0.001,
         memory=False,
         reference=False,
-        floor_for=["lstm", "lstm.nn", "nn.LSTM"],
+        floor_for=["lstm", "lstm.nn", "fused", "nn.LSTM"],
     )
     assert {(r.cell, r.mode, r.candidate) for r in results} == {
         (cell, mode, name)
         for cell in ("lstm", "cifg")
         for mode in ("forward", "train")
-        for name in ("lstm", "lstm.nn", "nn.LSTM")
-        if name != "lstm.nn" or cell == "lstm"
+        for name in ("lstm", "lstm.nn", "fused", "nn.LSTM")
+        if (name != "lstm.nn" or cell == "lstm") and (name != "fused" or cell == "cifg")
     }
     modules = build_candidates("lstm", Shape(2, 4, 3, 4, num_layers=2), torch.float32)
     for mode in ("forward", "train"):  # nn.LSTM's face has the same products as lstm's

@@ -6,6 +6,9 @@ round by round, three candidates for every registered cell and shape:
 * ``lstm``: the cell as a user gets it (``engine="auto"``: the fast path where it applies);
 * ``lstm.nn``: for the stock LSTM cell only, ``lstm.nn.LSTM`` (nn.LSTM's face, its own
   weights in nn.LSTM's layout) with the same weights;
+* ``fused``: for the families with a hand-written step rule, the same module on the fused
+  engine (``engine="fused"``), their default before the compiled engine: beside ``lstm``,
+  the compiled engine's before and after;
 * ``nn.LSTM``: ``torch.nn.LSTM`` of the same sizes (for the LSTM cell, the exact conversion
   of the same weights);
 * ``reference``: the same module held on the per-step ``forward_cell`` loop: what a cell
@@ -68,8 +71,9 @@ from lstm.cells.torch_lstm import LSTM as TorchFaceLSTM
 from lstm.driver import Recurrent
 from lstm.registry import CELLS, create
 
-CANDIDATES = ("lstm", "lstm.nn", "nn.LSTM", "reference", "hoisted")
-"""Every candidate, in table order; ``lstm.nn`` exists for the stock LSTM cell only."""
+CANDIDATES = ("lstm", "lstm.nn", "fused", "nn.LSTM", "reference", "hoisted")
+"""Every candidate, in table order; ``lstm.nn`` exists for the stock LSTM cell only, and
+``fused`` for the families with a hand-written step rule."""
 MODES = ("forward", "train")
 FLOOR = "floor"
 """The name of the GEMM floor in a timed pair (:func:`gemm_floor`)."""
@@ -212,8 +216,9 @@ def build_candidates(
     -------
     dict of str to nn.Module
         ``lstm``, ``lstm.nn`` (stock LSTM cell only: ``lstm.nn.LSTM``, batch first, with the
-        same weights), ``nn.LSTM`` (the exact conversion of ``lstm`` for the stock LSTM cell,
-        else a fresh ``torch.nn.LSTM`` of the same sizes), ``reference`` and ``hoisted``.
+        same weights), ``fused`` (families with a step rule: the fused engine), ``nn.LSTM``
+        (the exact conversion of ``lstm`` for the stock LSTM cell, else a fresh
+        ``torch.nn.LSTM`` of the same sizes), ``reference`` and ``hoisted``.
     """
     torch.manual_seed(seed)
     ours = create(
@@ -224,6 +229,10 @@ def build_candidates(
     hoisted = copy.deepcopy(ours)
     hoisted.engine = "hoisted"
     faces: dict[str, nn.Module] = {}
+    fast = type(ours).step_source.fast_path
+    if fast is not None and fast.engine == "fused":
+        faces["fused"] = copy.deepcopy(ours)
+        faces["fused"].engine = "fused"
     if isinstance(ours, LSTM) and not type(ours).step_source.overrides(LSTM):
         torch_lstm = ours.to_torch()
         faces["lstm.nn"] = TorchFaceLSTM.from_torch(torch_lstm)
@@ -235,13 +244,9 @@ def build_candidates(
             batch_first=True,
             dtype=dtype,
         )
-    return {
-        "lstm": ours,
-        **faces,
-        "nn.LSTM": torch_lstm,
-        "reference": reference,
-        "hoisted": hoisted,
-    }
+    candidates = {"lstm": ours, **faces, "nn.LSTM": torch_lstm}
+    candidates |= {"reference": reference, "hoisted": hoisted}
+    return {name: candidates[name] for name in CANDIDATES if name in candidates}
 
 
 def make_step(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
@@ -578,7 +583,7 @@ def run_benchmark(
         raise ValueError(f"expected floor_for names among {CANDIDATES}, got {unknown}")
     cells = cells or ["lstm"]
     threads = threads or torch.get_num_threads()
-    wanted = [c for c in CANDIDATES if reference or c in ("lstm", "lstm.nn", "nn.LSTM")]
+    wanted = [c for c in CANDIDATES if reference or c not in ("reference", "hoisted")]
     results: list[Result] = []
     for cell in cells:
         for shape in shapes:
@@ -687,7 +692,8 @@ def format_table(results: list[Result]) -> str:
     (from ``lstm``'s floor pair), every candidate's ratio to ``nn.LSTM``, the ratio to the
     floor of each candidate that has one (``lstm/floor``), and the peak memory of ``lstm``
     over ``nn.LSTM``'s; ``-`` where a candidate does not exist for the cell (``lstm.nn``
-    exists for the stock LSTM only). Then the engine of ``lstm`` (and ``lstm.nn``) for each
+    exists for the stock LSTM only, ``fused`` for the families with a step rule). Then the
+    engine of ``lstm`` (and ``lstm.nn``) for each
     cell and mode, with its reason.
 
     Parameters
