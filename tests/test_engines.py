@@ -155,14 +155,20 @@ def test_fast_path_is_taken_with_projections(torch_lstm_calls: list[int]) -> Non
 
 
 def test_long_ragged_batches_that_need_gradients_step_instead(
-    torch_lstm_calls: list[int], linear_calls: Counter[int]
+    torch_lstm_calls: list[int], linear_calls: Counter[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The kernel's packed backward costs seq_len x total steps (PACKED_TRAINING_MAX_LEN); the
-    # hoisted per-step path is linear. Short, full-length or inference batches keep the kernel.
+    # compiled loop (or, without it, the hoisted per-step path) is linear. Short,
+    # full-length or inference batches keep the kernel.
     model = LSTM(3, 4)
     limit = PACKED_TRAINING_MAX_LEN
     long = limit + 1
+    assert model.engine_for(torch.randn(2, long, 3), torch.tensor([long, 3])).name == "compiled"
     model(torch.randn(2, long, 3), lengths=torch.tensor([long, 3]))
+    assert len(torch_lstm_calls) == 0
+    with monkeypatch.context() as patched:
+        patched.setenv("LSTM_COMPILED", "0")
+        model(torch.randn(2, long, 3), lengths=torch.tensor([long, 3]))
     assert len(torch_lstm_calls) == 0
     assert linear_calls[id(model.i2h)] == 1  # hoisted: one i2h product for all steps
     assert linear_calls[id(model.h2h)] == long  # one h2h product per step
@@ -582,7 +588,15 @@ CASES = {
         "h2h_l1_reverse has forward hooks",
     ),
     "long ragged training batch": Case(
-        lambda: LSTM(3, 4), "hoisted", "a ragged batch of 257 steps (> 256)", 257, ragged=True
+        lambda: LSTM(3, 4), "compiled", "a ragged batch of 257 steps (> 256)", 257, ragged=True
+    ),
+    "long ragged training batch, compiled engine off": Case(
+        lambda: LSTM(3, 4),
+        "hoisted",
+        "a ragged batch of 257 steps (> 256)",
+        257,
+        ragged=True,
+        environment={"LSTM_COMPILED": "0"},
     ),
     "long ragged batch without gradients": Case(
         lambda: LSTM(3, 4).requires_grad_(False),
@@ -603,8 +617,14 @@ CASES = {
     ),
     "biased map in a model without biases": Case(
         lambda: _swapped(LSTM(3, 4, bias=False), "i2h", bias=True),
+        "compiled",
+        "i2h has a bias, the kernel reads none (bias=False)",
+    ),
+    "biased map in a model without biases, compiled engine off": Case(
+        lambda: _swapped(LSTM(3, 4, bias=False), "i2h", bias=True),
         "reference",
         "i2h has a bias, the kernel reads none (bias=False)",
+        environment={"LSTM_COMPILED": "0"},
     ),
 }
 
@@ -661,7 +681,7 @@ def test_engine_for_takes_forward_arguments() -> None:
     packed = nn.utils.rnn.pack_padded_sequence(
         torch.randn(3, 300, 3), torch.tensor([300, 200, 9]), batch_first=True
     )
-    assert model.engine_for(packed).name == "hoisted"  # ragged and long, gradients on
+    assert model.engine_for(packed).name == "compiled"  # ragged and long, gradients on
     hidden = (torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
     assert model.engine_for(torch.randn(3, 5, 3), hidden=hidden).name == "kernel"
     assert model.engine_for(torch.randn(5, 3)).name == "kernel"  # unbatched

@@ -389,7 +389,7 @@ def test_engine_for_names_the_engine_and_why() -> None:
     model = lstm.nn.LSTM(3, 4, zoneout=0.1)
     assert model.engine_for(x) == (
         "reference",
-        "the kernel does not apply: zoneout=0.1 acts at every step",
+        "the kernel does not apply: zoneout=0.1 acts at every step (the compiled engine's too)",
     )
     model = lstm.nn.LSTM(3, 4)
     model.engine = "hoisted"
@@ -399,10 +399,17 @@ def test_engine_for_names_the_engine_and_why() -> None:
     )
 
 
-def test_a_long_ragged_training_batch_runs_the_reference_path() -> None:
+def test_a_long_ragged_training_batch_runs_compiled_else_the_reference_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = lstm.nn.LSTM(2, 3, dtype=DOUBLE)
     x = torch.randn(300, 2, 2, dtype=DOUBLE)
     engine = model.engine_for(x, lengths=[300, 10])
+    assert engine.name == "compiled"
+    assert "packed backward" in engine.reason
+    with monkeypatch.context() as patched:
+        patched.setenv("LSTM_COMPILED", "0")
+        engine = model.engine_for(x, lengths=[300, 10])
     assert engine.name == "reference"
     assert "packed backward" in engine.reason
     with torch.no_grad():

@@ -275,17 +275,20 @@ def choose_engine(
         return _compiled_or(module, inputs, reason, fallback)
     if fast.engine == "parallel":
         return _parallel_or_reference(module, inputs, source.reason)
+    compiled = f"{_step_owner(module)}'s forward_cell, traced and compiled"
     blocker = _kernel_blocker(module, inputs)
     if blocker is not None:
-        return Engine("reference", f"the kernel does not apply: {blocker}")
+        fallback = Engine("reference", f"the kernel does not apply: {blocker}")
+        return _compiled_or(module, inputs, f"{compiled} ({fallback.reason})", fallback)
     limit = fast.ragged_training_max_len
     long_ragged = lengths is not None and limit is not None and inputs.shape[1] > limit
     if long_ragged and torch.is_grad_enabled() and _needs_grad(module, inputs, initial):
-        return Engine(
-            "reference" if _unhoistable(module) is not None else "hoisted",
+        why = (
             f"a ragged batch of {inputs.shape[1]} steps (> {limit}) that needs gradients: "
-            "the kernel's packed backward grows with seq_len x steps",
+            "the kernel's packed backward grows with seq_len x steps"
         )
+        fallback = Engine("reference" if _unhoistable(module) is not None else "hoisted", why)
+        return _compiled_or(module, inputs, f"{compiled} ({why})", fallback)
     return Engine("kernel", source.reason)
 
 
@@ -399,6 +402,9 @@ def _compiled_or(module: Recurrent, inputs: Tensor, reason: str, fallback: Engin
     blocker = _compiled_blocker(module, inputs)
     if blocker is None:
         return Engine("compiled", reason)
+    if fallback is not None and fallback.reason.endswith(f": {blocker}"):
+        # The same obstacle stops both (zoneout, a hook): said once.
+        return Engine(fallback.name, f"{fallback.reason} (the compiled engine's too)")
     why = f"the compiled engine does not apply: {blocker}"
     if fallback is not None:
         return Engine(fallback.name, f"{why}; {fallback.reason}")
