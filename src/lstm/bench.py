@@ -231,8 +231,9 @@ def build_candidates(
     faces: dict[str, nn.Module] = {}
     fast = type(ours).step_source.fast_path
     if fast is not None and fast.engine == "fused":
-        faces["fused"] = copy.deepcopy(ours)
-        faces["fused"].engine = "fused"
+        fused = copy.deepcopy(ours)
+        fused.engine = "fused"
+        faces["fused"] = fused
     if isinstance(ours, LSTM) and not type(ours).step_source.overrides(LSTM):
         torch_lstm = ours.to_torch()
         faces["lstm.nn"] = TorchFaceLSTM.from_torch(torch_lstm)
