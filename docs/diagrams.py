@@ -24,17 +24,14 @@ CORE = (
     "state",
     "scan",
     "fused",
-    "compiled.codegen",
-    "compiled.build",
-    "compiled.trace",
-    "compiled.run",
+    "compiled",
     "layout",
     "engines",
     "driver",
     "registry",
 )
-"""The core's modules outside ``cells/`` (``compiled/``'s by their dotted names); the cell
-families are found on disk."""
+"""The core's modules outside ``cells/``; ``compiled`` is a sub-package drawn as one part
+(its modules' imports outside it are its imports). The cell families are found on disk."""
 
 SUMMARIES = {
     "checks": "checks as pure functions: arguments, lengths, one step",
@@ -42,10 +39,8 @@ SUMMARIES = {
     "state": "the opaque state: map, combine, stack; initial states",
     "scan": "the time loop: one direction, the layer stack, dropout, zoneout",
     "fused": "a direction as one autograd node: a family's step rule, backward by hand",
-    "compiled.codegen": "the generator: a traced graph as one C loop over batch and lanes",
-    "compiled.build": "compiles and caches the C kernels and the C++ time loop",
-    "compiled.trace": "forward_cell traced: element-wise forward and backward graphs",
-    "compiled.run": "a direction as one node on the C++ loop; what is built per cell",
+    "compiled": "forward_cell traced, generated as C, run by a C++ time loop "
+    "(trace, codegen, build, loop.cpp, run)",
     "layout": "forward's input in, results out, in the caller's layout",
     "engines": "checks a call, chooses its engine and why; the kernel contract",
     "driver": "Recurrent: the cell contract, parameters per layer and direction, forward",
@@ -90,6 +85,8 @@ def module_path(module: str, package: Path = PACKAGE) -> Path:
     Path
         ``package / "cells/lstm.py"`` for ``"cells.lstm"``.
     """
+    if (package / module).is_dir():  # a sub-package of the core: its __init__
+        return package / module / "__init__.py"
     return package / (module.replace(".", "/") + ".py")
 
 
@@ -115,12 +112,15 @@ def runtime_imports(module: str, package: Path = PACKAGE) -> set[str]:
     """The ``lstm.*`` modules that ``module`` imports when it runs.
 
     Only the module level counts (no import of the core hides in a function), and imports
-    under ``if TYPE_CHECKING:`` are left aside (they are for annotations only).
+    under ``if TYPE_CHECKING:`` are left aside (they are for annotations only). A core
+    sub-package (``compiled``) counts as one module: its files' imports outside it, and an
+    import of one of its files is an import of it.
 
     Parameters
     ----------
     module : str
-        A dotted name relative to ``lstm``, e.g. ``"cells.array"``.
+        A dotted name relative to ``lstm``, e.g. ``"cells.array"``, or a sub-package of the
+        core, ``"compiled"``.
     package : Path
         The package's folder (``src/lstm``).
 
@@ -128,8 +128,25 @@ def runtime_imports(module: str, package: Path = PACKAGE) -> set[str]:
     -------
     set of str
         Dotted names relative to ``lstm``: ``from lstm import state`` gives ``"state"``,
-        ``from lstm.cells.lstm import LSTM`` gives ``"cells.lstm"``.
+        ``from lstm.cells.lstm import LSTM`` gives ``"cells.lstm"``, and
+        ``from lstm.compiled.run import run_compiled_direction`` gives ``"compiled"``.
     """
+    folder = package / module
+    if folder.is_dir():
+        files = sorted(f"{module}.{path.stem}" for path in folder.glob("*.py"))
+        found = set().union(*(_file_imports(name, package) for name in files))
+        return {_collapsed(name) for name in found} - {module}
+    return {_collapsed(name) for name in _file_imports(module, package)}
+
+
+def _collapsed(name: str) -> str:
+    """A module of a core sub-package as that sub-package (``compiled.run``: ``compiled``)."""
+    first = name.split(".")[0]
+    return first if first in CORE and first != name else name
+
+
+def _file_imports(module: str, package: Path) -> set[str]:
+    """The ``lstm.*`` modules one file imports at module level, outside ``TYPE_CHECKING``."""
     tree = ast.parse(module_path(module, package).read_text(encoding="utf-8"))
     found: set[str] = set()
     for node in tree.body:  # an `if TYPE_CHECKING:` block is an ast.If: skipped with the rest
@@ -139,8 +156,8 @@ def runtime_imports(module: str, package: Path = PACKAGE) -> set[str]:
             inner = node.module.removeprefix("lstm.")
             folder = package / inner.replace(".", "/")
             for alias in node.names:  # `from lstm.compiled import build` imports a module
-                module = f"{inner}.{alias.name}"
-                found.add(module if (folder / f"{alias.name}.py").exists() else inner)
+                module_name = f"{inner}.{alias.name}"
+                found.add(module_name if (folder / f"{alias.name}.py").exists() else inner)
         elif isinstance(node, ast.Import):
             found |= {
                 a.name.removeprefix("lstm.") for a in node.names if a.name.startswith("lstm.")
@@ -179,7 +196,7 @@ def outer_modules(package: Path = PACKAGE) -> list[str]:
     """
     modules = {path.stem for path in package.glob("[!_]*.py")} - set(CORE)
     packages = {f"{path.name}/" for path in package.iterdir() if (path / "__init__.py").exists()}
-    return sorted(modules | (packages - {"cells/", "compiled/"}))
+    return sorted(modules | (packages - {"cells/", *(f"{name}/" for name in CORE)}))
 
 
 def layers(graph: Mapping[str, Iterable[str]]) -> dict[str, int]:

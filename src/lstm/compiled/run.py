@@ -1,20 +1,23 @@
 r"""The compiled engine's Python side: what is built for a cell, and one direction as one node.
 
 :func:`compiled_step` traces a cell's step once (:mod:`lstm.compiled.trace`), generates its
-forward and backward kernels (:mod:`lstm.compiled.codegen`) and builds them
+three kernels (:mod:`lstm.compiled.codegen`: the forward that saves what backward reads,
+the backward, the forward for calls without gradients) and builds them
 (:mod:`lstm.compiled.build`); the result is cached per class and configuration (the cell's
 plain attributes, its parameters' shapes, the dtype), so a model pays for it at its first
-call only, and a kernel is compiled once per machine.
+call only (in a worker thread, away from the caller's thread-local state), and a kernel
+is compiled once per machine.
 
 :func:`run_compiled_direction` runs one direction of one layer: the input maps of all steps
 as matrix products under autograd, then the fixed C++ loop (``loop.cpp``), as one autograd
-node (:class:`_CompiledDirection`) whose backward is the loop's backward, the recurrent
-weight's gradient one product over all steps:
+node (:class:`_CompiledDirection`; everything it keeps goes through ``save_for_backward``)
+whose backward is the loop's backward, the recurrent weight's gradient one product over
+all steps (the recurrent bias is a parameter of the step, its gradient summed by the
+backward kernel):
 
 .. math::
 
-    \partial W_{hh} = \sum_t \partial r_t^\top h_{t-1}, \qquad
-    \partial b_{hh} = \sum_t \partial r_t .
+    \partial W_{hh} = \sum_t \partial r_t^\top h_{t-1}.
 
 A backward that is itself differentiated (``create_graph=True``) recomputes the direction
 step by step with the cell's own ``forward_cell`` under autograd, so higher derivatives are

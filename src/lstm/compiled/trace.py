@@ -7,14 +7,16 @@ The step of a cell in this package has the form
     p_t = \\mathrm{i2h}(x_t), \\quad r_t = \\mathrm{h2h}(h_{t-1}), \\quad
     (h_t, s_t) = \\mathrm{pointwise}(p_t, r_t, h_{t-1}, s_{t-1}; \\theta)
 
-where ``i2h`` and ``h2h`` are ``nn.Linear`` maps and everything else is element-wise or
+where the maps are plain ``nn.Linear`` parts, or ``F.linear`` on the cell's own 2-D weights
+(as a step on ``lstm.nn.LSTM`` writes them), and everything else is element-wise or
 reduces lanes or a row's features. :func:`trace_step` runs the cell's own ``forward_cell``
-with every ``nn.Linear`` part replaced by a placeholder that answers with a given tensor
-(the input maps' answers are computed for all steps before the loop, the recurrent one's
-per step by the loop's matrix product), and lets AOT autograd (``functorch.compile``, with
-PyTorch's core ATen decompositions and its min-cut partitioner) split what remains into a
-forward graph (the step's outputs and what backward needs) and a backward graph. It traces
-twice, at two batch sizes, to tell every value's batch dimension from its others.
+with every map replaced by a placeholder that answers with a given tensor (the input maps'
+answers are computed for all steps before the loop, the recurrent one's per step by the
+loop's matrix product, its bias added inside the step as a parameter), and lets AOT
+autograd (``functorch.compile``, with PyTorch's core ATen decompositions, its min-cut
+partitioner and aggressive recomputation) split what remains into a forward graph (the
+step's outputs and what backward needs) and a backward graph. It traces twice, at two
+batch sizes, to tell every value's batch dimension from its others.
 
 A step that does not fit raises :class:`Unfit` with the reason in words a user can act on:
 a map applied to something other than the step's input or hidden state, two maps on the
