@@ -33,13 +33,18 @@ LENGTHS = [7, 3, 1, 6]
 
 
 def mlstm(hidden_size: int = HIDDEN, **options: Any) -> MLSTM:
-    """An mLSTM in float64, eval mode, its forget biases lowered so every gate matters."""
+    """An mLSTM in float64, eval mode, its forget biases lowered so every gate matters (and,
+    with ``head_norm``, the norms' weights and biases drawn away from 1 and 0)."""
     options.setdefault("num_heads", HEADS)
     model = MLSTM(INPUT, hidden_size, dtype=DOUBLE, **options).eval()
     with torch.no_grad():
         for index in model.cell_indices():
-            bias = model.cell_parts(*index)["i2h"].bias
+            parts = model.cell_parts(*index)
+            bias = parts["i2h"].bias
             bias[-model.num_heads :] = torch.linspace(-1.0, 1.0, model.num_heads)
+            if "norm" in parts:
+                parts["norm"].weight.uniform_(0.5, 1.5)
+                parts["norm"].bias.uniform_(-0.5, 0.5)
     return model
 
 
@@ -112,6 +117,7 @@ CASES = product(
     ragged=[False, True],
     chunk_size=[1, 3, 64],
     given_state=[False, True],
+    head_norm=[False, True],
 )
 
 
@@ -139,6 +145,7 @@ def test_parallel_form_equals_the_step_form(case: dict[str, Any]) -> None:
         num_layers=case["num_layers"],
         bidirectional=case["bidirectional"],
         chunk_size=case["chunk_size"],
+        head_norm=case["head_norm"],
     )
     x = torch.randn(4, 7, INPUT, dtype=DOUBLE)
     lengths = torch.tensor(LENGTHS) if case["ragged"] else None
@@ -198,6 +205,56 @@ def test_gradcheck_through_the_parallel_form() -> None:
 
     assert torch.autograd.gradcheck(run, (x,))
     assert torch.autograd.gradgradcheck(run, (x,))
+
+
+def test_gradcheck_through_the_parallel_form_with_the_head_norm() -> None:
+    torch.manual_seed(4)
+    model = mlstm(hidden_size=4, chunk_size=2, head_norm=True)
+    x = torch.randn(2, 5, INPUT, dtype=DOUBLE, requires_grad=True)
+    lengths = torch.tensor([5, 3])
+    norm = model.norm  # gradcheck perturbs its weight and bias in place, where the model reads them
+
+    def run(inputs: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, ...]:
+        return results(*model(inputs, lengths=lengths))
+
+    assert torch.autograd.gradcheck(run, (x, norm.weight, norm.bias))
+    assert torch.autograd.gradgradcheck(run, (x, norm.weight, norm.bias))
+
+
+def test_the_head_norm_is_a_layer_norm_of_each_head_s_read_out() -> None:
+    # Against the same model without the norm, written out here: the read-out r (the plain
+    # output over the output gate) normalised over each head's d features, biased variance,
+    # eps 1e-5, then the per-feature weight and bias, then the output gate.
+    torch.manual_seed(6)
+    normed = mlstm(hidden_size=6, num_layers=1, head_norm=True)
+    plain = mlstm(hidden_size=6, num_layers=1)
+    plain.i2h.load_state_dict(normed.i2h.state_dict())
+    x = torch.randn(3, 5, INPUT, dtype=DOUBLE)
+    for engine in ("auto", "reference"):
+        normed.engine = plain.engine = engine
+        gate = torch.sigmoid(normed.i2h(x)[..., 3 * 6 : 4 * 6])
+        read = (plain(x)[0] / gate).unflatten(-1, (HEADS, 3))
+        mean = read.mean(-1, keepdim=True)
+        variance = ((read - mean) ** 2).mean(-1, keepdim=True)
+        want = ((read - mean) / torch.sqrt(variance + 1e-5)).flatten(-2)
+        want = gate * (want * normed.norm.weight + normed.norm.bias)
+        close(normed(x)[0], want, atol=1e-12)
+
+
+def test_the_head_norm_s_parts_and_options() -> None:
+    model = MLSTM(3, 8, num_heads=2, head_norm=True, bidirectional=True, bias=False)
+    assert [name for name, _ in model.named_parameters()] == [
+        "i2h.weight",
+        "norm.weight",
+        "i2h_reverse.weight",
+        "norm_reverse.weight",
+    ]
+    assert "head_norm=True" in repr(model)
+    assert MLSTM(3, 8, num_heads=2).head_norm is False
+    with pytest.raises(TypeError, match="expected head_norm to be a bool, got 1"):
+        MLSTM(3, 8, num_heads=2, head_norm=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"at least 2 features per head .* got hidden_size / num"):
+        MLSTM(3, 8, num_heads=8, head_norm=True)
 
 
 def test_the_step_function_by_hand_against_the_chunkwise_function() -> None:

@@ -30,7 +30,7 @@ from lstm.cells.array import (
 )
 from lstm.cells.layernorm import LayerNormLSTM
 from lstm.cells.lstm import LSTM, lstm_cell, lstm_pointwise
-from lstm.cells.mlstm import MLSTM, mlstm_chunkwise, mlstm_step
+from lstm.cells.mlstm import MLSTM, mlstm_chunkwise, mlstm_step, normalise_heads
 from lstm.cells.slstm import SLSTM, slstm_pointwise
 from lstm.cells.variants import CIFGLSTM, PeepholeLSTM, cifg_pointwise, peephole_pointwise
 from lstm.checks import DTypeError, ShapeError
@@ -70,6 +70,7 @@ __all__ = [
     "mlstm_chunkwise",
     "mlstm_step",
     "nn",
+    "normalise_heads",
     "peephole_pointwise",
     "pool_lanes",
     "safe_globals",

@@ -101,7 +101,9 @@ def full_precision(device: torch.device) -> contextlib.AbstractContextManager[No
     return contextlib.nullcontext()
 
 
-def mlstm_step(projection: Tensor, state: MLSTMState, num_heads: int) -> tuple[Tensor, MLSTMState]:
+def mlstm_step(
+    projection: Tensor, state: MLSTMState, num_heads: int, norm: nn.GroupNorm | None = None
+) -> tuple[Tensor, MLSTMState]:
     r"""One mLSTM step from the input's projection: the reference form.
 
     Per head, with head size :math:`d = H / \text{heads}` and the step's projected input
@@ -119,6 +121,9 @@ def mlstm_step(projection: Tensor, state: MLSTMState, num_heads: int) -> tuple[T
     :math:`C_t, n_t` are the paper's memory and normaliser divided by :math:`e^{m_t}`, so
     :math:`i', f' \le 1` and nothing overflows; the denominator's floor :math:`e^{-m_t}` is
     the paper's 1 on the same scale, and :math:`h_t` does not depend on :math:`m` at all.
+    With ``norm``, the read-out is normalised per head before the output gate, as the
+    xLSTM block's mLSTM layer does: :math:`h_t = o \odot \mathrm{GN}(C_t q /
+    \max(\cdot))` (:func:`normalise_heads`).
 
     Parameters
     ----------
@@ -127,6 +132,8 @@ def mlstm_step(projection: Tensor, state: MLSTMState, num_heads: int) -> tuple[T
     state : tuple (C, n, m)
         ``(batch, heads * d * d)``, ``(batch, hidden_size)``, ``(batch, heads)``.
     num_heads : int
+    norm : torch.nn.GroupNorm, optional
+        ``num_heads`` groups over ``hidden_size`` features: the per-head norm.
 
     Returns
     -------
@@ -134,13 +141,42 @@ def mlstm_step(projection: Tensor, state: MLSTMState, num_heads: int) -> tuple[T
     state : tuple (C, n, m), shaped as given
     """
     with full_precision(projection.device):
-        hidden, new_state = _step(split_projection(projection, num_heads), state)
+        blocks = split_projection(projection, num_heads)
+        read, new_state = _step(blocks, state)
+        hidden = torch.sigmoid(blocks[3]) * normalise_heads(read, norm)
     return like_state(hidden, new_state, state)
 
 
+def normalise_heads(read: Tensor, norm: nn.GroupNorm | None) -> Tensor:
+    r"""The mLSTM's read-out normalised per head (the xLSTM block's norm), or as it is.
+
+    Each head's :math:`d` features of :math:`r` are normalised to mean 0 and variance 1
+    (:math:`\epsilon` = ``norm.eps``), then scaled and shifted per feature by ``norm``'s
+    weight and bias: ``F.group_norm`` with one group per head, in ``read``'s dtype (at least
+    float32, as the rest of the step).
+
+    Parameters
+    ----------
+    read : Tensor of shape (..., hidden_size)
+    norm : torch.nn.GroupNorm or None
+        ``num_heads`` groups of ``hidden_size`` channels; None returns ``read``.
+
+    Returns
+    -------
+    Tensor of the shape of ``read``
+    """
+    if norm is None:
+        return read
+    weight = None if norm.weight is None else norm.weight.to(read.dtype)
+    bias = None if norm.bias is None else norm.bias.to(read.dtype)
+    flat = read.reshape(-1, read.shape[-1])
+    return F.group_norm(flat, norm.num_groups, weight, bias, norm.eps).view_as(read)
+
+
 def _step(blocks: Blocks, state: MLSTMState) -> tuple[Tensor, MLSTMState]:
-    """:func:`mlstm_step` on the blocks of the projection."""
-    q, k, v, o, gate_i, gate_f = blocks
+    r""":func:`mlstm_step` on the blocks of the projection, before the output gate: the
+    read-out :math:`C_t q / \max(|n_t^\top q|, e^{-m_t})` and the new state."""
+    q, k, v, _, gate_i, gate_f = blocks
     num_heads = gate_i.shape[-1]
     batch, width = q.shape
     size = width // num_heads
@@ -157,13 +193,13 @@ def _step(blocks: Blocks, state: MLSTMState) -> tuple[Tensor, MLSTMState]:
     numerator = (memory @ q.unsqueeze(-1)).squeeze(-1)  # (B, heads, d)
     denominator = (normaliser * q).sum(-1).abs()  # (B, heads)
     scale = torch.maximum(denominator, denominator_floor(new_stabiliser)).unsqueeze(-1)
-    hidden = torch.sigmoid(o) * (numerator / scale).reshape(batch, width)
+    read = (numerator / scale).reshape(batch, width)
     flat = (
         memory.reshape(batch, num_heads * size * size),
         normaliser.reshape(batch, width),
         new_stabiliser,
     )
-    return hidden, flat
+    return read, flat
 
 
 def mlstm_chunkwise(
@@ -172,6 +208,7 @@ def mlstm_chunkwise(
     num_heads: int,
     chunk_size: int,
     running: Tensor | None = None,
+    norm: nn.GroupNorm | None = None,
 ) -> tuple[Tensor, MLSTMState]:
     r"""Every step of a sequence at once, chunk by chunk: the parallel form of :func:`mlstm_step`.
 
@@ -214,6 +251,8 @@ def mlstm_chunkwise(
         The most steps per chunk; the chunks of a segment are made equal in length.
     running : Tensor of shape (batch, seq_len), bool, optional
         Which steps are real; None when all are.
+    norm : torch.nn.GroupNorm, optional
+        The per-head norm of the read-out, as :func:`mlstm_step` takes it.
 
     Returns
     -------
@@ -221,9 +260,9 @@ def mlstm_chunkwise(
     state : tuple (C, n, m) after the last step
     """
     with full_precision(projection.device):
-        hidden, new_state = _chunkwise(
-            split_projection(projection, num_heads), state, chunk_size, running
-        )
+        blocks = split_projection(projection, num_heads)
+        read, new_state = _chunkwise(blocks, state, chunk_size, running)
+        hidden = torch.sigmoid(blocks[3]) * normalise_heads(read, norm)
     return like_state(hidden, new_state, state)
 
 
@@ -253,8 +292,9 @@ def _segment(
     blocks: Blocks, state: MLSTMState, chunk_size: int, running: Tensor | None
 ) -> tuple[Tensor, MLSTMState]:
     """Every chunk's own part at once, as tensors ``(B, heads, chunks, L, ...)``; only the
-    state entering each chunk is carried from chunk to chunk, with ``d x d`` operations."""
-    q, k, v, o, gate_i, gate_f = blocks
+    state entering each chunk is carried from chunk to chunk, with ``d x d`` operations.
+    Returns the read-out before the output gate, and the state after the segment."""
+    q, k, v, _, gate_i, gate_f = blocks
     num_heads = gate_i.shape[-1]
     batch, steps, width = q.shape
     size = width // num_heads
@@ -303,7 +343,7 @@ def _segment(
         last_normaliser.reshape(batch, width),
         stabiliser[..., -1],
     )
-    return torch.sigmoid(o) * hidden, flat
+    return hidden, flat
 
 
 def _carry(
@@ -379,6 +419,11 @@ class MLSTM(Recurrent):
         ``torch.nn.LSTM``'s order too.
     num_heads : int, default 4
         Heads, each with a ``d x d`` memory, ``d = hidden_size / num_heads``.
+    head_norm : bool, default False
+        Normalise the read-out per head before the output gate (``norm``, a
+        ``GroupNorm(num_heads, hidden_size)`` per layer and direction), as the mLSTM layer of
+        the xLSTM block does: :func:`normalise_heads`. The bare cell's read-out
+        :math:`C q / \max(|n^\top q|, e^{-m})` has no bound.
     chunk_size : int, default 64
         The most steps per chunk of the parallel form: its time is quadratic in the chunk's
         length inside a chunk and linear in the number of chunks (BENCHMARKS.md has the
@@ -432,6 +477,7 @@ class MLSTM(Recurrent):
         *,
         num_heads: int = 4,
         chunk_size: int = 64,
+        head_norm: bool = False,
         recurrent_dropout: float = 0.0,
         zoneout: float = 0.0,
         device: torch.device | str | None = None,
@@ -440,6 +486,9 @@ class MLSTM(Recurrent):
         owner = type(self).__name__
         self.num_heads = check_int(owner, "num_heads", num_heads, 1)  # build_cell reads it
         self.chunk_size = check_int(owner, "chunk_size", chunk_size, 1)
+        if not isinstance(head_norm, bool):
+            raise TypeError(f"{owner}: expected head_norm to be a bool, got {head_norm!r}")
+        self.head_norm = head_norm  # build_cell reads it
         super().__init__(  # checks every option
             input_size,
             hidden_size,
@@ -458,6 +507,12 @@ class MLSTM(Recurrent):
                 f"{owner}: expected hidden_size to be a multiple of num_heads={self.num_heads}, "
                 f"got {self.hidden_size}"
             )
+        if head_norm and self.hidden_size // self.num_heads < 2:
+            raise ValueError(
+                f"{owner}: expected at least 2 features per head for head_norm=True (a norm of "
+                f"one feature is constant), got hidden_size / num_heads = "
+                f"{self.hidden_size // self.num_heads}"
+            )
         for name in ("recurrent_dropout", "zoneout"):
             if getattr(self, name) > 0:
                 raise ValueError(
@@ -469,11 +524,18 @@ class MLSTM(Recurrent):
     def build_cell(
         self, input_size: int, hidden_size: int, *, device: Device = None, dtype: DType = None
     ) -> dict[str, CellPart]:
-        """``i2h``: Linear(input_size, 4 * hidden_size + 2 * num_heads); no ``h2h``."""
+        """``i2h``: Linear(input_size, 4 * hidden_size + 2 * num_heads); no ``h2h``; with
+        ``head_norm``, ``norm``: GroupNorm(num_heads, hidden_size) (weight 1; bias 0 unless
+        ``bias=False``)."""
         width = 4 * hidden_size + 2 * self.num_heads
         i2h = nn.Linear(input_size, width, bias=self.bias, device=device, dtype=dtype)
         self._init_forget_bias(i2h)
-        return {"i2h": i2h}
+        parts: dict[str, CellPart] = {"i2h": i2h}
+        if self.head_norm:
+            parts["norm"] = nn.GroupNorm(
+                self.num_heads, hidden_size, bias=self.bias, device=device, dtype=dtype
+            )
+        return parts
 
     def reset_parameters(self) -> None:
         """``nn.Linear``'s initialisation, then the forget biases of :data:`FORGET_BIAS`."""
@@ -508,7 +570,7 @@ class MLSTM(Recurrent):
             parts=3,
             widths=(self.num_heads * size * size, None, self.num_heads),
         )
-        return mlstm_step(self.i2h(x), state, self.num_heads)
+        return mlstm_step(self.i2h(x), state, self.num_heads, self._norm())
 
     def parallel_direction(
         self, layer_input: Tensor, initial: CellState, mask: Tensor | None, reverse: bool
@@ -537,7 +599,12 @@ class MLSTM(Recurrent):
             running = None if running is None else running.flip(1)
         projection = self.i2h(layer_input)
         outputs, state = mlstm_chunkwise(
-            projection, (memory, normaliser, stabiliser), self.num_heads, self.chunk_size, running
+            projection,
+            (memory, normaliser, stabiliser),
+            self.num_heads,
+            self.chunk_size,
+            running,
+            self._norm(),
         )
         if running is None or reverse:  # the last step processed is real for every sequence
             final = outputs[:, -1]
@@ -550,6 +617,11 @@ class MLSTM(Recurrent):
             outputs = outputs.flip(1)
         return outputs, (final, state)
 
+    def _norm(self) -> nn.GroupNorm | None:
+        """The stepped cell's per-head norm, or None without ``head_norm``."""
+        norm = self._modules.get("norm")
+        return norm if isinstance(norm, nn.GroupNorm) else None
+
     def init_hidden(self, x: Tensor) -> tuple[Tensor, MLSTMState]:
         """Zeros: hidden (batch, H), C (batch, heads * d * d), n (batch, H), m (batch, heads)."""
         batch, size = x.shape[0], self.head_size
@@ -558,4 +630,8 @@ class MLSTM(Recurrent):
         return zeros, (memory, zeros.clone(), x.new_zeros(batch, self.num_heads))
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", num_heads={self.num_heads}, chunk_size={self.chunk_size}"
+        norm = ", head_norm=True" if self.head_norm else ""
+        return (
+            super().extra_repr()
+            + f", num_heads={self.num_heads}, chunk_size={self.chunk_size}{norm}"
+        )
