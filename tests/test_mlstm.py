@@ -342,11 +342,13 @@ def relative(got: Tensor, want: Tensor) -> float:
     return float((got.float() - want.float()).norm() / want.float().norm())
 
 
+@pytest.mark.parametrize("head_norm", [False, True])
 @pytest.mark.parametrize("seed", [8, 9, 10])
-def test_bf16_autocast_is_close_to_float32(seed: int) -> None:
-    # Under autocast the projection runs in bf16 and the rest in float32 (both forms).
+def test_bf16_autocast_is_close_to_float32(seed: int, head_norm: bool) -> None:
+    # Under autocast the projection runs in bf16 and the rest in float32 (both forms), the
+    # per-head norm included.
     torch.manual_seed(seed)
-    model = MLSTM(16, 32, num_heads=4)
+    model = MLSTM(16, 32, num_heads=4, head_norm=head_norm)
     x = torch.randn(4, 200, 16)
     with torch.no_grad():
         want, (_, want_state) = model(x)
