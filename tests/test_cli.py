@@ -111,6 +111,40 @@ def test_resume_continues_exactly(
     assert {**state, "metrics": None} == {**straight_state, "metrics": None}
 
 
+def test_resume_with_only_the_run_folder_takes_its_flags_from_config_json(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The first leg's flags (data, sizes, cell, layers, dropout, device, ...) are read back
+    # from config.json; --steps, a flag a resume may change, is the only one given.
+    flags_ = ["--cell", "stochastic-array", "--layers", "2", "--dropout", "0.25"]
+    flags_ += ["--checkpoint-every", "4", "--eval-every", "4"]
+    straight, halted = tmp_path / "straight", tmp_path / "halted"
+    assert run_cli(train_args(corpus_file, straight, *flags_, "--steps", "12"), capsys)[0] == 0
+    assert run_cli(train_args(corpus_file, halted, *flags_, "--steps", "6"), capsys)[0] == 0
+    resumed = ["train", "--out", str(halted), "--resume", "--steps", "12", "--quiet"]
+    code, printed, _ = run_cli(resumed, capsys)
+    assert code == 0
+    assert "resuming at step 6 of 12" in printed
+    assert sha256(halted / MODEL_FILE) == sha256(straight / MODEL_FILE)
+    # Without --steps a resume goes on to the last leg's steps (12, not config.json's 6):
+    # here it is done, and nothing changes.
+    code, printed, _ = run_cli(["train", "--out", str(halted), "--resume", "--quiet"], capsys)
+    assert code == 0
+    assert sha256(halted / MODEL_FILE) == sha256(straight / MODEL_FILE)
+
+
+def test_resume_refuses_a_flag_given_that_differs_from_the_run(
+    trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A flag that shapes the weights, given and different from config.json's, is refused
+    # as before; given and equal, it is taken (--hidden 8 is the trained run's own).
+    code, _, err = run_cli(["train", "--out", str(trained), "--resume", "--hidden", "16"], capsys)
+    assert code == 2
+    assert "--hidden: 8 -> 16" in err
+    same = ["train", "--out", str(trained), "--resume", "--hidden", "8", "--quiet"]
+    assert run_cli(same, capsys)[0] == 0
+
+
 def sha256(path: Path) -> str:
     """The SHA-256 of a file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()

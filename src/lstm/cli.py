@@ -91,6 +91,26 @@ class _CellNames(argparse.Action):
         setattr(namespace, self.dest, names)
 
 
+class _Given(argparse._StoreAction):
+    """Stores a configuration flag's value and notes that the command line gave it.
+
+    ``train --resume`` takes every flag not given from the run's ``config.json``
+    (:func:`_resumed_config`), so it must tell a flag given with its default value from one
+    left out.
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        given: set[str] = getattr(namespace, "given_flags", set())
+        namespace.given_flags = given | {self.dest}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m lstm``, with one sub-parser per command.
 
@@ -117,6 +137,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
     for option in flags(command):
         parser.add_argument(
             option.option_string,
+            action=_Given,
             type=option.value_type,
             default=option.default,
             help=option.help,
@@ -136,7 +157,13 @@ def _add_train(commands: _Commands) -> None:
         help="run folder (default runs/CELL-h<HIDDEN>-s<SEED>)",
     )
     again = train.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run in --out")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out, with the flags in its config.json where not given "
+        "(--steps, --checkpoint-every, --eval-every, --eval-bytes, --device and --threads "
+        "may differ from the run's; any other flag given must match it)",
+    )
     again.add_argument("--force", action="store_true", help="replace the run in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
@@ -250,7 +277,35 @@ def _train(args: argparse.Namespace) -> None:
 
     config = TrainConfig.from_flags(vars(args), "train")
     out = args.out or default_path(config)
+    if args.resume:
+        config = _resumed_config(vars(args), Path(out))
     train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
+
+
+def _resumed_config(values: dict[str, Any], out: Path) -> TrainConfig:
+    """``train --resume``'s configuration: the flags given, and the rest from ``config.json``.
+
+    The flags a resume may change (``--steps``, ``--threads``, ...) come from the last leg
+    (:meth:`lstm.lm.run_folder.RunFolder.latest_config`), the others from ``config.json``.
+    A run folder without ``config.json`` (killed before it wrote one) resumes from step 0
+    with the flags as given, defaults included. A flag given that shapes the weights and
+    differs from the run's is refused later, naming both values
+    (:meth:`lstm.lm.run_folder.RunFolder.check_resumable`).
+    """
+    from lstm.lm.config import RESUMABLE
+    from lstm.lm.run_folder import CONFIG_FILE, RunFolder
+
+    if not (out / CONFIG_FILE).is_file():
+        return TrainConfig.from_flags(values, "train")
+    folder = RunFolder(out)
+    first, latest = folder.read_config()[0], folder.latest_config()
+    given = values.get("given_flags", set())
+    merged = dict(values)
+    for option in flags("train"):
+        if option.name not in given:
+            source = latest if option.name in RESUMABLE else first
+            merged[option.name] = getattr(source, option.name)
+    return TrainConfig.from_flags(merged, "train")
 
 
 def _evaluate(args: argparse.Namespace) -> None:

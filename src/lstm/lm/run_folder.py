@@ -317,6 +317,26 @@ class RunFolder:
                 f"{self.path / CONFIG_FILE}: not a valid run configuration ({error})"
             ) from None
 
+    def latest_config(self) -> TrainConfig:
+        """The configuration the run last trained with.
+
+        A resume may change the fields of :data:`~lstm.lm.config.RESUMABLE` (``--steps``,
+        ...): the weights carry the values they were trained with, ``config.json`` the first
+        leg's. So: the configuration saved with the weights where they can be read, else
+        ``config.json``'s (a damaged weights file is reported by what reads it next).
+
+        Raises
+        ------
+        CheckpointError
+            If ``config.json`` is missing or damaged.
+        """
+        config, _ = self.read_config()
+        try:
+            _, info = load_tensors(self.path / MODEL_FILE, kind=MODEL_KIND)
+            return TrainConfig.from_json(info["train"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            return config
+
     def write_config(
         self, config: TrainConfig, corpus: Corpus, world_size: int, device: torch.device
     ) -> None:
