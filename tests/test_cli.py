@@ -24,7 +24,14 @@ from lstm import cli
 from lstm.lm.config import TrainConfig, flags
 from lstm.lm.corpus import read_corpus, split
 from lstm.lm.files import load_tensors
-from lstm.lm.run_folder import MODEL_FILE, RUN_FILES, STATE_FILE, load_run
+from lstm.lm.run_folder import (
+    MODEL_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    RunFolder,
+    load_run,
+    validation_series,
+)
 from lstm.lm.sample import bits_per_character
 
 # ------------------------------------------------------------------------------ train
@@ -220,6 +227,28 @@ def test_compare_trains_every_cell_at_one_budget(
     for entry in entries:
         assert f"{entry['test_bpc']:.3f}" in printed
     assert run_cli([*argv, "--steps", "6"], capsys)[0] == 2  # results are not overwritten
+    for entry in entries:  # the chart's final star is the table's figure, at the last step
+        series = validation_series(RunFolder(out / entry["cell"]).read_metrics())
+        assert series.final == (6, pytest.approx(entry["validation_bpc"]))
+        assert series.points[-1][0] == 6
+
+
+def test_the_validation_curve_reaches_the_last_step_and_says_what_it_reads(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = train_args(corpus_file, out, "--steps", "7", "--eval-every", "3", "--eval-bytes", "64")
+    assert run_cli(argv, capsys)[0] == 0
+    series = validation_series(RunFolder(out).read_metrics())
+    assert [step for step, _ in series.points] == [3, 6, 7]  # 7 is not a multiple of 3
+    assert series.final is not None
+    assert series.final[0] == 7
+    # the whole validation split, read as training reads it; the points read 64 bytes
+    run = load_run(out)
+    validation = split(read_corpus(corpus_file).data).validation
+    whole = bits_per_character(run.model, validation, run.config.seq_len, run.config.batch_size)
+    assert series.final[1] == pytest.approx(whole, abs=1e-6)
+    assert series.points[-1][1] != pytest.approx(whole, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -19,7 +19,7 @@ import torch
 from lstm._atomic import write_figure, write_json
 from lstm.lm.config import COMPARE_CELLS, TrainConfig
 from lstm.lm.model import build_model, parameter_count
-from lstm.lm.run_folder import RunFolder
+from lstm.lm.run_folder import RunFolder, draw_validation, validation_series
 from lstm.lm.train import train
 from lstm.registry import DEFAULT_LANES, get_cell, hidden_multiple, takes_lanes
 
@@ -182,15 +182,12 @@ def _chart(path: Path, entries: Sequence[Entry], folder: Path) -> None:
 
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4))
     for entry in entries:
-        records = RunFolder(folder / entry.cell).read_metrics()
-        points = [(r["step"], r["validation_bpc"]) for r in records if "validation_bpc" in r]
-        if points:
-            steps, values = zip(*points, strict=True)
-            curves.plot(steps, values, marker="o", label=f"{entry.cell} (h={entry.hidden})")
+        series = validation_series(RunFolder(folder / entry.cell).read_metrics())
+        draw_validation(curves, series, f"{entry.cell} (h={entry.hidden})")
     curves.set_xlabel("step")
     curves.set_ylabel("validation bits per character")
     curves.grid(alpha=0.3)
-    curves.legend()
+    curves.legend(fontsize=7)
     bars.bar([entry.cell for entry in entries], [entry.test_bpc for entry in entries])
     bars.set_ylabel("test bits per character")
     for index, entry in enumerate(entries):

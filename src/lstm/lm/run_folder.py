@@ -452,6 +452,34 @@ def _prefixed(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
+@dataclass(frozen=True)
+class ValidationSeries:
+    """A run's validation BPC as its charts draw it.
+
+    Attributes
+    ----------
+    points : list of (int, float)
+        ``(step, BPC)`` of every report during training: the first ``--eval-bytes`` bytes of
+        the validation split, every ``--eval-every`` steps and at the last step.
+    final : (int, float) or None
+        ``(steps, BPC)`` of the whole validation split after training, by the evaluator of
+        the final table (``compare``'s, ``train``'s last line); None before the run ends.
+    """
+
+    points: list[tuple[int, float]]
+    final: tuple[int, float] | None
+
+
+def validation_series(records: list[dict[str, Any]]) -> ValidationSeries:
+    """The validation reports and the final whole-split figure of ``metrics.jsonl``'s records."""
+    points = [
+        (int(r["step"]), float(r["validation_bpc"])) for r in records if "validation_bpc" in r
+    ]
+    finals = [r for r in records if "final_validation_bpc" in r]
+    final = (int(finals[-1]["step"]), float(finals[-1]["final_validation_bpc"])) if finals else None
+    return ValidationSeries(points, final)
+
+
 def _plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
     """Training and validation BPC against the step, as a PNG (atomically)."""
     import matplotlib
@@ -460,14 +488,34 @@ def _plot(path: Path, records: list[dict[str, Any]], title: str) -> None:
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4))
-    for key, label in [("train_bpc", "training"), ("validation_bpc", "validation")]:
-        points = [(record["step"], record[key]) for record in records if key in record]
-        if points:
-            steps, values = zip(*points, strict=True)
-            axes.plot(steps, values, marker="o" if key == "validation_bpc" else None, label=label)
+    points = [(record["step"], record["train_bpc"]) for record in records if "train_bpc" in record]
+    if points:
+        steps, values = zip(*points, strict=True)
+        axes.plot(steps, values, label="training (running mean)")
+    draw_validation(axes, validation_series(records), "validation")
     axes.set_xlabel("step")
     axes.set_ylabel("bits per character")
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(fontsize=8)
     write_figure(path, figure)
+
+
+def draw_validation(axes: Any, series: ValidationSeries, label: str) -> None:
+    """Draw a :class:`ValidationSeries` on matplotlib ``axes``: the reports as a line with
+    dots, the final whole-split figure as a star of the same colour, each labelled with
+    what it reads."""
+    color = None
+    if series.points:
+        steps, values = zip(*series.points, strict=True)
+        (line,) = axes.plot(steps, values, marker="o", label=f"{label}, first --eval-bytes bytes")
+        color = line.get_color()
+    if series.final is not None:
+        axes.plot(
+            *series.final,
+            marker="*",
+            markersize=12,
+            linestyle="none",
+            color=color,
+            label=f"{label}, whole split (the table's)",
+        )

@@ -524,7 +524,8 @@ def _record(run: _Run, state: TrainingState, meter: _Meter) -> dict[str, Any]:
         "train_bpc": state.take_pending(),
         "tokens_per_second": meter.lap(run.tokens_per_step),
     }
-    if state.step % config.eval_every == 0 and run.processes.leader:
+    due = state.step % config.eval_every == 0 or state.step == config.steps  # curves end there
+    if due and run.processes.leader:
         record["validation_bpc"] = run.bpc(state.model, run.splits.validation[: config.eval_bytes])
         run.log(
             f"step {state.step}/{config.steps}: train {record['train_bpc']:.3f} bpc, "
