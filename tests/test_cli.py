@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from lstm.lm.run_folder import (
     load_run,
     validation_series,
 )
-from lstm.lm.sample import bits_per_character
+from lstm.lm.sample import bits_per_character, printable
 
 # ------------------------------------------------------------------------------ train
 
@@ -80,6 +81,35 @@ def test_generate_prints_the_prompt_and_a_reproducible_sample(
     assert first.startswith("the cell")
     assert run_cli([*sample, "--seed", "1"], capsys)[1] == first
     assert run_cli([*sample, "--seed", "2"], capsys)[1] != first
+
+
+def test_printable_escapes_control_characters_but_newline_and_tab() -> None:
+    text = "a\x1b[31mred\x07\n\tb\u0085c\\d\x7f é"
+    assert printable(text) == "a\\x1b[31mred\\x07\n\tb\\u0085c\\d\\x7f é"
+    assert all(unicodedata.category(c) != "Cc" or c in "\n\t" for c in printable(text))
+
+
+def test_generate_escapes_control_bytes_and_raw_writes_them(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    # A model trained on bytes that are mostly ESC and BEL samples them.
+    data = tmp_path / "controls.bin"
+    data.write_bytes(bytes([27, 7, 27, 91, 27, 7]) * 2000)
+    out = tmp_path / "run"
+    assert cli.main(train_args(data, out, "--steps", "30", "--lr", "0.03")) == 0
+    capsysbinary.readouterr()
+    sample = ["generate", "--checkpoint", str(out), "--length", "40", "--prompt", "x"]
+    assert cli.main(sample) == 0
+    shown = capsysbinary.readouterr().out
+    assert b"\x1b" not in shown
+    assert b"\x07" not in shown
+    assert b"\\x1b" in shown  # escaped, as text
+    assert cli.main([*sample, "--raw"]) == 0
+    raw = capsysbinary.readouterr().out
+    assert raw.startswith(b"x")
+    assert len(raw) == 41
+    assert b"\x1b" in raw
+    assert printable(raw.decode("utf-8", errors="replace")).encode() + b"\n" == shown
 
 
 def test_resume_continues_exactly(

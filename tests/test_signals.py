@@ -81,6 +81,7 @@ def test_a_signal_checkpoints_and_the_printed_command_resumes_exactly(
     assert 6 <= step < 60
     assert folder == str(out)
     assert (out / STATE_FILE).exists()
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"  # the curves so far
     resume = [*argv[:-1], "--resume"]
     assert shlex.split(command) == ["python", "-m", "lstm", *resume]
     code, printed, _ = run_cli(shlex.split(command)[3:], capsys)

@@ -206,6 +206,13 @@ def _add_generate(commands: _Commands) -> None:
         help="seeds the draws: the same run, prompt and seed print the same text, so the "
         "default makes generate deterministic (default %(default)s)",
     )
+    generate.add_argument(
+        "--raw",
+        action="store_true",
+        help="write the sampled bytes as they are (default: as text, invalid UTF-8 replaced "
+        "and control characters other than newline and tab escaped as \\xNN, so that a "
+        "terminal shows them rather than obeys them)",
+    )
     _add_config_flags(generate, "generate")
     generate.set_defaults(handler=_generate)
 
@@ -334,7 +341,7 @@ def _generate(args: argparse.Namespace) -> None:
     import torch
 
     from lstm.lm.run_folder import load_run
-    from lstm.lm.sample import generate
+    from lstm.lm.sample import generate, printable
     from lstm.lm.train import Processes, resolve_device
 
     run = load_run(args.checkpoint, resolve_device(args.device, Processes()))
@@ -346,7 +353,12 @@ def _generate(args: argparse.Namespace) -> None:
         temperature=args.temperature,
         generator=generator,
     )
-    print(args.prompt + sampled.decode("utf-8", errors="replace"))
+    if args.raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(args.prompt.encode("utf-8") + sampled)
+        sys.stdout.buffer.flush()
+        return
+    print(printable(args.prompt + sampled.decode("utf-8", errors="replace")))
 
 
 def _compare(args: argparse.Namespace) -> None:

@@ -441,6 +441,10 @@ class RunFolder:
     def write_results(self, records: list[dict[str, Any]], title: str) -> None:
         """Write the final ``metrics.jsonl`` and ``curves.png``."""
         self.write_metrics(records)
+        self.write_curves(records, title)
+
+    def write_curves(self, records: list[dict[str, Any]], title: str) -> None:
+        """Write ``curves.png`` of ``records`` (also when a run stops before its end)."""
         _plot(self.path / CURVES_FILE, records, title)
 
 

@@ -6,6 +6,7 @@ A trained model comes from its run folder through :func:`lstm.lm.run_folder.load
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import torch
 import torch.nn.functional as F
@@ -101,3 +102,29 @@ def generate(
         sampled.append(byte)
         logits, state = model(torch.tensor([[byte]], device=device), state)
     return bytes(sampled)
+
+
+def printable(text: str) -> str:
+    r"""``text`` with its control characters escaped, for a terminal: ESC as ``\x1b``.
+
+    A model trained on binary data (enwik8 has some) samples bytes such as ESC that a
+    terminal would obey rather than show. Every character of Unicode category ``Cc`` but the
+    newline and the tab is written as ``\xNN`` (from U+0080, ``\uNNNN``); the rest, a
+    backslash included, is unchanged.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+    """
+    return "".join(_printable_character(character) for character in text)
+
+
+def _printable_character(character: str) -> str:
+    if character in "\n\t" or unicodedata.category(character) != "Cc":
+        return character
+    code = ord(character)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}"

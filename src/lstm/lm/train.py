@@ -436,6 +436,9 @@ def _stop_if_signalled(
         return
     if not checkpointed:
         _checkpoint(run, state)
+    if run.processes.leader:  # the curves so far, as a finished run leaves them
+        title = f"{run.config.cell} on {run.corpus.description}, stopped at step {state.step}"
+        run.folder.write_curves(state.metrics, title)
     bar.close()
     raise Stopped(
         number,
