@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -335,6 +336,42 @@ def test_bad_evaluate_and_generate_values(
     assert printed == ""
     assert len(error.splitlines()) == 1, error
     assert message in error
+
+
+def test_errors_name_what_was_found_and_what_to_pass_instead(
+    trained_run: Path, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def error_of(argv: list[str]) -> str:
+        code, printed, error = run_cli(argv, capsys)
+        assert code == 2
+        assert printed == ""
+        assert len(error.splitlines()) == 1, error
+        return error
+
+    # a run's file instead of its folder
+    error = error_of(["evaluate", "--checkpoint", str(trained_run / MODEL_FILE)])
+    assert f"expects a run folder, got the file {trained_run / MODEL_FILE}" in error
+    assert f"pass its folder: --checkpoint {trained_run}" in error
+    # a compare folder instead of one of its runs
+    compared = tmp_path / "compare"
+    for name in ("lstm", "array"):
+        shutil.copytree(trained_run, compared / name)
+    (compared / "compare.json").write_text("{}")
+    error = error_of(["generate", "--checkpoint", str(compared)])
+    assert f"{compared} is a compare folder, not a run; pass one of its runs: " in error
+    assert f"--checkpoint {compared / 'array'}, --checkpoint {compared / 'lstm'}" in error
+    # an evaluation file too small for its 5 % test split
+    small = tmp_path / "five.txt"
+    small.write_bytes(b"hello")
+    error = error_of(["evaluate", "--checkpoint", str(trained_run), "--data", str(small)])
+    assert f"{small} has 5 bytes: evaluate reads its test split, the last 5 % (0 bytes)" in error
+    assert "at least 40 bytes" in error
+    # a truncated training state: the weights are intact, and how to start over
+    state = (trained / STATE_FILE).read_bytes()
+    (trained / STATE_FILE).write_bytes(state[: len(state) // 2])
+    error = error_of(["train", "--out", str(trained), "--resume", "--steps", "4"])
+    assert f"{trained / MODEL_FILE} is intact (step 2)" in error
+    assert f"--out {trained} --force" in error
 
 
 def test_empty_and_missing_data_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

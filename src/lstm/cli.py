@@ -330,6 +330,12 @@ def _evaluate(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
     test = split(corpus.data).test
+    if test.numel() < 2:
+        raise ValueError(
+            f"{corpus.source} has {corpus.data.numel():,} bytes: evaluate reads its test "
+            f"split, the last 5 % ({test.numel()} bytes), and needs at least 2; give a file of "
+            f"at least 40 bytes with --data"
+        )
     bpc = bits_per_character(run.model, test, run.config.seq_len, run.config.batch_size)
     print(
         f"test {bpc:.4f} bpc on {test.numel():,} bytes (the last 5% of {corpus.description}); "

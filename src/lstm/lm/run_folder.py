@@ -181,8 +181,7 @@ def load_run(folder: str | Path, device: torch.device | None = None) -> LoadedRu
         If the folder, its configuration or its weights are missing, damaged or do not match.
     """
     run = RunFolder(Path(folder))
-    if not run.path.is_dir():
-        raise CheckpointError(f"checkpoint folder {run.path} does not exist")
+    _check_is_run(run.path)
     config, saved = run.read_config()
     tensors, info = load_tensors(run.path / MODEL_FILE, kind=MODEL_KIND)
     if not isinstance(info, dict) or not _same_model(config, info.get("train")):
@@ -193,6 +192,36 @@ def load_run(folder: str | Path, device: torch.device | None = None) -> LoadedRu
     load_weights(model, tensors, run.path / MODEL_FILE)
     model.to(device or torch.device("cpu")).eval()
     return LoadedRun(config, model, int(info.get("step", 0)), dict(saved.get("corpus", {})))
+
+
+def _check_is_run(path: Path) -> None:
+    """Refuse a path that is not a run folder, saying which one to give instead.
+
+    Raises
+    ------
+    CheckpointError
+        For a file (its folder, if it is a run's file), a ``compare`` folder (its runs), a
+        folder without ``config.json``, or nothing at all.
+    """
+    if path.is_file():
+        hint = (
+            f"; pass its folder: --checkpoint {path.parent}"
+            if (path.parent / CONFIG_FILE).is_file()
+            else ""
+        )
+        raise CheckpointError(f"--checkpoint expects a run folder, got the file {path}{hint}")
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint folder {path} does not exist")
+    if (path / CONFIG_FILE).is_file():
+        return
+    runs = sorted(child for child in path.iterdir() if (child / CONFIG_FILE).is_file())
+    if runs:
+        kind = "a compare folder" if (path / "compare.json").is_file() else "a folder of runs"
+        names = ", ".join(f"--checkpoint {child}" for child in runs)
+        raise CheckpointError(f"{path} is {kind}, not a run; pass one of its runs: {names}")
+    raise CheckpointError(
+        f"{path} is not a run folder (no {CONFIG_FILE}); pass the --out of a train run"
+    )
 
 
 def _same_model(config: TrainConfig, written: Any) -> bool:
@@ -265,7 +294,22 @@ class RunFolder:
                 f"cannot resume {self.path} with a different configuration: {'; '.join(changed)}"
             )
         self._check_same_run(saved, corpus, world_size)
-        return self.load_checkpoint()
+        try:
+            return self.load_checkpoint()
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}; {self._what_is_left()}") from None
+
+    def _what_is_left(self) -> str:
+        """After a damaged training state: whether the weights are intact, and what to do."""
+        try:
+            _, info = load_tensors(self.path / MODEL_FILE, kind=MODEL_KIND)
+        except CheckpointError:
+            return f"to train again from step 0: --out {self.path} --force (replaces the run)"
+        step = info.get("step", "?") if isinstance(info, dict) else "?"
+        return (
+            f"{self.path / MODEL_FILE} is intact (step {step}): evaluate and generate still "
+            f"read it; to train again from step 0: --out {self.path} --force (replaces the run)"
+        )
 
     def _check_is_folder(self) -> None:
         if self.path.exists() and not self.path.is_dir():
