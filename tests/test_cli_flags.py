@@ -175,8 +175,8 @@ def test_compare_takes_its_cells_from_cells_alone(
     ]
     code, _, error = run_cli(["compare", "--cells", "lstm,gru"], capsys)
     assert code == 2
-    assert "--cells: expected names from array, " in error
-    assert error.rstrip().endswith("got 'gru'")
+    assert "--cells: unknown cell 'gru'; expected one of ['array', " in error
+    assert error.rstrip().endswith("or a class as 'package.module:Class'")
     assert "--cell " not in run_cli(["compare", "--help"], capsys)[1]
 
 

@@ -214,8 +214,13 @@ def check_constructor(data: st.DataObject, name: str | None = None) -> None:
     route = data.draw(st.sampled_from(["create", "class", "registry"]), label="route")
     if route == "registry":  # what only create checks: the name, and k for a cell without lanes
         if takes_lanes(cls) or data.draw(st.booleans(), label="unknown name"):
-            unknown = data.draw(st.text(max_size=6).filter(lambda text: text not in CELLS))
-            message = f"unknown cell {unknown!r}; expected one of {NAMES}"
+            unknown = data.draw(  # (a colon makes it a module:Class to import)
+                st.text(max_size=6).filter(lambda text: text not in CELLS and ":" not in text)
+            )
+            message = (
+                f"unknown cell {unknown!r}; expected one of {NAMES}, "
+                "or a class as 'package.module:Class'"
+            )
             with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
                 create(unknown, INPUT, HIDDEN)
             return

@@ -69,7 +69,7 @@ from lstm import _atomic as atomic
 from lstm.cells.lstm import LSTM
 from lstm.cells.torch_lstm import LSTM as TorchFaceLSTM
 from lstm.driver import Recurrent
-from lstm.registry import CELLS, create
+from lstm.registry import CELLS, create, get_cell
 
 CANDIDATES = ("lstm", "lstm.nn", "fused", "nn.LSTM", "reference", "hoisted")
 """Every candidate, in table order; ``lstm.nn`` exists for the stock LSTM cell only, and
@@ -855,14 +855,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_output_arguments(parser)
 
 
+def _cell_argument(text: str) -> str:
+    """``--cell``'s value, checked: a registered name or an importable ``module:Class``."""
+    try:
+        get_cell(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def _add_workload_arguments(parser: argparse.ArgumentParser) -> None:
     """``--cell``, ``--all-cells``, ``--shape``, ``--mode``, ``--dtype``."""
     parser.add_argument(
         "--cell",
         action="append",
-        choices=sorted(CELLS),
+        type=_cell_argument,
         metavar="NAME",
-        help=f"one of {', '.join(sorted(CELLS))} (repeatable; default lstm)",
+        help=f"one of {', '.join(sorted(CELLS))}, or your own class as "
+        "package.module:ClassName (repeatable; default lstm)",
     )
     parser.add_argument("--all-cells", action="store_true", help="every registered cell")
     named = ", ".join(

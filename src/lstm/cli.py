@@ -28,7 +28,7 @@ from typing import Any, NoReturn, TypeAlias
 
 from lstm import __version__, bench
 from lstm.lm.config import COMPARE_CELLS, TrainConfig, flag, flags
-from lstm.registry import CELLS
+from lstm.registry import CELLS, get_cell
 
 EXTRAS = {"safetensors": "cli", "tqdm": "cli", "matplotlib": "plot"}
 """Optional dependencies, and the extra that installs each."""
@@ -82,12 +82,13 @@ class _CellNames(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         names = [name for value in values for name in value.split(",") if name]
-        unknown = [name for name in names if name not in CELLS]
-        if unknown or not names:
-            parser.error(
-                f"{option_string}: expected names from {', '.join(sorted(CELLS))}, "
-                f"got {', '.join(map(repr, unknown or values))}"
-            )
+        if not names:
+            parser.error(f"{option_string}: expected names from {', '.join(sorted(CELLS))}")
+        for name in names:
+            try:
+                get_cell(name)
+            except ValueError as error:
+                parser.error(f"{option_string}: {error}")
         setattr(namespace, self.dest, names)
 
 

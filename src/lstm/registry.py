@@ -46,18 +46,78 @@ DEFAULT_LANES = 4
 """``k`` given by :func:`create` to a cell with lanes when the caller gives none."""
 
 
+ENTRY_POINTS = "lstm.cells"
+"""The entry-point group in which an installed package registers its cells by name: in its
+``pyproject.toml``, ``[project.entry-points."lstm.cells"] mgu = "mypackage.cells:MGU"``."""
+
+
 def get_cell(name: str) -> type[Recurrent]:
-    """Return the class registered under ``name``.
+    """Return the class registered under ``name``, or named by it.
+
+    ``name`` is, in this order: a key of :data:`CELLS`; a name an installed package gives
+    in the :data:`ENTRY_POINTS` group; or ``"package.module:ClassName"``, imported (the
+    module must be importable: installed, or on ``PYTHONPATH``). The command line's
+    ``--cell`` and ``--cells`` take all three, and a run records the name it was given, so
+    that ``evaluate`` and ``generate`` build the same class.
 
     Raises
     ------
     ValueError
-        If no cell has that name; the message lists the names there are.
+        If no cell has that name (the message lists the names there are), or a
+        ``module:Class`` cannot be imported or is not a :class:`~lstm.driver.Recurrent`.
     """
-    try:
+    if name in CELLS:
         return CELLS[name]
-    except KeyError:
-        raise ValueError(f"unknown cell {name!r}; expected one of {sorted(CELLS)}") from None
+    installed = _installed_cells()
+    if name in installed:
+        return _load(name, installed[name])
+    if ":" in name:
+        return _import_cell(name)
+    names = sorted(CELLS) + sorted(installed)
+    raise ValueError(
+        f"unknown cell {name!r}; expected one of {names}, or a class as 'package.module:Class'"
+    )
+
+
+def _installed_cells() -> dict[str, str]:
+    """The cells installed packages register: name -> ``module:Class``."""
+    from importlib.metadata import entry_points
+
+    return {point.name: point.value for point in entry_points(group=ENTRY_POINTS)}
+
+
+def _load(name: str, value: str) -> type[Recurrent]:
+    """The class of an installed package's entry point ``name = value``."""
+    try:
+        return _import_cell(value)
+    except ValueError as error:
+        raise ValueError(f"cell {name!r} (entry point {ENTRY_POINTS}: {value}): {error}") from None
+
+
+def _import_cell(spec: str) -> type[Recurrent]:
+    """Import ``"package.module:ClassName"`` and check that it is a cell class."""
+    import importlib
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected a cell as 'package.module:ClassName', got {spec!r}")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"cannot import cell {spec!r}: {error} (the module must be importable: "
+            "installed, or on PYTHONPATH)"
+        ) from None
+    if not (isinstance(found, type) and issubclass(found, Recurrent)):
+        raise ValueError(f"cell {spec!r}: expected a subclass of lstm.Recurrent, got {found!r}")
+    return found
+
+
+def is_own(cls: type) -> bool:
+    """Whether ``cls`` is one of this package's classes (not a user's)."""
+    return cls.__module__ == "lstm" or cls.__module__.startswith("lstm.")
 
 
 def takes_lanes(cls: type[Recurrent]) -> bool:

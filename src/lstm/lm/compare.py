@@ -52,6 +52,12 @@ class Entry:
     tokens_per_second: float
 
 
+def run_name(cell: str) -> str:
+    """The folder of a cell's run under ``--out``: its name, ``package.module.Class`` for
+    ``package.module:Class`` (no colon in a path)."""
+    return cell.replace(":", ".")
+
+
 def count_parameters(config: TrainConfig) -> int:
     """Parameters of the byte model ``config`` describes (built on the meta device: no memory)."""
     with torch.device("meta"):
@@ -140,7 +146,9 @@ def compare(
     configs = plan(base, cells)
     entries = []
     for config in configs:
-        summary = train(config, folder / config.cell, force=force, progress=progress, log=log)
+        summary = train(
+            config, folder / run_name(config.cell), force=force, progress=progress, log=log
+        )
         entries.append(
             Entry(
                 config.cell,
@@ -182,7 +190,7 @@ def _chart(path: Path, entries: Sequence[Entry], folder: Path) -> None:
 
     figure, (curves, bars) = plt.subplots(1, 2, figsize=(11, 4))
     for entry in entries:
-        series = validation_series(RunFolder(folder / entry.cell).read_metrics())
+        series = validation_series(RunFolder(folder / run_name(entry.cell)).read_metrics())
         draw_validation(curves, series, f"{entry.cell} (h={entry.hidden})")
     curves.set_xlabel("step")
     curves.set_ylabel("validation bits per character")

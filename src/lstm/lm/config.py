@@ -111,7 +111,10 @@ def _option(help: str | Callable[[], str], **details: Any) -> dict[str, Option]:
 
 def _cell_help() -> str:
     """The help of ``--cell``: the cells registered when the parser is built."""
-    return f"one of {', '.join(sorted(CELLS))} (default %(default)s)"
+    return (
+        f"one of {', '.join(sorted(CELLS))}, a cell an installed package registers, or your "
+        "own class as package.module:ClassName (default %(default)s)"
+    )
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ there."""
 
 def default_path(config: TrainConfig) -> Path:
     """The run folder when ``--out`` is not given: ``runs/CELL-hHIDDEN-sSEED``."""
-    return Path("runs") / f"{config.cell}-h{config.hidden}-s{config.seed}"
+    name = config.cell.rpartition(":")[2]  # package.module:Class -> Class
+    return Path("runs") / f"{name}-h{config.hidden}-s{config.seed}"
 
 
 @dataclass(frozen=True)

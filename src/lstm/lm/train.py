@@ -39,6 +39,7 @@ from lstm.lm.model import VOCABULARY, ByteModel, State, build_model, parameter_c
 from lstm.lm.run_folder import STATE_FILE, Checkpoint, RunFolder, load_weights, reading
 from lstm.lm.sample import bits_per_character
 from lstm.lm.stop import Stopped, StopSignals
+from lstm.registry import is_own
 
 LOG_EVERY = 10
 """Steps per training-loss record (and per validation report, if ``eval_every`` is smaller)."""
@@ -478,12 +479,15 @@ def _log_start(run: _Run, state: TrainingState) -> None:
 def _recurrent_layer(model: ByteModel) -> str:
     """The class that runs the recurrence, and whose it is.
 
-    ``"this package's lstm.ArrayLSTM"`` for a cell of this package, ``"torch.nn.LSTM via
-    --impl torch"`` for PyTorch's own layer.
+    ``"this package's lstm.ArrayLSTM"`` for a cell of this package, ``"your
+    mypackage.cells.MGU"`` for a user's, ``"torch.nn.LSTM via --impl torch"`` for PyTorch's
+    own layer.
     """
     layer = type(model.rnn)
     if layer is nn.LSTM:
         return "torch.nn.LSTM via --impl torch"
+    if not is_own(layer):
+        return f"your {layer.__module__}.{layer.__qualname__}"
     return f"this package's lstm.{layer.__name__}"
 
 
