@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -63,16 +66,45 @@ def test_run_benchmark_measures_every_candidate_and_mode() -> None:
         "reference": "reference",
         "hoisted": "hoisted",
     }
+    for result in results:  # every ratio divides two times of its own group
+        assert result.torch_median_s is not None
+        assert result.ratio_to_torch == result.median_s / result.torch_median_s
+        if result.floor_median_s is not None:
+            assert result.ratio_to_floor == result.median_s / result.floor_median_s
     table = format_table(results)
-    assert "toy" in table
-    assert "lstm/torch" in table
-    assert "lstm/floor" in table
-    assert "floor ms" in table
-    assert "reference/floor" not in table
-    assert "  lstm train: kernel -- LSTM's own step: torch.lstm" in table
-    assert "lstm.nn/torch" in table
-    assert "  lstm train (lstm.nn): kernel -- LSTM's own step: torch.lstm" in table
+    header, _, *rows = table.split("\n\n")[0].splitlines()
+    assert header.split() == [
+        "cell",
+        "shape",
+        "mode",
+        "candidate",
+        "engine",
+        "ms",
+        "nn.LSTM",
+        "ms",
+        "/nn.LSTM",
+        "/floor",
+    ]
+    assert len(rows) == len(results)
+    ours = next(r for r in results if r.candidate == "lstm" and r.mode == "train")
+    row = next(line.split() for line in rows if line.split()[2:4] == ["train", "lstm"])
+    assert row == [
+        "lstm",
+        "toy",
+        "train",
+        "lstm",
+        "kernel",
+        f"{ours.median_s * 1e3:.2f}",
+        f"{(ours.torch_median_s or 0) * 1e3:.2f}",
+        f"{ours.ratio_to_torch:.2f}x",
+        f"{ours.ratio_to_floor:.2f}x",
+    ]
+    assert "floor ms" not in table
+    assert "floor ms" in format_table(results, wide=True)
+    assert "  lstm train lstm: kernel -- LSTM's own step: torch.lstm" in table
+    assert "  lstm train lstm.nn: kernel -- LSTM's own step: torch.lstm" in table
     assert "no gate permutation" in table
+    assert max(len(line) for line in table.splitlines()) <= 100
 
 
 @pytest.mark.parametrize("num_layers", [1, 2])
@@ -166,7 +198,7 @@ def test_command_line_writes_json_and_plot(
         (["bench", "--shape", "2,0,3,4"], "expected every size of a shape >= 1, got seq_len=0"),
         (["bench", "--shape", "huge"], "expected a shape name (tiny, small, medium, large)"),
         (["bench", "--floor-for", "gru"], "invalid choice: 'gru'"),
-        (["bench", "--cell", "gru"], "invalid choice: 'gru'"),
+        (["bench", "--cell", "gru"], "argument --cell: unknown cell 'gru'; expected one of"),
     ],
 )
 def test_command_line_rejects_bad_arguments(
@@ -397,7 +429,8 @@ def test_the_floor_pair_gets_the_threads_of_the_nn_lstm_pair(
         memory=False,
         reference=False,
     )
-    assert calls == [(("lstm", "nn.LSTM"), 3), (("lstm.nn", "nn.LSTM"), 3), (("lstm", FLOOR), 3)]
+    # lstm with nn.LSTM and its floor in one group; lstm.nn with nn.LSTM; all on 3 threads
+    assert calls == [(("lstm", "nn.LSTM", FLOOR), 3), (("lstm.nn", "nn.LSTM"), 3)]
 
 
 def test_every_cell_gets_a_finite_ratio_to_its_floor() -> None:
@@ -428,5 +461,66 @@ def test_every_cell_gets_a_finite_ratio_to_its_floor() -> None:
         assert result.ratio_to_floor > 0
         assert result.num_layers == 2
     table = format_table(results)
-    assert "lstm/floor" in table
-    assert "nn.LSTM/floor" in table
+    floors = [line.split()[-1] for line in table.split("\n\n")[0].splitlines()[2:]]
+    assert len(floors) == len(results)
+    assert all(floor.endswith("x") for floor in floors)
+
+
+# ------------------------------------------------------------------ as a person uses it
+
+
+def test_a_line_per_finished_group_with_the_time_left_and_no_file_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["bench", "--shape", "2,5,3,4", "--shape", "2,3,3,4", "--rounds", "1"]
+    argv += ["--min-run-time", "0.01", "--no-memory", "--no-reference"]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    progress = [line for line in captured.err.splitlines() if line.startswith("[")]
+    assert len(progress) == 4  # two shapes x two modes
+    assert re.fullmatch(
+        r"\[1/4\] lstm 2x5x3x4 forward: lstm \d+\.\d\d ms \(\d+\.\d\dx nn\.LSTM, kernel\); "
+        r"about \d+ s left",
+        progress[0],
+    ), progress[0]
+    assert progress[-1].endswith("; done")
+    assert list(tmp_path.iterdir()) == []  # no bench.json: files only where --json says
+    assert "wrote" not in captured.out
+
+
+def test_every_step_and_floor_is_warmed_up_before_timing() -> None:
+    calls: Counter[str] = Counter()
+
+    def counting(name: str) -> Callable[[], None]:
+        def step() -> None:
+            calls[name] += 1
+
+        return step
+
+    first = bench_module._first_calls(
+        {"lstm": counting("lstm"), "nn.LSTM": counting("nn.LSTM")},
+        {"lstm": counting("floor")},
+        min_run_time=0.05,
+    )
+    assert set(first) == {"lstm", "nn.LSTM"}
+    assert min(calls.values()) >= 3  # the first call, then at least two more
+
+
+def test_ctrl_c_keeps_and_writes_what_was_measured(tmp_path: Path) -> None:
+    out = tmp_path / "partial.json"
+    argv = [sys.executable, "-m", "lstm", "bench", "--shape", "2,5,3,4", "--shape", "small"]
+    argv += ["--mode", "forward", "--rounds", "2", "--min-run-time", "0.05", "--no-memory"]
+    argv += ["--json", str(out)]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the first group done, stop in the middle of the next
+        if line.startswith("[1/"):
+            break
+    process.send_signal(signal.SIGINT)
+    printed, error = process.communicate(timeout=120)
+    assert process.returncode == 130, error
+    assert "interrupted: keeping the" in error
+    kept = json.loads(out.read_text())["results"]
+    assert {(r["shape"], r["mode"]) for r in kept} == {("2x5x3x4", "forward")}
+    assert "2x5x3x4 forward" in printed

@@ -56,6 +56,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -172,9 +173,10 @@ class Result:
     """Timings of one candidate for one cell, shape and mode (seconds per call).
 
     ``dims`` is ``(batch, seq_len, input_size, hidden_size)`` and ``num_layers`` the layers.
-    ``median_s`` and ``ratio_to_torch`` come from the candidate's pair with ``nn.LSTM``;
-    ``ratio_to_floor`` (candidate's median over the floor's) and ``floor_median_s`` from its
-    pair with its GEMM floor (:func:`gemm_floor`), None where that pair was not timed.
+    Every time and ratio of a result comes from one interleaved group: the candidate,
+    ``nn.LSTM`` (``torch_median_s``) and, where asked for, its GEMM floor (:func:`gemm_floor`,
+    ``floor_median_s``); ``ratio_to_torch`` is ``median_s / torch_median_s`` and
+    ``ratio_to_floor`` ``median_s / floor_median_s`` (None where no floor was timed).
     ``engine`` and ``engine_reason`` are what ``engine_for`` says the candidate runs in that
     mode (``"nn.LSTM"`` for torch's own module).
     """
@@ -195,6 +197,7 @@ class Result:
     ratio_to_floor: float | None = None
     floor_median_s: float | None = None
     num_layers: int = 1
+    torch_median_s: float | None = None
 
 
 def build_candidates(
@@ -543,6 +546,9 @@ def run_benchmark(
     memory: bool = True,
     reference: bool = True,
     floor_for: tuple[str, ...] | list[str] = ("lstm",),
+    *,
+    into: list[Result] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
     """Measure every cell × shape × mode × candidate; return one :class:`Result` each.
 
@@ -566,8 +572,15 @@ def run_benchmark(
         Include the reference and hoisted paths (slow for long sequences).
     floor_for : sequence of str
         Candidates also timed in a pair with their GEMM floor (:func:`gemm_floor`), which
-        fills their ``ratio_to_floor``; one more pair each. Names of :data:`CANDIDATES`;
-        those not measured (``reference`` and ``hoisted`` without ``reference``) are skipped.
+        fills their ``ratio_to_floor``; their group with ``nn.LSTM`` then has three members.
+        Names of :data:`CANDIDATES`; those not measured (``reference`` and ``hoisted``
+        without ``reference``) are skipped.
+    into : list of Result, optional
+        Results are appended here as each cell, shape and mode is done, so that a caller
+        interrupted (Ctrl-C) keeps what was measured.
+    progress : callable, optional
+        Given one line after each cell, shape and mode: what was measured, and about how
+        long the rest will take.
 
     Returns
     -------
@@ -585,7 +598,8 @@ def run_benchmark(
     cells = cells or ["lstm"]
     threads = threads or torch.get_num_threads()
     wanted = [c for c in CANDIDATES if reference or c not in ("reference", "hoisted")]
-    results: list[Result] = []
+    results: list[Result] = [] if into is None else into
+    total, done, started = len(cells) * len(shapes) * len(modes), 0, time.perf_counter()
     for cell in cells:
         for shape in shapes:
             x = torch.randn(shape.batch, shape.seq_len, shape.input_size, dtype=dtype)
@@ -595,76 +609,104 @@ def run_benchmark(
                 floored = [name for name in names if name in floor_for]
                 steps = {name: make_step(modules[name], x, mode) for name in names}
                 floors = {name: gemm_floor(modules[name], shape, mode, dtype) for name in floored}
-                first_call = _first_calls(steps, floors)
-                pairs, floor_pairs = _time_pairs(steps, floors, rounds, min_run_time, threads)
+                first_call = _first_calls(steps, floors, min_run_time)
+                groups = _time_groups(steps, floors, rounds, min_run_time, threads)
+                found = []
                 for name in names:
-                    pair = pairs.get(name, pairs["lstm"])  # nn.LSTM: its pair with lstm
-                    result = _summarise(cell, shape, mode, name, pair, floor_pairs.get(name))
+                    # nn.LSTM without a floor of its own: its times in lstm's group
+                    group = groups.get(name) or {name: groups["lstm"][name]}
+                    result = _summarise(cell, shape, mode, name, group)
                     result.first_call_s = first_call[name]
                     result.engine, result.engine_reason = engine_of(modules[name], x, mode)
                     if memory and mode == "train" and name in ("lstm", "lstm.nn", "nn.LSTM"):
                         result.peak_memory_bytes = peak_training_memory(cell, shape, name, dtype)
-                    results.append(result)
+                    found.append(result)
+                results.extend(found)
+                done += 1
+                if progress is not None:
+                    progress(_progress_line(found, done, total, time.perf_counter() - started))
     return results
 
 
+def _progress_line(found: list[Result], done: int, total: int, elapsed: float) -> str:
+    """``[done/total] cell shape mode: lstm 1.23 ms (1.05x nn.LSTM, kernel); about 3 min left``."""
+    ours = next(result for result in found if result.candidate == "lstm")
+    left = elapsed / done * (total - done)
+    when = "done" if done == total else f"about {_duration(left)} left"
+    return (
+        f"[{done}/{total}] {ours.cell} {ours.shape} {ours.mode}: lstm "
+        f"{ours.median_s * 1e3:.2f} ms ({ours.ratio_to_torch or 0.0:.2f}x nn.LSTM, "
+        f"{ours.engine}); {when}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"3 min"``, ``"1.5 h"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _first_calls(
-    steps: dict[str, Callable[[], None]], floors: dict[str, Callable[[], None]]
+    steps: dict[str, Callable[[], None]],
+    floors: dict[str, Callable[[], None]],
+    min_run_time: float,
 ) -> dict[str, float]:
-    """Seconds of each step's first call; each floor is called once too, untimed (warm-up)."""
+    """Seconds of each step's first call, then a warm-up of every step and floor, untimed.
+
+    The first call builds what is built once (a traced and compiled step, oneDNN's
+    primitives for a shape); the warm-up then runs each at least twice more and for at
+    least a fifth of ``min_run_time``, so that no timed block pays for a cold cache or a
+    lazily grown buffer.
+    """
     first_call = {}
     for name, step in steps.items():
         started = time.perf_counter()
         step()
         first_call[name] = time.perf_counter() - started
-    for floor in floors.values():
-        floor()
+    for call in [*steps.values(), *floors.values()]:
+        started, calls = time.perf_counter(), 0
+        while calls < 2 or time.perf_counter() - started < min_run_time / 5:
+            call()
+            calls += 1
     return first_call
 
 
-def _time_pairs(
+def _time_groups(
     steps: dict[str, Callable[[], None]],
     floors: dict[str, Callable[[], None]],
     rounds: int,
     min_run_time: float,
     threads: int,
-) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
-    """Time each candidate in its pair with nn.LSTM, then each floored one with its floor.
+) -> dict[str, dict[str, list[float]]]:
+    """Time each candidate in one interleaved group: it, nn.LSTM and, if any, its floor.
 
     Returns
     -------
-    pairs : dict of str to dict of str to list of float
-        By candidate (all but ``nn.LSTM``): its times and ``nn.LSTM``'s, in one pair.
-    floor_pairs : dict of str to dict of str to list of float
-        By candidate in ``floors``: its times and :data:`FLOOR`'s, in one pair.
+    dict of str to dict of str to list of float
+        By candidate: the times of every member of its group (``nn.LSTM`` is in every
+        group; it has one of its own only where its floor is timed).
     """
-    # Each candidate is timed in its own interleaved pair with nn.LSTM: a slow,
-    # allocation-heavy path in the same rotation perturbs whatever runs after it. Its GEMM
-    # floor likewise, in a pair of its own, on the same threads.
-    pairs = {
-        name: time_interleaved(
-            {name: step, "nn.LSTM": steps["nn.LSTM"]}, rounds, min_run_time, threads
-        )
-        for name, step in steps.items()
-        if name != "nn.LSTM"
-    }
-    floor_pairs = {
-        name: time_interleaved({name: steps[name], FLOOR: floor}, rounds, min_run_time, threads)
-        for name, floor in floors.items()
-    }
-    return pairs, floor_pairs
+    # One group per candidate: a slow, allocation-heavy path in the same rotation perturbs
+    # whatever runs after it. Its floor is in its group, so that every ratio it reports
+    # divides times of the same rounds.
+    groups = {}
+    for name, step in steps.items():
+        members = {name: step} if name == "nn.LSTM" else {name: step, "nn.LSTM": steps["nn.LSTM"]}
+        if name in floors:
+            members[FLOOR] = floors[name]
+        if len(members) > 1:
+            groups[name] = time_interleaved(members, rounds, min_run_time, threads)
+    return groups
 
 
 def _summarise(
-    cell: str,
-    shape: Shape,
-    mode: str,
-    name: str,
-    pair: dict[str, list[float]],
-    floor_pair: dict[str, list[float]] | None,
+    cell: str, shape: Shape, mode: str, name: str, group: dict[str, list[float]]
 ) -> Result:
-    """One candidate's :class:`Result` from its pair with nn.LSTM and, if any, with its floor."""
-    times = pair[name]
+    """One candidate's :class:`Result` from its interleaved group (:func:`_time_groups`)."""
+    times = group[name]
     quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [0.0, 0.0, 0.0]
     median = statistics.median(times)
     result = Result(
@@ -677,80 +719,83 @@ def _summarise(
         iqr_s=quartiles[2] - quartiles[0],
         measurements=len(times),
         first_call_s=0.0,
-        ratio_to_torch=median / statistics.median(pair["nn.LSTM"]),
+        ratio_to_torch=median / statistics.median(group["nn.LSTM"]),
         num_layers=shape.num_layers,
+        torch_median_s=statistics.median(group["nn.LSTM"]),
     )
-    if floor_pair is not None:
-        result.floor_median_s = statistics.median(floor_pair[FLOOR])
-        result.ratio_to_floor = statistics.median(floor_pair[name]) / result.floor_median_s
+    if FLOOR in group:
+        result.floor_median_s = statistics.median(group[FLOOR])
+        result.ratio_to_floor = median / result.floor_median_s
     return result
 
 
-def format_table(results: list[Result]) -> str:
-    """A plain-text table: one row per cell, shape and mode.
+def format_table(results: list[Result], *, wide: bool = False) -> str:
+    """A plain-text table: one row per cell, shape, mode and candidate.
 
-    Columns: the engine of ``lstm``, every candidate's median in ms, the GEMM floor's median
-    (from ``lstm``'s floor pair), every candidate's ratio to ``nn.LSTM``, the ratio to the
-    floor of each candidate that has one (``lstm/floor``), and the peak memory of ``lstm``
-    over ``nn.LSTM``'s; ``-`` where a candidate does not exist for the cell (``lstm.nn``
-    exists for the stock LSTM only, ``fused`` for the families with a step rule). Then the
-    engine of ``lstm`` (and ``lstm.nn``) for each
-    cell and mode, with its reason.
+    Columns: the engine the candidate runs (``engine_for``), its median in ms, ``nn.LSTM``'s
+    median in the same interleaved group and their ratio, and, where its GEMM floor was
+    timed (in that group too), its ratio to the floor: every ratio divides two times of the
+    same row. With ``wide``, also the floor's ms, the interquartile range, the first call
+    and the peak memory of a training step over ``nn.LSTM``'s. Then the engine of every
+    candidate of this package, with its reason. The default table of a run of the named
+    shapes is at most 100 columns wide.
 
     Parameters
     ----------
     results : list of Result
-        As :func:`run_benchmark` returns them; every row needs an ``lstm`` and an
-        ``nn.LSTM`` result.
+        As :func:`run_benchmark` returns them.
+    wide : bool, default False
+        The extra columns.
 
     Returns
     -------
     str
         The table, lines joined by newlines.
     """
-    rows: dict[tuple[str, str, str], dict[str, Result]] = {}
-    for result in results:
-        rows.setdefault((result.cell, result.shape, result.mode), {})[result.candidate] = result
-    names = [c for c in CANDIDATES if any(r.candidate == c for r in results)]
-    floored = [
-        c for c in names if any(r.ratio_to_floor is not None for r in results if r.candidate == c)
+    torch_memory = {
+        (r.cell, r.shape, r.mode): r.peak_memory_bytes for r in results if r.candidate == "nn.LSTM"
+    }
+    header = ["cell", "shape", "mode", "candidate", "engine", "ms", "nn.LSTM ms", "/nn.LSTM"]
+    header += ["/floor"]
+    if wide:
+        header += ["floor ms", "IQR ms", "first call ms", "memory /nn.LSTM"]
+    rows = []
+    for r in results:
+        floor = f"{r.ratio_to_floor:.2f}x" if r.ratio_to_floor is not None else ""
+        torch_ms = f"{r.torch_median_s * 1e3:.2f}" if r.torch_median_s is not None else ""
+        row = [r.cell, r.shape, r.mode, r.candidate, r.engine, f"{r.median_s * 1e3:.2f}"]
+        row += [torch_ms, f"{r.ratio_to_torch or 0.0:.2f}x", floor]
+        if wide:
+            theirs = torch_memory.get((r.cell, r.shape, r.mode))
+            memory = (
+                f"{r.peak_memory_bytes / theirs:.2f}x"
+                if r.peak_memory_bytes is not None and theirs
+                else ""
+            )
+            floor_ms = f"{r.floor_median_s * 1e3:.2f}" if r.floor_median_s is not None else ""
+            row += [floor_ms, f"{r.iqr_s * 1e3:.2f}", f"{r.first_call_s * 1e3:.1f}", memory]
+        rows.append(row)
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    left = 5  # cell, shape, mode, candidate, engine: text; the rest are numbers
+    lines = [
+        " ".join(
+            text.ljust(width) if index < left else text.rjust(width)
+            for index, (text, width) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in [header, *rows]
     ]
-    header = f"{'cell':<10} {'shape':<18} {'mode':<8} {'engine':<9}"
-    header += "".join(f" {name + ' ms':>13}" for name in names)
-    header += f" {'floor ms':>10}" if floored else ""
-    header += "".join(f" {name + '/torch':>15}" for name in names if name != "nn.LSTM")
-    header += "".join(f" {name + '/floor':>15}" for name in floored)
-    header += f" {'memory lstm/torch':>18}"
-    lines = [header, "-" * len(header)]
-    for (cell, shape, mode), by_name in rows.items():
-        line = f"{cell:<10} {shape:<18} {mode:<8} {by_name['lstm'].engine:<9}"
-        line += "".join(
-            f" {by_name[name].median_s * 1e3:>13.2f}" if name in by_name else f" {'-':>13}"
-            for name in names
-        )
-        if floored:
-            floor_s = by_name[floored[0]].floor_median_s
-            line += f" {floor_s * 1e3:>10.2f}" if floor_s is not None else f" {'':>10}"
-        line += "".join(
-            f" {by_name[name].ratio_to_torch or 0.0:>14.2f}x" if name in by_name else f" {'-':>15}"
-            for name in names
-            if name != "nn.LSTM"
-        )
-        for name in floored:
-            ratio = by_name[name].ratio_to_floor if name in by_name else None
-            line += f" {ratio:>14.2f}x" if ratio is not None else f" {'':>15}"
-        ours, theirs = by_name["lstm"], by_name["nn.LSTM"]
-        memory = ""
-        if ours.peak_memory_bytes is not None and theirs.peak_memory_bytes:
-            memory = f"{ours.peak_memory_bytes / theirs.peak_memory_bytes:.2f}x"
-        lines.append(line + f" {memory:>18}")
-    shown = [r for r in results if r.candidate in ("lstm", "lstm.nn")]
-    which = {r.candidate: "" if r.candidate == "lstm" else f" ({r.candidate})" for r in shown}
-    reasons = {(r.cell, r.mode, which[r.candidate], r.engine, r.engine_reason) for r in shown}
-    lines += ["", "engine of the lstm and lstm.nn columns (model.engine_for):"]
+    lines.insert(1, "-" * len(lines[0]))
+    shown = [r for r in results if r.candidate != "nn.LSTM"]
+    reasons = sorted({(r.cell, r.mode, r.candidate, r.engine, r.engine_reason) for r in shown})
+    lines += ["", "engines (model.engine_for):"]
     lines += [
-        f"  {cell} {mode}{which}: {name} -- {why}"
-        for cell, mode, which, name, why in sorted(reasons)
+        textwrap.fill(
+            f"{cell} {mode} {name}: {engine} -- {why}",
+            width=100,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
+        for cell, mode, name, engine, why in reasons
     ]
     return "\n".join(lines)
 
@@ -946,9 +991,15 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
         type=Path,
-        default=Path("bench.json"),
+        default=None,
         metavar="FILE",
-        help="write the results here (default %(default)s)",
+        help="write the results here, with the machine and the command (default: none)",
+    )
+    parser.add_argument(
+        "--wide",
+        action="store_true",
+        help="also print the floor's ms, the interquartile range, the first call and the "
+        "peak memory (the JSON has them all)",
     )
     parser.add_argument(
         "--plot",
@@ -969,30 +1020,52 @@ def run(args: argparse.Namespace) -> list[Result]:
     cells = sorted(CELLS) if args.all_cells else (args.cell or ["lstm"])
     modes = MODES if args.mode == "both" else (args.mode,)
     shapes = tuple(args.shape) if args.shape else DEFAULT_SHAPES
-    results = run_benchmark(
-        cells=cells,
-        shapes=shapes,
-        modes=modes,
-        rounds=args.rounds,
-        min_run_time=args.min_run_time,
-        threads=args.threads,
-        dtype=getattr(torch, args.dtype),
-        memory=not args.no_memory,
-        reference=not args.no_reference,
-        floor_for=args.floor_for or ("lstm",),
+    results: list[Result] = []
+    print(
+        f"timing {len(cells) * len(shapes) * len(modes)} cell, shape and mode groups; a line "
+        "as each is done (Ctrl-C stops and keeps what was measured)",
+        file=sys.stderr,
     )
-    print(format_table(results))
-    config = {
-        key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
-    }
-    config["shape"] = [asdict(shape) for shape in shapes]
-    config.pop("handler", None)
-    write_json(args.json, results, config)
-    print(f"wrote {args.json}")
+    try:
+        run_benchmark(
+            cells=cells,
+            shapes=shapes,
+            modes=modes,
+            rounds=args.rounds,
+            min_run_time=args.min_run_time,
+            threads=args.threads,
+            dtype=getattr(torch, args.dtype),
+            memory=not args.no_memory,
+            reference=not args.no_reference,
+            floor_for=args.floor_for or ("lstm",),
+            into=results,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except KeyboardInterrupt:
+        print(f"interrupted: keeping the {len(results)} results measured", file=sys.stderr)
+        _report(args, shapes, results)
+        raise
+    _report(args, shapes, results)
+    return results
+
+
+def _report(args: argparse.Namespace, shapes: tuple[Shape, ...], results: list[Result]) -> None:
+    """Print the table, and write the JSON and the chart where the flags ask for them."""
+    if not results:
+        return
+    print(format_table(results, wide=args.wide))
+    if args.json is not None:
+        config = {
+            key: (str(value) if isinstance(value, Path) else value)
+            for key, value in vars(args).items()
+        }
+        config["shape"] = [asdict(shape) for shape in shapes]
+        config.pop("handler", None)
+        write_json(args.json, results, config)
+        print(f"wrote {args.json}")
     if args.plot is not None:
         plot(args.plot, results)
         print(f"wrote {args.plot}")
-    return results
 
 
 if __name__ == "__main__":
