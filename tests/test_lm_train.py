@@ -17,7 +17,7 @@ from lstm.lm.corpus import read_corpus, split
 from lstm.lm.model import build_model, parameter_count
 from lstm.lm.run_folder import load_run
 from lstm.lm.sample import bits_per_character
-from lstm.lm.train import Processes, TrainingState, resolve_device, train
+from lstm.lm.train import Processes, TrainingState, collapse_hint, resolve_device, train
 
 
 def test_training_state_sums_the_loss_until_a_record_takes_it() -> None:
@@ -193,3 +193,25 @@ def test_the_heartbeat_waits_for_30_silent_seconds() -> None:
         now[0] += 29.0
         reporter.after_step(6, 10)
         assert len(lines) == 2  # the heartbeat counts as a line
+
+
+@pytest.mark.parametrize(
+    ("speeds", "threads", "expected"),
+    [
+        ([100.0, 17_000.0, 16_500.0, 2_100.0], 2, "from 17,000 to 2,100 tokens/s on 2 threads"),
+        ([100.0, 17_000.0, 16_500.0, 6_000.0], 2, None),  # above a third: not collapsed
+        ([100.0, 17_000.0, 16_500.0, 2_100.0], 1, None),  # one thread: nothing to suggest
+        ([17_000.0, 2_100.0], 2, None),  # too few records (the first is set-up)
+        ([30_000.0, 9_000.0, 2_100.0], 2, "from 9,000 to 2,100"),  # the first is left out
+    ],
+)
+def test_a_collapse_of_throughput_on_several_threads_suggests_one(
+    speeds: list[float], threads: int, expected: str | None
+) -> None:
+    hint = collapse_hint(speeds, threads)
+    if expected is None:
+        assert hint is None
+    else:
+        assert hint is not None
+        assert expected in hint
+        assert "--threads 1" in hint

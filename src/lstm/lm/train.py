@@ -191,6 +191,8 @@ class _Meter:
     started: float = field(default_factory=time.perf_counter)
     interval_start: float = field(default_factory=time.perf_counter)
     interval_steps: int = 0
+    speeds: list[float] = field(default_factory=list)  # tokens/s of this invocation's records
+    hinted: bool = False  # collapse_hint's note was printed (once an invocation)
 
     def lap(self, tokens_per_step: int) -> float:
         """Tokens per second since the last lap; a new interval starts."""
@@ -540,7 +542,45 @@ def _record(run: _Run, state: TrainingState, meter: _Meter) -> dict[str, Any]:
             f"{record['tokens_per_second']:,.0f} tokens/s"
         )
     state.metrics.append(record)
+    meter.speeds.append(record["tokens_per_second"])
+    if not meter.hinted:
+        hint = collapse_hint(meter.speeds, torch.get_num_threads())
+        if hint is not None and run.processes.leader:
+            meter.hinted = True
+            print(hint, file=sys.stderr)
     return record
+
+
+def collapse_hint(speeds: list[float], threads: int) -> str | None:
+    """A hint when training on several threads has slowed down to a third or less.
+
+    Other work on the same cores makes every parallel step wait for its slowest thread: on a
+    busy 2-core machine two threads trained eight times slower than one. ``speeds`` are the
+    tokens/s of this invocation's records, oldest first; the first is left out (it includes
+    the first call's set-up, a compiled engine's build). None while the latest is above a
+    third of the best before it, or on one thread.
+
+    Parameters
+    ----------
+    speeds : list of float
+    threads : int
+        Torch's threads (``torch.get_num_threads()``).
+
+    Returns
+    -------
+    str or None
+    """
+    if threads < 2 or len(speeds) < 3:
+        return None
+    best, latest = max(speeds[1:-1]), speeds[-1]
+    if latest * 3 > best:
+        return None
+    return (
+        f"note: training slowed from {best:,.0f} to {latest:,.0f} tokens/s on {threads} threads: "
+        "other work is using the cores, and a parallel step waits for its slowest thread; "
+        "on busy cores --threads 1 is often several times faster (Ctrl-C stops with a "
+        "checkpoint; resume with --threads 1)"
+    )
 
 
 def _show(bar: Any, record: dict[str, Any]) -> None:
