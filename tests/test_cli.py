@@ -171,6 +171,23 @@ def test_resume_with_only_the_run_folder_takes_its_flags_from_config_json(
     assert sha256(halted / MODEL_FILE) == sha256(straight / MODEL_FILE)
 
 
+def test_resume_with_only_the_run_folder_runs_on_the_run_s_threads(
+    corpus_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = torch.get_num_threads()
+    out = tmp_path / "run"
+    try:
+        assert (
+            run_cli(train_args(corpus_file, out, "--steps", "2", "--threads", "1"), capsys)[0] == 0
+        )
+        torch.set_num_threads(2)
+        resumed = ["train", "--out", str(out), "--resume", "--steps", "3", "--quiet"]
+        assert run_cli(resumed, capsys)[0] == 0
+        assert torch.get_num_threads() == 1  # config.json's count, applied before training
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resume_refuses_a_flag_given_that_differs_from_the_run(
     trained: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

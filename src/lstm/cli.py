@@ -287,6 +287,7 @@ def _train(args: argparse.Namespace) -> None:
     out = args.out or default_path(config)
     if args.resume:
         config = _resumed_config(vars(args), Path(out))
+        use_threads(config.threads)  # the run's own count, where --threads was not given
     train(config, out, resume=args.resume, force=args.force, progress=not args.quiet)
 
 
