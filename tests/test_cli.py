@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -493,3 +496,64 @@ def test_two_processes_train_with_ddp_and_resume_the_same(
     )
     assert code == 2
     assert "it ran on 2 process(es), expected the same, got 1" in error
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads worker processes from /proc")
+def test_a_killed_worker_restarts_the_group_under_torchrun_to_the_same_weights(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    common = ["--data", str(corpus_file), *TINY, "--checkpoint-every", "300"]
+    common += ["--eval-every", "3000", "--steps", "3000", "--resume"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += ["--nproc_per_node=2", "--max-restarts=2", "-m", "lstm", "train"]
+    environment = {**os.environ, "LSTM_DIST_TIMEOUT": "60"}
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = subprocess.run(
+        [*launcher, *common, "--out", str(straight)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=environment,
+    )
+    assert done.returncode == 0, done.stderr
+    process = subprocess.Popen(
+        [*launcher, *common, "--out", str(killed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / STATE_FILE).exists():  # the first checkpoint is written
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            assert process.poll() is None, process.communicate()[1]
+            time.sleep(0.05)
+        workers = _children(process.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[1], signal.SIGKILL)
+        printed, error = process.communicate(timeout=600)  # bounded: never hangs the suite
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, error
+    assert "resuming at step" in printed  # the restarted round continued the run
+    assert_same_weights(straight, killed)
+    for name in (MODEL_FILE, STATE_FILE):
+        assert sha256(killed / name) == sha256(straight / name), name

@@ -17,7 +17,15 @@ from lstm.lm.corpus import read_corpus, split
 from lstm.lm.model import build_model, parameter_count
 from lstm.lm.run_folder import load_run
 from lstm.lm.sample import bits_per_character
-from lstm.lm.train import Processes, TrainingState, collapse_hint, resolve_device, train
+from lstm.lm.train import (
+    DIST_TIMEOUT_S,
+    Processes,
+    TrainingState,
+    collapse_hint,
+    dist_timeout,
+    resolve_device,
+    train,
+)
 
 
 def test_training_state_sums_the_loss_until_a_record_takes_it() -> None:
@@ -215,3 +223,18 @@ def test_a_collapse_of_throughput_on_several_threads_suggests_one(
         assert hint is not None
         assert expected in hint
         assert "--threads 1" in hint
+
+
+def test_the_wait_for_other_processes_is_bounded_and_configurable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LSTM_DIST_TIMEOUT", raising=False)
+    assert dist_timeout() == DIST_TIMEOUT_S == 300.0
+    monkeypatch.setenv("LSTM_DIST_TIMEOUT", "45.5")
+    assert dist_timeout() == 45.5
+    for bad in ("0", "-3", "soon", "nan"):
+        monkeypatch.setenv("LSTM_DIST_TIMEOUT", bad)
+        with pytest.raises(
+            ValueError, match=f"expected LSTM_DIST_TIMEOUT in seconds > 0, got '{bad}'"
+        ):
+            dist_timeout()

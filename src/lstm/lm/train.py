@@ -17,6 +17,7 @@ folder they all see.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 import sys
@@ -372,13 +373,37 @@ def _to_device(state: TrainingState, device: torch.device) -> None:
         state.carry = tuple(tensor.to(device) for tensor in state.carry)
 
 
+DIST_TIMEOUT_S = 300.0
+"""Seconds a process waits for the others (joining, and in any collective) before it fails
+with an error naming the wait, rather than hanging: ``LSTM_DIST_TIMEOUT`` overrides it. A
+worker that died makes the others fail within it, and ``torchrun --max-restarts`` then
+starts the group again from the last checkpoint."""
+
+
+def dist_timeout() -> float:
+    """:data:`DIST_TIMEOUT_S`, or ``LSTM_DIST_TIMEOUT`` (seconds > 0) where it is set."""
+    text = os.environ.get("LSTM_DIST_TIMEOUT")
+    if text is None:
+        return DIST_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"expected LSTM_DIST_TIMEOUT in seconds > 0, got {text!r}")
+    return seconds
+
+
 @contextmanager
 def _process_group(processes: Processes, device: torch.device) -> Iterator[None]:
     """Join the other processes for the duration (alone: nothing to join)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)  # nccl's collectives (and barrier) use the current GPU
     if processes.distributed:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            timeout=datetime.timedelta(seconds=dist_timeout()),
+        )
     try:
         yield
     finally:
