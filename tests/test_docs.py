@@ -14,7 +14,8 @@ import pytest
 
 import lstm
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
 PAGES = sorted(
     path for path in DOCS.rglob("*.md") if "```python" in path.read_text(encoding="utf-8")
 )
@@ -134,3 +135,21 @@ def test_no_docstring_example_line_is_wider_than_the_api_page(name: str) -> None
     ]
     assert lines
     assert [line for line in lines if len(">>> " + line) > EXAMPLE_LINE_MAX] == []
+
+
+IN_HOUSE = re.compile(r"\b(issues?|this task|lent|the probe|this session)\b", re.IGNORECASE)
+"""Words of the team's own work that mean nothing to a reader (an issue number, a task)."""
+
+
+@pytest.mark.parametrize(
+    "page",
+    [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_no_in_house_wording(page: Path) -> None:
+    found = [
+        f"{page.name}:{number}: {line.strip()}"
+        for number, line in enumerate(page.read_text().splitlines(), start=1)
+        if IN_HOUSE.search(line.replace("PyTorch issues", "").replace("pytorch issues", ""))
+    ]
+    assert not found, "\n".join(found)
