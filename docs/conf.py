@@ -22,6 +22,9 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    # MathJax from the built docs' own _static/mathjax, not a CDN: equations render offline
+    # (docs/check_offline.py checks the build)
+    "sphinx-mathjax-offline",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]

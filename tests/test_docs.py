@@ -153,3 +153,33 @@ def test_no_in_house_wording(page: Path) -> None:
         if IN_HOUSE.search(line.replace("PyTorch issues", "").replace("pytorch issues", ""))
     ]
     assert not found, "\n".join(found)
+
+
+def test_the_offline_check_finds_a_cdn_a_missing_file_and_math_without_mathjax(
+    tmp_path: Path,
+) -> None:
+    import check_offline
+
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "mathjax.js").write_text("")
+    math = '<div class="math notranslate">\\[x^2\\]</div>'
+    pages = {
+        "local.html": f'<script src="_static/mathjax.js"></script>{math}',
+        "cdn.html": f'<script src="https://cdn.jsdelivr.net/npm/mathjax@3/tex.js"></script>{math}',
+        "missing.html": '<link rel="stylesheet" href="_static/gone.css">',
+        "bare.html": math,
+    }
+    for name, body in pages.items():
+        (tmp_path / name).write_text(f"<html><body>{body}</body></html>")
+    found = {name: check_offline.problems(tmp_path / name, tmp_path) for name in pages}
+    assert found["local.html"] == []
+    assert found["cdn.html"] == [
+        "cdn.html: loads https://cdn.jsdelivr.net/npm/mathjax@3/tex.js from the network"
+    ]
+    assert found["missing.html"] == [
+        "missing.html: loads _static/gone.css, which the build does not have"
+    ]
+    assert found["bare.html"] == [
+        "bare.html: shows equations but loads no MathJax: they would show as raw TeX"
+    ]
+    assert check_offline.main([str(tmp_path)]) == 1
