@@ -524,3 +524,17 @@ def test_ctrl_c_keeps_and_writes_what_was_measured(tmp_path: Path) -> None:
     kept = json.loads(out.read_text())["results"]
     assert {(r["shape"], r["mode"]) for r in kept} == {("2x5x3x4", "forward")}
     assert "2x5x3x4 forward" in printed
+
+
+def test_the_chart_keeps_the_table_s_order() -> None:
+    results = run_benchmark(
+        shapes=[Shape(2, 5, 3, 4), Shape(2, 3, 3, 4)],
+        rounds=1,
+        min_run_time=0.001,
+        memory=False,
+        reference=False,
+    )
+    rows = format_table(results).split("\n\n")[0].splitlines()[2:]
+    in_table = list(dict.fromkeys(tuple(line.split()[:3]) for line in rows))
+    assert bench_module.chart_groups(results) == in_table
+    assert in_table[0] == ("lstm", "2x5x3x4", "forward")  # as measured, not sorted

@@ -824,6 +824,12 @@ def write_json(path: Path, results: list[Result], config: dict[str, Any]) -> Non
     atomic.write_json(path, payload)
 
 
+def chart_groups(results: list[Result]) -> list[tuple[str, str, str]]:
+    """The (cell, shape, mode) groups of ``results`` in the order they were measured: the
+    order of :func:`format_table`'s rows, which the chart keeps."""
+    return list(dict.fromkeys((r.cell, r.shape, r.mode) for r in results))
+
+
 def plot(path: Path, results: list[Result]) -> None:
     """A PNG bar chart of every candidate's time relative to ``nn.LSTM`` (lower is faster).
 
@@ -837,10 +843,11 @@ def plot(path: Path, results: list[Result]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r.cell, r.shape, r.mode) for r in results}, key=lambda g: [str(p) for p in g])
+    groups = chart_groups(results)
     names = [c for c in CANDIDATES if any(r.candidate == c for r in results)]
     width = 0.8 / len(names)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.4 * len(groups)), 4.0))
+    # room for every bar's label, written upright so that neighbours cannot overlap
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.3 * len(groups) * len(names) + 1.5), 4.5))
     for offset, name in enumerate(names):
         values: list[float] = []
         for group in groups:
@@ -850,12 +857,13 @@ def plot(path: Path, results: list[Result]) -> None:
             values.append(match[0].ratio_to_torch or 0.0 if match else 0.0)
         positions = [i + (offset - (len(names) - 1) / 2) * width for i in range(len(groups))]
         bars = axes.bar(positions, values, width, label=name)
-        axes.bar_label(bars, fmt="%.2f", fontsize=7)
+        axes.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
+    axes.margins(y=0.15)  # the upright labels of the tallest bars stay inside
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks(range(len(groups)), [f"{c}\n{s}\n{m}" for c, s, m in groups], fontsize=8)
     axes.set_ylabel("time / nn.LSTM time (median)")
     axes.set_title("lstm vs torch.nn.LSTM (lower is faster)")
-    axes.legend()
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_figure(path, figure)
