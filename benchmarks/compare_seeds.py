@@ -15,12 +15,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 from pathlib import Path
 from typing import Any
-
-import torch
 
 import lstm
 from lstm.cli import main as cli
@@ -29,40 +28,7 @@ from lstm.cli import main as cli
 class HeadNormMLSTM(lstm.MLSTM):
     """``lstm.MLSTM`` with ``head_norm=True`` by default (every other option as it has)."""
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = True,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        *,
-        num_heads: int = 4,
-        chunk_size: int = 64,
-        head_norm: bool = True,
-        recurrent_dropout: float = 0.0,
-        zoneout: float = 0.0,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            num_heads=num_heads,
-            chunk_size=chunk_size,
-            head_norm=head_norm,
-            recurrent_dropout=recurrent_dropout,
-            zoneout=zoneout,
-            device=device,
-            dtype=dtype,
-        )
+    __init__ = functools.partialmethod(lstm.MLSTM.__init__, head_norm=True)  # type: ignore[assignment]
 
 
 def summarise(runs: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
