@@ -166,6 +166,7 @@ def test_resume_with_only_the_run_folder_takes_its_flags_from_config_json(
     code, printed, _ = run_cli(resumed, capsys)
     assert code == 0
     assert "resuming at step 6 of 12" in printed
+    assert "threads: 1 (--threads 1)" in printed  # the run's own count, from config.json
     assert sha256(halted / MODEL_FILE) == sha256(straight / MODEL_FILE)
     # Without --steps a resume goes on to the last leg's steps (12, not config.json's 6):
     # here it is done, and nothing changes.

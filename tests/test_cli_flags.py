@@ -15,6 +15,7 @@ import torch
 
 from conftest import run_cli, train_args
 from lstm import cli
+from lstm.lm import threads as threads_module
 
 # ------------------------------------------------------------------------------ startup
 
@@ -80,8 +81,39 @@ def test_threads_are_set_before_the_command_runs(
     assert run_cli([*RUN_COMMANDS[command], "--threads", "3"], capsys)[0] == 0
     assert seen == [[("set_num_threads", 3), ("set_num_interop_threads", 3)]]
     thread_calls.clear()
+    monkeypatch.setattr(threads_module, "busy_cores", lambda: 0.0)
     assert run_cli(RUN_COMMANDS[command], capsys)[0] == 0
-    assert thread_calls == []  # not given: torch's own default stays
+    assert thread_calls == []  # not given, cores free: torch's own default stays
+    monkeypatch.setattr(threads_module, "busy_cores", lambda: 5.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert run_cli(RUN_COMMANDS[command], capsys)[0] == 0
+    assert thread_calls == [("set_num_threads", 1), ("set_num_interop_threads", 1)]
+    chosen = threads_module.CHOSEN  # what the training header prints
+    assert chosen is not None
+    assert chosen.startswith("1 of ")
+    assert chosen.endswith(" cores (other work keeps 5 busy); --threads N to choose")
+
+
+@pytest.mark.parametrize(
+    ("default", "cores", "busy", "expected"),
+    [(2, 2, 0.0, 2), (2, 2, 0.4, 2), (2, 2, 1.0, 1), (2, 2, 5.0, 1), (8, 8, 3.0, 5), (4, 16, 2, 4)],
+)
+def test_the_thread_count_without_threads_leaves_the_busy_cores(
+    default: int, cores: int, busy: float, expected: int
+) -> None:
+    assert threads_module.choose_threads(default, cores, busy) == expected
+
+
+def test_busy_cores_reads_the_runnable_tasks_but_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = tmp_path / "loadavg"
+    load.write_text("5.10 4.20 3.00 6/412 12345\n")
+    monkeypatch.setattr(threads_module, "LOADAVG", load)
+    assert threads_module.busy_cores(samples=2, interval=0.0) == 5
+    monkeypatch.setattr(threads_module, "LOADAVG", tmp_path / "absent")
+    assert threads_module.busy_cores() is None
+    assert threads_module.auto_threads(3) == (3, "3 (torch's default); --threads N to choose")
 
 
 @pytest.mark.parametrize("command", sorted(RUN_COMMANDS))
@@ -254,3 +286,42 @@ def test_the_readme_table_lists_every_flag(command: str) -> None:
     for group in parser._mutually_exclusive_groups:
         alternatives = r" \| ".join(action.option_strings[0] for action in group._group_actions)
         assert f"[{alternatives}]" in row, f"README's {command} row: [{alternatives}]"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not threads_module.LOADAVG.exists(), reason="reads /proc/loadavg")
+def test_on_busy_cores_the_default_is_as_fast_as_one_thread(
+    corpus_file: Path, tmp_path: Path
+) -> None:
+    # Load ~5 on this machine's cores (busy loops beside the run), then the same short
+    # training without --threads and with --threads 1: within 1.5x of each other.
+    import os
+    import time
+
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("one core: nothing to choose")
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(5)]
+    try:
+        time.sleep(1.0)
+        argv = [sys.executable, "-m", "lstm", "train", "--data", str(corpus_file)]
+        argv += ["--hidden", "128", "--steps", "30", "--eval-every", "30", "--quiet"]
+        argv += ["--eval-bytes", "256", "--device", "cpu", "--force"]
+        seconds, printed = {}, {}
+        for name, extra in (("auto", []), ("one", ["--threads", "1"])):
+            started = time.perf_counter()
+            done = subprocess.run(
+                [*argv, "--out", str(tmp_path / name), *extra],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=True,
+            )
+            seconds[name], printed[name] = time.perf_counter() - started, done.stdout
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+    assert f"threads: 1 of {cores} cores (other work keeps" in printed["auto"]
+    assert "threads: 1 (--threads 1)" in printed["one"]
+    assert seconds["auto"] <= 1.5 * seconds["one"], seconds

@@ -27,6 +27,7 @@ from lstm.lm.run_folder import MODEL_KIND, STATE_FILE, STATE_KIND
 ARGS = [
     "train", "--hidden", "8", "--seq-len", "8", "--batch-size", "2", "--steps", "30",
     "--checkpoint-every", "1", "--eval-every", "10", "--quiet", "--device", "cpu",
+    "--threads", "1",
 ]  # fmt: skip
 
 

@@ -84,7 +84,9 @@ def test_train_reports_through_log_and_returns_a_summary(corpus_file: Path, tmp_
     assert lines[0].startswith("training this package's lstm.LSTM (1 x 4, 2,")
     assert "impl" not in lines[0]  # it named the cell but not what runs it: "impl lstm"
     assert lines[1].startswith("engine: kernel (LSTM's own step: torch.lstm")
-    assert lines[2].startswith("step 2/3: train ")
+    assert lines[2].startswith("threads: ")  # the count it runs on, and how to choose it
+    assert "--threads" in lines[2]
+    assert lines[3].startswith("step 2/3: train ")
     assert lines[-1].startswith(
         f"done: step 3, train {summary.train_bpc:.3f} bpc, validation "
         f"{summary.validation_bpc:.3f} bpc, test {summary.test_bpc:.3f} bpc (each on "

@@ -382,6 +382,23 @@ def _bench(args: argparse.Namespace) -> None:
     bench.run(args)
 
 
+AUTO_THREADS = ("train", "evaluate", "generate", "compare")
+"""The commands that choose their threads when ``--threads`` is not given
+(:func:`lstm.lm.threads.auto_threads`); the training header says what was chosen."""
+
+
+def _auto_threads() -> int | None:
+    """The count :func:`lstm.lm.threads.auto_threads` chooses, or None for torch's own."""
+    import torch
+
+    from lstm.lm import threads
+    from lstm.lm.threads import auto_threads
+
+    default = torch.get_num_threads()
+    count, threads.CHOSEN = auto_threads(default)
+    return None if count == default else count
+
+
 def use_threads(threads: int | None) -> None:
     """Apply ``--threads`` before a command does any work; ``None`` leaves torch's defaults.
 
@@ -417,7 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], None] = args.handler
     prefix = f"python -m lstm {args.command}: error:"
     try:
-        use_threads(getattr(args, "threads", None))
+        threads = getattr(args, "threads", None)
+        from lstm.lm import threads as chosen
+
+        chosen.CHOSEN = None  # a previous command's choice (in one process) is not this one's
+        if threads is None and args.command in AUTO_THREADS:
+            threads = _auto_threads()
+        use_threads(threads)
         handler(args)
     except ModuleNotFoundError as error:
         if error.name not in EXTRAS:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from lstm.lm import threads
 from lstm.lm.config import TrainConfig
 from lstm.lm.corpus import Corpus, Splits, Streams, check_size, load_corpus, split
 from lstm.lm.model import VOCABULARY, ByteModel, State, build_model, parameter_count
@@ -499,6 +500,12 @@ def _log_start(run: _Run, state: TrainingState) -> None:
     )
     name, reason = state.model.engine(config.batch_size, config.seq_len)
     run.log(f"engine: {name} ({reason})")
+    count = torch.get_num_threads()
+    if config.threads is not None:
+        run.log(f"threads: {count} (--threads {config.threads})")
+    else:
+        default = f"{count} (torch's own count); --threads N to choose"
+        run.log(f"threads: {threads.CHOSEN or default}")
     if state.step:
         run.log(f"resuming at step {state.step} of {config.steps}")
 
