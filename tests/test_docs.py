@@ -183,3 +183,36 @@ def test_the_offline_check_finds_a_cdn_a_missing_file_and_math_without_mathjax(
         "bare.html: shows equations but loads no MathJax: they would show as raw TeX"
     ]
     assert check_offline.main([str(tmp_path)]) == 1
+
+
+def _section_names(doc: str) -> dict[str, set[str]]:
+    """The names each numpy-style section of ``doc`` lists (``a, b : type`` lines)."""
+    lines = doc.splitlines()
+    found: dict[str, set[str]] = {}
+    current = None
+    for index, line in enumerate(lines):
+        following = lines[index + 1] if index + 1 < len(lines) else ""
+        if line.strip() and re.fullmatch(r"-{3,}", following.strip()):
+            current = found.setdefault(line.strip(), set())
+        elif current is not None and (match := re.match(r"^(\w[\w, ]*?)\s*(:|$)", line)):
+            current.update(name.strip() for name in match[1].split(","))
+    return found
+
+
+def test_the_api_page_lists_each_parameter_once() -> None:
+    # A name under Parameters that a class lists again under Attributes shows twice on the
+    # API page, once with its meaning and once as "the setting above".
+    import inspect
+
+    import lstm.nn
+
+    twice = {}
+    for module in (lstm, lstm.nn):
+        for name in dir(module):
+            value = getattr(module, name)
+            if inspect.isclass(value) and (doc := inspect.getdoc(value)):
+                sections = _section_names(doc)
+                both = sections.get("Parameters", set()) & sections.get("Attributes", set())
+                if both:
+                    twice[f"{module.__name__}.{name}"] = sorted(both)
+    assert twice == {}

@@ -249,8 +249,6 @@ class ArrayLSTM(LSTM):
 
     Attributes
     ----------
-    k : int
-        Number of lanes.
     i2h : nn.Linear
         ``(4 * hidden_size * k, input_size)`` weight, lane-major, each lane f, i, o, g.
     h2h : nn.Linear
@@ -654,11 +652,6 @@ class StochasticArrayLSTM(_LaneChoice):
     **options
         As for :class:`ArrayLSTM`.
 
-    Attributes
-    ----------
-    sample_lanes : bool
-        The setting above.
-
     Notes
     -----
     The lane is chosen per unit, as the original implementation does: it takes the softmax
@@ -922,7 +915,6 @@ class AttentionArrayLSTM(ArrayLSTM):
 
     Attributes
     ----------
-    max_pooling : bool
     i2h, h2h : nn.Linear
         As in :class:`ArrayLSTM`.
     i2a : nn.Linear
@@ -1196,7 +1188,6 @@ class StochasticMemoryArrayLSTM(_LaneChoice):
 
     Attributes
     ----------
-    sample_lanes : bool
     i2h, h2h : nn.Linear
         As in :class:`ArrayLSTM` (same shapes, same layout).
 

@@ -440,10 +440,6 @@ class LSTM(Recurrent):
 
     Attributes
     ----------
-    input_size : int
-        Size of input dimension.
-    hidden_size : int
-        Size of hidden dimension.
     i2h : nn.Linear
         Linear layer transforming input to hidden state: weight ``(4 * hidden_size,
         input_size)``, bias ``(4 * hidden_size,)``. Layer ``l`` direction ``d`` has its own
@@ -457,8 +453,6 @@ class LSTM(Recurrent):
         The projection :math:`W_{hr}` of the hidden output: weight ``(proj_size,
         hidden_size)``, no bias (``torch.nn.LSTM``'s ``weight_hr_l{k}``); suffixed likewise
         (``h2p_reverse``, ``h2p_l1``, ...).
-    proj_size : int
-        0 without projections.
 
     Notes
     -----
