@@ -92,7 +92,7 @@ class _CellNames(argparse.Action):
         setattr(namespace, self.dest, names)
 
 
-class _Given(argparse._StoreAction):
+class _Given(argparse.Action):
     """Stores a configuration flag's value and notes that the command line gave it.
 
     ``train --resume`` takes every flag not given from the run's ``config.json``
@@ -107,7 +107,7 @@ class _Given(argparse._StoreAction):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, self.dest, values)
         given: set[str] = getattr(namespace, "given_flags", set())
         namespace.given_flags = given | {self.dest}
 
