@@ -333,10 +333,15 @@ def _evaluate(args: argparse.Namespace) -> None:
         )
     test = split(corpus.data).test
     if test.numel() < 2:
+        import torch
+
+        smallest = next(  # the fewest bytes whose test split has 2
+            size for size in range(2, 10_000) if split(torch.empty(size)).test.numel() >= 2
+        )
         raise ValueError(
             f"{corpus.source} has {corpus.data.numel():,} bytes: evaluate reads its test "
             f"split, the last 5 % ({test.numel()} bytes), and needs at least 2; give a file of "
-            f"at least 40 bytes with --data"
+            f"at least {smallest} bytes with --data"
         )
     bpc = bits_per_character(run.model, test, run.config.seq_len, run.config.batch_size)
     print(
