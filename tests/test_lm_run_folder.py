@@ -40,6 +40,8 @@ copied as it stood after its first checkpoint (step 1, a training loss not yet r
 
 def test_default_path_names_cell_width_and_seed() -> None:
     assert default_path(TrainConfig(cell="array", hidden=64, seed=3)) == Path("runs/array-h64-s3")
+    spec = TrainConfig(cell="lstm.cells.mlstm:MLSTM", hidden=64)  # a class by its import path
+    assert default_path(spec) == Path("runs/lstm.cells.mlstm.MLSTM-h64-s0")  # no colon
 
 
 def test_check_new_refuses_a_file_and_a_folder_in_use(tmp_path: Path) -> None:

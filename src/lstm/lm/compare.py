@@ -19,7 +19,7 @@ import torch
 from lstm._atomic import write_figure, write_json
 from lstm.lm.config import COMPARE_CELLS, TrainConfig
 from lstm.lm.model import build_model, parameter_count
-from lstm.lm.run_folder import RunFolder, draw_validation, validation_series
+from lstm.lm.run_folder import RunFolder, draw_validation, run_name, validation_series
 from lstm.lm.train import train
 from lstm.registry import DEFAULT_LANES, get_cell, hidden_multiple, takes_lanes
 
@@ -50,12 +50,6 @@ class Entry:
     validation_bpc: float
     test_bpc: float
     tokens_per_second: float
-
-
-def run_name(cell: str) -> str:
-    """The folder of a cell's run under ``--out``: its name, ``package.module.Class`` for
-    ``package.module:Class`` (no colon in a path)."""
-    return cell.replace(":", ".")
 
 
 def count_parameters(config: TrainConfig) -> int:

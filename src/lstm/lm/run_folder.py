@@ -57,10 +57,16 @@ depends on the training alone; ``metrics.jsonl`` keeps them, and a resume takes 
 there."""
 
 
+def run_name(cell: str) -> str:
+    """A cell's name as a folder name: ``package.module.Class`` for ``package.module:Class``
+    (no colon in a path), a registered name as it is."""
+    return cell.replace(":", ".")
+
+
 def default_path(config: TrainConfig) -> Path:
-    """The run folder when ``--out`` is not given: ``runs/CELL-hHIDDEN-sSEED``."""
-    name = config.cell.rpartition(":")[2]  # package.module:Class -> Class
-    return Path("runs") / f"{name}-h{config.hidden}-s{config.seed}"
+    """The run folder when ``--out`` is not given: ``runs/CELL-hHIDDEN-sSEED`` (CELL as
+    :func:`run_name` writes it)."""
+    return Path("runs") / f"{run_name(config.cell)}-h{config.hidden}-s{config.seed}"
 
 
 @dataclass(frozen=True)
