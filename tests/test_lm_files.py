@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lstm import _atomic
-from lstm.lm.files import CheckpointError, load_tensors, read_json, save_tensors
+from lstm.lm.files import CheckpointError, load_tensors, read_info, read_json, save_tensors
 
 KIND = "test-kind/1"
 
@@ -147,3 +147,21 @@ def test_the_same_tensors_and_info_give_the_same_bytes(tmp_path: Path) -> None:
     loaded, loaded_info = load_tensors(files[0], kind=KIND)
     assert loaded_info == info
     assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())
+
+
+def test_read_info_reads_the_header_alone_and_refuses_what_load_tensors_refuses(
+    saved: Path, tmp_path: Path
+) -> None:
+    assert read_info(saved, kind=KIND) == {"step": 1}
+    data = bytearray(saved.read_bytes())
+    data[-5] ^= 0x10  # the tensors' bytes: load_tensors' checksum, not the header's business
+    saved.write_bytes(bytes(data))
+    assert read_info(saved, kind=KIND) == {"step": 1}
+    with pytest.raises(CheckpointError, match="expected a 'other/1' file, got kind 'test-kind/1'"):
+        read_info(saved, kind="other/1")
+    for keep in (0, 5, 40):
+        saved.write_bytes(bytes(data[:keep]))
+        with pytest.raises(CheckpointError, match="not a safetensors file"):
+            read_info(saved, kind=KIND)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_info(tmp_path / "absent.safetensors", kind=KIND)

@@ -98,11 +98,7 @@ def load_tensors(path: Path, *, kind: str) -> tuple[dict[str, Tensor], Any]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} does not exist") from None
-    metadata = _metadata(path, data)
-    if metadata.get("kind") != kind:
-        raise CheckpointError(
-            f"{path}: expected a {kind!r} file, got kind {metadata.get('kind')!r}"
-        )
+    metadata = _metadata(path, data, kind)
     try:
         tensors = load_safetensors(data)
         info = json.loads(metadata["info"])
@@ -111,6 +107,31 @@ def load_tensors(path: Path, *, kind: str) -> tuple[dict[str, Tensor], Any]:
     if _digest(tensors) != metadata.get("sha256"):
         raise CheckpointError(f"{path}: the tensors fail their SHA-256 check (corrupted)")
     return tensors, info
+
+
+def read_info(path: Path, *, kind: str) -> Any:
+    """The ``info`` a :func:`save_tensors` file was saved with, from its header alone.
+
+    Neither the tensors are read nor their checksum checked (:func:`load_tensors` does both):
+    for what describes a file, not for what is trained on.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, has no header of this library's, or another ``kind``.
+    """
+    try:
+        with path.open("rb") as file:
+            start = file.read(8)
+            length = struct.unpack("<Q", start)[0] if len(start) == 8 else 0
+            header = start + file.read(length)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} does not exist") from None
+    metadata = _metadata(path, header, kind)
+    try:
+        return json.loads(metadata["info"])
+    except (KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: damaged or truncated ({error})") from None
 
 
 def _digest(tensors: Mapping[str, Tensor]) -> str:
@@ -132,7 +153,8 @@ def _header_length(data: bytes) -> int:
     return int(length)
 
 
-def _metadata(path: Path, data: bytes) -> dict[str, str]:
+def _metadata(path: Path, data: bytes, kind: str) -> dict[str, str]:
+    """The library's metadata in the header of ``data``, checked to be of ``kind``."""
     try:
         length = _header_length(data)
         header = json.loads(data[8 : 8 + length])
@@ -141,4 +163,8 @@ def _metadata(path: Path, data: bytes) -> dict[str, str]:
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict):
         raise CheckpointError(f"{path}: a safetensors file without this library's metadata")
+    if metadata.get("kind") != kind:
+        raise CheckpointError(
+            f"{path}: expected a {kind!r} file, got kind {metadata.get('kind')!r}"
+        )
     return metadata

@@ -36,7 +36,7 @@ import lstm
 from lstm._atomic import write_figure, write_json, write_text
 from lstm.lm.config import TrainConfig
 from lstm.lm.corpus import Corpus
-from lstm.lm.files import CheckpointError, load_tensors, read_json, save_tensors
+from lstm.lm.files import CheckpointError, load_tensors, read_info, read_json, save_tensors
 from lstm.lm.model import ByteModel, build_model
 
 CONFIG_FILE = "config.json"
@@ -383,7 +383,7 @@ class RunFolder:
         """
         config, _ = self.read_config()
         try:
-            _, info = load_tensors(self.path / MODEL_FILE, kind=MODEL_KIND)
+            info = read_info(self.path / MODEL_FILE, kind=MODEL_KIND)
             return TrainConfig.from_json(info["train"])
         except (CheckpointError, KeyError, TypeError, ValueError):
             return config
