@@ -216,3 +216,65 @@ def test_the_api_page_lists_each_parameter_once() -> None:
                 if both:
                     twice[f"{module.__name__}.{name}"] = sorted(both)
     assert twice == {}
+
+
+PARAGRAPH_WORDS_MAX = 90
+"""Longest paragraph (or list item) of prose a page may hold, in words: about six lines of the
+page at 1280 px. A longer one is a wall the reader skims; split it, or make it a list."""
+
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
+
+
+def prose_paragraphs(text: str) -> list[str]:
+    """The paragraphs of prose of Markdown ``text``, each list item on its own.
+
+    Code and directive blocks (```` ``` ````), display math (``$$``), headings and table rows
+    are not prose and are left out; a paragraph's lines are joined with spaces.
+    """
+    units: list[str] = []
+    current: list[str] = []
+    fence: str | None = None  # the fence that opened the block we are in, if any
+
+    def close() -> None:
+        if current:
+            units.append(" ".join(current))
+            current.clear()
+
+    for line in text.splitlines():
+        stripped = line.strip()
+        marker = next((m for m in ("```", "$$") if stripped.startswith(m)), None)
+        if marker is not None and (fence is None or marker == fence):
+            close()
+            fence = marker if fence is None else None
+        elif fence is None:
+            if not stripped or stripped.startswith(("#", "|")) or _LIST_ITEM.match(line):
+                close()
+            if stripped and not stripped.startswith(("#", "|")):
+                current.append(stripped)
+    close()
+    return units
+
+
+def test_prose_paragraphs_leaves_out_code_math_tables_and_splits_list_items() -> None:
+    text = "One two\nthree.\n\n```python\nx = 1\n\ny = 2\n```\n$$\na + b\n$$\n| a | b |\n"
+    text += "# Head\n- first item\n  goes on\n- second\n\nlast"
+    assert prose_paragraphs(text) == [
+        "One two three.",
+        "- first item goes on",
+        "- second",
+        "last",
+    ]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_no_paragraph_is_a_wall_of_text(page: Path) -> None:
+    long = [
+        f"{len(unit.split())} words: {unit[:70]}..."
+        for unit in prose_paragraphs(page.read_text("utf-8"))
+        if len(unit.split()) > PARAGRAPH_WORDS_MAX
+    ]
+    assert not long, "\n".join(long)
