@@ -1,9 +1,16 @@
-"""Look at the built documentation as a reader does: screenshots and code blocks that scroll.
+"""Read the built documentation as an offline reader does: headless Chromium, network off.
 
-A developer tool, not a CI step. It builds the HTML docs (or takes a built folder), opens the
-main pages in headless Chromium at a reader's window width, writes a full-page screenshot of
-each (light theme, and the index in dark mode too), and reports every code block and table
-that needs sideways scrolling, with the number of characters a code block shows.
+It builds the HTML docs (or takes a built folder) and opens every page of it in headless
+Chromium at a reader's window width, with every network request refused. On each page it
+checks that
+
+- every equation was typeset by MathJax: no raw TeX (``\\[\\begin{split}...``) shows anywhere
+  outside code,
+- the page asked the network for nothing, and every image loaded,
+- no code block or table needs sideways scrolling.
+
+With ``--out`` it also writes a full-page screenshot of each page, light and dark, each at the
+page's own height. CI runs it on the build it checks (``.ci/run``).
 
 Set-up (Debian)::
 
@@ -12,50 +19,87 @@ Set-up (Debian)::
 
 Use::
 
-    python docs/browse.py --out /tmp/docs-shots            # build, shoot, report
-    python docs/browse.py --html docs/_build/html --width 1024
+    python docs/browse.py                                    # build, then check every page
+    python docs/browse.py --html docs/_build/html --out /tmp/docs-shots --width 1024
 
-It exits 1 when some code block or table scrolls sideways, 0 otherwise.
+It exits 1 when a page shows a problem (each is printed), 0 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DOCS = Path(__file__).resolve().parent
-PAGES = ("index", "quickstart", "tutorial", "architecture", "migration", "benchmarks")
-"""The pages a newcomer reads first."""
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+GENERATED = ("genindex", "search", "py-modindex")
+"""Pages Sphinx writes for every site (index of names, search): not the project's own."""
+WINDOW_HEIGHT = 900
+"""The window's height while a page loads and is measured: a laptop screen's."""
+SHOT_HEIGHT_MAX = 16_000
+"""The longest screenshot taken in one piece, in px (Chromium's limit is 16,384); a taller
+page comes in parts."""
+LOCAL_SCHEMES = ("file", "data", "blob", "about", "chrome", "devtools")
+"""URL schemes that need no network."""
 
-OVERFLOW_SCRIPT = """
-const probe = document.createElement('span');
-probe.textContent = 'x'.repeat(100);
-const pre = document.querySelector('pre');
-(pre || document.body).appendChild(probe);
-const charWidth = probe.getBoundingClientRect().width / 100;
-probe.remove();
-const blocks = Array.from(document.querySelectorAll('pre'));
-return {
-  charWidth: charWidth,
-  blocks: blocks.map((block) => ({
-    textWidth: block.clientWidth - parseFloat(getComputedStyle(block).paddingLeft)
-      - parseFloat(getComputedStyle(block).paddingRight),
-    clientWidth: block.clientWidth,
-    scrollWidth: block.scrollWidth,
-    firstLine: block.textContent.split('\\n')[0].slice(0, 60),
-  })),
-  wideTables: Array.from(document.querySelectorAll('.bd-article table'))
-    .filter((table) => table.parentElement.scrollWidth > table.parentElement.clientWidth + 1)
-    .map((table) => table.textContent.trim().slice(0, 60)),
-};
-"""
-"""Measures every ``<pre>``: its text area (padding aside), its visible and its full width,
-and one monospace glyph's width; and finds the tables whose box scrolls sideways."""
+PAGE_SCRIPT = """
+const done = arguments[arguments.length - 1];
+const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise)
+  || Promise.resolve();
+const timeout = new Promise((resolve) => setTimeout(() => resolve('timeout'), 20000));
+Promise.race([typeset.then(() => document.fonts.ready).then(() => 'typeset'), timeout])
+  .then((how) => {
+    const article = document.querySelector('.bd-article') || document.body;
+    const probe = document.createElement('span');
+    probe.textContent = 'x'.repeat(100);
+    (document.querySelector('pre') || document.body).appendChild(probe);
+    const charWidth = probe.getBoundingClientRect().width / 100;
+    probe.remove();
+    const prose = article.cloneNode(true);
+    prose.querySelectorAll('pre, code, script, style, mjx-container').forEach((n) => n.remove());
+    const equations = Array.from(document.querySelectorAll('.math'));
+    done({
+      mathjax: how,
+      equations: equations.length,
+      unrendered: equations.filter((e) => !e.querySelector('mjx-container'))
+        .map((e) => e.textContent.trim().slice(0, 60)),
+      rawTex: (prose.textContent.match(RAW_TEX) || []).slice(0, 20),
+      brokenImages: Array.from(document.images)
+        .filter((image) => !image.complete || image.naturalWidth === 0)
+        .map((image) => image.getAttribute('src')),
+      charWidth: charWidth,
+      blocks: Array.from(document.querySelectorAll('pre')).map((block) => ({
+        textWidth: block.clientWidth - parseFloat(getComputedStyle(block).paddingLeft)
+          - parseFloat(getComputedStyle(block).paddingRight),
+        clientWidth: block.clientWidth,
+        scrollWidth: block.scrollWidth,
+        firstLine: block.textContent.split('\\n')[0].slice(0, 60),
+      })),
+      wideTables: Array.from(article.querySelectorAll('table'))
+        .filter((table) => table.parentElement.scrollWidth > table.parentElement.clientWidth + 1)
+        .map((table) => table.textContent.trim().slice(0, 60)),
+    });
+  }, (error) => done({error: String(error)}));
+""".replace(
+    "RAW_TEX",
+    r"/.{0,20}(\\[\[\]()]|\\(begin|end|frac|sum|odot|sigma|tanh|mathrm|top|left|right)\b).{0,20}/g",
+)
+"""Run with ``execute_async_script`` once a page has loaded: waits until MathJax has typeset
+the page (at most 20 s) and its fonts are in, then reports the page's equations and those left
+untypeset, TeX commands showing in its prose (code aside), images that did not load, and every
+``<pre>`` (its text width, visible and full width, and one monospace glyph's width) and table
+that scrolls sideways."""
 
 
 @dataclass(frozen=True)
@@ -70,11 +114,35 @@ class Block:
 
 
 @dataclass(frozen=True)
-class Page:
-    """What one page showed: its code blocks, and the start of every table that scrolls."""
+class PageReport:
+    """What one page showed a reader with no network."""
 
+    page: str
+    equations: int
+    mathjax: str
+    unrendered: list[str]
+    raw_tex: list[str]
+    requests: list[str]
+    broken_images: list[str]
     blocks: list[Block]
     wide_tables: list[str]
+    shots: list[Path]
+
+    def problems(self) -> list[str]:
+        """One line per thing a reader would see wrong; empty when the page reads well."""
+        lines = [f"{self.page}: equation left as raw TeX: {tex!r}" for tex in self.unrendered]
+        lines += [f"{self.page}: raw TeX in the text: {tex!r}" for tex in self.raw_tex]
+        if self.mathjax == "timeout":
+            lines.append(f"{self.page}: MathJax did not finish typesetting within 20 s")
+        lines += [f"{self.page}: asked the network for {url}" for url in self.requests]
+        lines += [f"{self.page}: image did not load: {src}" for src in self.broken_images]
+        lines += [
+            f"{self.page}: code block {block.index} scrolls sideways: {block.first_line!r}"
+            for block in self.blocks
+            if block.scrolls
+        ]
+        lines += [f"{self.page}: table scrolls sideways: {start!r}" for start in self.wide_tables]
+        return lines
 
 
 def build(html: Path) -> Path:
@@ -84,37 +152,104 @@ def build(html: Path) -> Path:
     return html
 
 
-def open_browser(width: int, height: int) -> Any:
-    """Headless Chromium through chromedriver, with the flags this closed network needs."""
+def content_pages(html: Path) -> list[str]:
+    """Every page of the build that the project wrote, as ``folder/name`` without ``.html``:
+    Sphinx's own index and search pages and the ``_static``-like folders left out."""
+    return sorted(
+        path.relative_to(html).with_suffix("").as_posix()
+        for path in html.rglob("*.html")
+        if not any(part.startswith("_") for part in path.relative_to(html).parts)
+        and path.stem not in GENERATED
+    )
+
+
+@contextmanager
+def offline_browser(width: int) -> Iterator[Any]:
+    """Headless Chromium through chromedriver with the network cut off, twice over: every host
+    name resolves to nothing, and DevTools' network emulation is offline. Requests are still
+    logged (``performance`` log), so a page that asks for something is caught, not just
+    slowed down."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.is_file()]
+    if missing:
+        raise SystemExit(
+            f"docs/browse.py needs {' and '.join(missing)}: "
+            "apt-get install chromium chromium-driver"
+        )
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = str(CHROMIUM)
     for flag in (
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-quic",
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        f"--window-size={width},{height}",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--window-size={width},{WINDOW_HEIGHT}",
     ):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd(
+            "Network.emulateNetworkConditions",
+            {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0},
+        )
+        driver.set_script_timeout(30)
+        yield driver
+    finally:
+        driver.quit()
 
 
-def shoot(driver: Any, path: Path, width: int) -> None:
-    """A screenshot of the whole page: the window is stretched to the document's height."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(width, min(int(height) + 120, 16000))
-    driver.save_screenshot(str(path))
+def network_requests(driver: Any) -> list[str]:
+    """The URLs the browser asked for since the last call that need the network."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if urlsplit(url).scheme not in LOCAL_SCHEMES:
+                urls.append(url)
+    return sorted(set(urls))
 
 
-def measure(driver: Any, page: str) -> Page:
-    """Every code block of the loaded page, whether it scrolls sideways, and wide tables."""
-    found = driver.execute_script(OVERFLOW_SCRIPT)
+def shoot(driver: Any, path: Path, width: int) -> list[Path]:
+    """Screenshots of the whole loaded page, as tall as the page itself.
+
+    The window is brought back to a screen's height first, so a previous, taller page cannot
+    leave blank space below this one. A page taller than Chromium's longest screenshot comes
+    in parts, ``path`` then ``path`` with ``-2``, ``-3``, ... before the suffix; the paths
+    written are returned.
+    """
+    driver.set_window_size(width, WINDOW_HEIGHT)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    written = []
+    for part, top in enumerate(range(0, height, SHOT_HEIGHT_MAX), start=1):
+        clip = {"x": 0, "y": top, "width": width, "scale": 1}
+        clip["height"] = min(SHOT_HEIGHT_MAX, height - top)
+        options = {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", options)
+        target = path if part == 1 else path.with_name(f"{path.stem}-{part}{path.suffix}")
+        target.write_bytes(base64.b64decode(shot["data"]))
+        written.append(target)
+    return written
+
+
+def read_page(driver: Any, html: Path, page: str, width: int, out: Path | None) -> PageReport:
+    """Load one page with the network off, check it, and (with ``out``) shoot it light and
+    dark."""
+    driver.set_window_size(width, WINDOW_HEIGHT)
+    network_requests(driver)  # forget what earlier pages asked for
+    driver.get((html / f"{page}.html").resolve().as_uri())
+    found = driver.execute_async_script(PAGE_SCRIPT)
+    if "error" in found:
+        raise RuntimeError(f"{page}: the page check failed in the browser: {found['error']}")
     char_width = float(found["charWidth"]) or 1.0
     blocks = [
         Block(
@@ -126,48 +261,85 @@ def measure(driver: Any, page: str) -> Page:
         )
         for index, block in enumerate(found["blocks"])
     ]
-    return Page(blocks, [f"{page}: {start!r}" for start in found["wideTables"]])
+    shots: list[Path] = []
+    if out is not None:
+        name = page.replace("/", "-")
+        for mode in ("light", "dark"):
+            driver.execute_script(
+                "document.documentElement.dataset.theme = arguments[0];"
+                "document.documentElement.dataset.mode = arguments[0];",
+                mode,
+            )
+            shots += shoot(driver, out / f"{name}-{width}-{mode}.png", width)
+    return PageReport(
+        page=page,
+        equations=int(found["equations"]),
+        mathjax=str(found["mathjax"]),
+        unrendered=list(found["unrendered"]),
+        raw_tex=list(found["rawTex"]),
+        requests=network_requests(driver),
+        broken_images=[str(src) for src in found["brokenImages"]],
+        blocks=blocks,
+        wide_tables=list(found["wideTables"]),
+        shots=shots,
+    )
+
+
+def read_site(
+    html: Path, pages: list[str], width: int = 1280, out: Path | None = None
+) -> list[PageReport]:
+    """Read ``pages`` of the build in ``html`` (names as :func:`content_pages` gives them).
+
+    Parameters
+    ----------
+    html : Path
+        A built HTML folder.
+    pages : list of str
+        The pages to read, e.g. ``["index", "cells/array"]``.
+    width : int
+        The window's width in px.
+    out : Path, optional
+        Where to write each page's light and dark screenshots; none are taken without it.
+
+    Returns
+    -------
+    list of PageReport
+        One per page, in the order given.
+    """
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    with offline_browser(width) as driver:
+        return [read_page(driver, html, page, width, out) for page in pages]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build (unless ``--html`` is given), shoot and measure; print what scrolls."""
+    """Build (unless ``--html`` is given), read every page offline, print what is wrong."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--html", type=Path, help="a built HTML folder (default: build one)")
-    parser.add_argument("--out", type=Path, default=Path("docs-screenshots"))
+    parser.add_argument("--out", type=Path, help="write light and dark screenshots here")
     parser.add_argument("--width", type=int, default=1280, help="window width in px")
-    parser.add_argument("--pages", nargs="+", default=list(PAGES))
+    parser.add_argument("--pages", nargs="+", help="page names (default: every page)")
     args = parser.parse_args(argv)
     html = args.html or build(Path(tempfile.mkdtemp()) / "html")
-    args.out.mkdir(parents=True, exist_ok=True)
-    driver = open_browser(args.width, 900)
-    blocks: list[Block] = []
-    wide_tables: list[str] = []
-    try:
-        for page in args.pages:
-            driver.set_window_size(args.width, 900)
-            driver.get((html / f"{page}.html").resolve().as_uri())
-            measured = measure(driver, page)
-            blocks += measured.blocks
-            wide_tables += measured.wide_tables
-            name = page.replace("/", "-")
-            shoot(driver, args.out / f"{name}-{args.width}.png", args.width)
-        driver.get((html / "index.html").resolve().as_uri())
-        driver.execute_script("document.documentElement.dataset.theme = 'dark'")
-        shoot(driver, args.out / f"index-{args.width}-dark.png", args.width)
-    finally:
-        driver.quit()
-    print(f"{len(blocks)} code blocks on {len(args.pages)} pages at {args.width} px")
-    for page in args.pages:
-        widths = [block.visible_chars for block in blocks if block.page == page]
-        if widths:
-            print(f"{page}: {len(widths)} blocks, the narrowest shows {min(widths)} characters")
-    scrolling = [block for block in blocks if block.scrolls]
-    for block in scrolling:
-        print(f"scrolls: {block.page} block {block.index}: {block.first_line!r}")
-    for table in wide_tables:
-        print(f"table scrolls: {table}")
-    print(f"screenshots in {args.out}")
-    return 1 if scrolling or wide_tables else 0
+    reports = read_site(html, args.pages or content_pages(html), args.width, args.out)
+    blocks = [block for report in reports for block in report.blocks]
+    equations = sum(report.equations for report in reports)
+    with_math = sum(report.equations > 0 for report in reports)
+    print(
+        f"{len(reports)} pages read offline at {args.width} px: {equations} equations on "
+        f"{with_math} pages, {len(blocks)} code blocks"
+    )
+    for report in reports:
+        if report.blocks:
+            narrowest = min(block.visible_chars for block in report.blocks)
+            print(f"{report.page}: {len(report.blocks)} code blocks, {narrowest}+ characters wide")
+    problems = [line for report in reports for line in report.problems()]
+    for line in problems:
+        print(line)
+    if args.out is not None:
+        print(f"screenshots (light and dark, each page's own height) in {args.out}")
+    print(f"{len(problems)} problems" if problems else "no problems: every page reads offline")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
