@@ -55,10 +55,10 @@ LOCAL_SCHEMES = ("file", "data", "blob", "about", "chrome", "devtools")
 
 PAGE_SCRIPT = """
 const done = arguments[arguments.length - 1];
-const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise)
-  || Promise.resolve();
+const startup = window.MathJax && MathJax.startup && MathJax.startup.promise;
+const typeset = startup ? startup.then(() => 'typeset') : Promise.resolve('absent');
 const timeout = new Promise((resolve) => setTimeout(() => resolve('timeout'), 20000));
-Promise.race([typeset.then(() => document.fonts.ready).then(() => 'typeset'), timeout])
+Promise.race([typeset.then((how) => document.fonts.ready.then(() => how)), timeout])
   .then((how) => {
     const article = document.querySelector('.bd-article') || document.body;
     const probe = document.createElement('span');
@@ -96,7 +96,8 @@ Promise.race([typeset.then(() => document.fonts.ready).then(() => 'typeset'), ti
     r"/.{0,20}(\\[\[\]()]|\\(begin|end|frac|sum|odot|sigma|tanh|mathrm|top|left|right)\b).{0,20}/g",
 )
 """Run with ``execute_async_script`` once a page has loaded: waits until MathJax has typeset
-the page (at most 20 s) and its fonts are in, then reports the page's equations and those left
+the page (at most 20 s) and its fonts are in, then reports how that went (``typeset``,
+``absent``: no MathJax on the page, or ``timeout``), the page's equations and those left
 untypeset, TeX commands showing in its prose (code aside), images that did not load, and every
 ``<pre>`` (its text width, visible and full width, and one monospace glyph's width) and table
 that scrolls sideways."""
@@ -115,7 +116,31 @@ class Block:
 
 @dataclass(frozen=True)
 class PageReport:
-    """What one page showed a reader with no network."""
+    """What one page showed a reader with no network.
+
+    Attributes
+    ----------
+    page : str
+        The page, as :func:`content_pages` names it.
+    equations : int
+        Its elements that hold an equation (class ``math``).
+    mathjax : str
+        ``"typeset"``, ``"absent"`` (the page has no MathJax) or ``"timeout"``.
+    unrendered : list of str
+        The start of each equation MathJax left as TeX.
+    raw_tex : list of str
+        TeX commands showing in the page's prose (code aside), with a little context.
+    requests : list of str
+        Every URL the page asked the network for.
+    broken_images : list of str
+        The ``src`` of each image that did not load.
+    blocks : list of Block
+        Its code blocks as laid out.
+    wide_tables : list of str
+        The start of each table that scrolls sideways.
+    shots : list of Path
+        The screenshots written, light then dark (several each for a very tall page).
+    """
 
     page: str
     equations: int
@@ -184,6 +209,7 @@ def offline_browser(width: int) -> Iterator[Any]:
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--disable-quic",
         "--disable-background-networking",
         "--disable-component-update",

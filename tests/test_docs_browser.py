@@ -69,6 +69,7 @@ def test_mathjax_from_a_cdn_leaves_raw_tex_and_is_caught_asking_the_network(
     site: Path,
 ) -> None:
     (report,) = browse.read_site(site, ["cdn"])
+    assert report.mathjax == "absent"
     assert report.unrendered == [r"\(h_t = o_t \odot \tanh(c_t)\)"]
     assert report.raw_tex
     assert all("\\" in tex for tex in report.raw_tex)
