@@ -46,7 +46,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 GENERATED = ("genindex", "search", "py-modindex")
 """Pages Sphinx writes for every site (index of names, search): not the project's own."""
 WINDOW_HEIGHT = 900
-"""The window's height while a page loads and is measured: a laptop screen's."""
+"""The window's height, set once when the browser opens: a laptop screen's."""
 SHOT_HEIGHT_MAX = 16_000
 """The longest screenshot taken in one piece, in px (Chromium's limit is 16,384); a taller
 page comes in parts."""
@@ -248,12 +248,11 @@ def network_requests(driver: Any) -> list[str]:
 def shoot(driver: Any, path: Path, width: int) -> list[Path]:
     """Screenshots of the whole loaded page, as tall as the page itself.
 
-    The window is brought back to a screen's height first, so a previous, taller page cannot
-    leave blank space below this one. A page taller than Chromium's longest screenshot comes
-    in parts, ``path`` then ``path`` with ``-2``, ``-3``, ... before the suffix; the paths
-    written are returned.
+    The shot reaches beyond the viewport instead of stretching the window, so the window
+    stays a screen high and a previous, taller page cannot leave blank space below this one.
+    A page taller than Chromium's longest screenshot comes in parts, ``path`` then ``path``
+    with ``-2``, ``-3``, ... before the suffix; the paths written are returned.
     """
-    driver.set_window_size(width, WINDOW_HEIGHT)
     height = int(driver.execute_script("return document.documentElement.scrollHeight"))
     written = []
     for part, top in enumerate(range(0, height, SHOT_HEIGHT_MAX), start=1):
@@ -270,7 +269,6 @@ def shoot(driver: Any, path: Path, width: int) -> list[Path]:
 def read_page(driver: Any, html: Path, page: str, width: int, out: Path | None) -> PageReport:
     """Load one page with the network off, check it, and (with ``out``) shoot it light and
     dark."""
-    driver.set_window_size(width, WINDOW_HEIGHT)
     network_requests(driver)  # forget what earlier pages asked for
     driver.get((html / f"{page}.html").resolve().as_uri())
     found = driver.execute_async_script(PAGE_SCRIPT)

@@ -137,15 +137,14 @@ def test_no_docstring_example_line_is_wider_than_the_api_page(name: str) -> None
     assert [line for line in lines if len(">>> " + line) > EXAMPLE_LINE_MAX] == []
 
 
+PROSE_PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))]
+"""Every page a reader reads: the README, BENCHMARKS.md and the docs."""
+
 IN_HOUSE = re.compile(r"\b(issues?|this task|lent|the probe|this session)\b", re.IGNORECASE)
 """Words of the team's own work that mean nothing to a reader (an issue number, a task)."""
 
 
-@pytest.mark.parametrize(
-    "page",
-    [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))],
-    ids=lambda path: str(path.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("page", PROSE_PAGES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_no_in_house_wording(page: Path) -> None:
     found = [
         f"{page.name}:{number}: {line.strip()}"
@@ -266,11 +265,7 @@ def test_prose_paragraphs_leaves_out_code_math_tables_and_splits_list_items() ->
     ]
 
 
-@pytest.mark.parametrize(
-    "page",
-    [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").rglob("*.md"))],
-    ids=lambda path: str(path.relative_to(ROOT)),
-)
+@pytest.mark.parametrize("page", PROSE_PAGES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_no_paragraph_is_a_wall_of_text(page: Path) -> None:
     long = [
         f"{len(unit.split())} words: {unit[:70]}..."
